@@ -1,0 +1,65 @@
+"""Pick the MXNet devices for ``--gpus auto|none|0,1,...``: GPUs that pass a real kernel launch, else the CPU.
+
+``mx.context.num_gpus()`` counts GPUs that MXNet cannot use (a Hopper card with mxnet-cu112 has no kernel image for
+it), so each GPU is probed by running a small convolution on it and reading the result back.
+"""
+
+from models.errors import UserError
+
+GPU_SPEC_HELP = "auto: every GPU that passes a kernel-launch probe, else CPU; none: CPU; or GPU ids like 0,1"
+
+
+def _probe(mx, gpu_id):
+    """None if a conv + GEMM run correctly on GPU ``gpu_id``, else the reason (first line of MXNet's error)."""
+    try:
+        ctx = mx.gpu(gpu_id)
+        x = mx.nd.ones((1, 2, 4, 4), ctx=ctx)
+        w = mx.nd.ones((2, 2, 3, 3), ctx=ctx)
+        y = mx.nd.Convolution(x, w, kernel=(3, 3), num_filter=2, no_bias=True, pad=(1, 1))
+        z = mx.nd.dot(y.reshape((1, -1)), y.reshape((-1, 1)))
+        value = float(z.asnumpy()[0, 0])
+        expected = float(sum(v * v for v in (8, 12, 12, 8, 12, 18, 18, 12, 12, 18, 18, 12, 8, 12, 12, 8)) * 2)
+        return None if value == expected else f"wrong result from a test convolution ({value} != {expected})"
+    except Exception as err:  # MXNetError and friends: the GPU is there but unusable
+        text = str(err).strip().splitlines()
+        return next((line for line in text if "no kernel image" in line), text[0] if text else type(err).__name__)
+
+
+def select_contexts(spec="auto"):
+    """Return (contexts, notice): the devices to run on and, when falling back to CPU, one line saying why."""
+    import mxnet as mx
+
+    spec = (spec or "auto").strip().lower()
+    if spec in ("none", "cpu", "-1", ""):
+        return [mx.cpu()], None
+    if spec == "auto":
+        wanted = None
+    else:
+        try:
+            wanted = sorted({int(part) for part in spec.split(",") if part.strip()})
+        except ValueError:
+            raise UserError(f"--gpus must be auto, none or GPU ids like 0,1 (got {spec!r})") from None
+    if not mx.runtime.Features().is_enabled("CUDA"):
+        reason = "this MXNet build is CPU-only (install requirements-gpu.txt on a machine with an NVIDIA GPU)"
+        return _fallback(mx, wanted, reason)
+    count = mx.context.num_gpus()
+    if count == 0:
+        return _fallback(mx, wanted, "no NVIDIA GPU found")
+    ids = list(range(count)) if wanted is None else wanted
+    missing = [i for i in ids if i >= count]
+    if missing:
+        raise UserError(f"--gpus names GPU {missing} but only {count} GPU(s) exist (ids 0..{count - 1})")
+    failures = {i: _probe(mx, i) for i in ids}
+    usable = [i for i in ids if failures[i] is None]
+    if usable and (wanted is None or len(usable) == len(ids)):
+        return [mx.gpu(i) for i in usable], None
+    reasons = "; ".join(f"GPU {i}: {why}" for i, why in failures.items() if why)
+    if wanted is not None:
+        raise UserError(f"requested GPU(s) unusable ({reasons}); use --gpus auto or none to run on the CPU")
+    return [mx.cpu()], f"using the CPU: no usable GPU ({reasons}; mxnet-cu112 supports compute capability 5.0-8.9)"
+
+
+def _fallback(mx, wanted, reason):
+    if wanted is not None:
+        raise UserError(f"--gpus {','.join(map(str, wanted))}: {reason}; use --gpus auto or none")
+    return [mx.cpu()], f"using the CPU: {reason}"

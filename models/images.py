@@ -1,0 +1,85 @@
+"""The one image loader: every step reads image files through ``list_images`` and ``load_image``."""
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+RESIZE_MODES = ("crop", "squash")
+
+
+class ImageReadError(Exception):
+    """An unreadable, corrupt or non-image file; the message names the reason."""
+
+
+def list_images(folder):
+    """Sorted file names (not paths) of the images directly inside ``folder``."""
+    from models.errors import UserError
+
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise UserError(f"image folder not found: {folder}")
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    return names
+
+
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _to_8bit_source(image):
+    """Return an image PIL can resize: gray stays 'L' (3x less work), colour -> RGB (alpha dropped), deeper -> 'F'."""
+    if image.mode in HIGH_DEPTH_MODES:
+        return Image.fromarray(np.asarray(image, dtype=np.float32), mode="F")
+    if image.mode in ("RGB", "L"):
+        return image
+    if image.mode in ("LA", "1"):
+        return image.convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL warns on P -> RGB when the palette has transparency
+    return image.convert("RGB")
+
+
+def _float_scale(image):
+    """Factor that maps a high-depth image's values to 0..255: 16-bit range for integers, 0..1 or 0..255 for float."""
+    if image.mode == "F":
+        return 255.0 if image.getextrema()[1] <= 1.0 else 1.0
+    return 255.0 / 65535.0
+
+
+def resize_image(image, size, resize):
+    """Centre square crop then resize (``crop``, the original's way) or resize the whole image (``squash``)."""
+    if resize == "crop":
+        width, height = image.size
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        box = (left, top, left + side, top + side)
+    elif resize == "squash":
+        box = None
+    else:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
+    return image.resize((size, size), Image.BILINEAR, box=box)
+
+
+def load_image(path, size=224, resize="crop"):
+    """Read one image file as a (size, size, 3) uint8 RGB array; ImageReadError if it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format == "JPEG":
+                    image.draft("RGB", (size, size))  # decode at a reduced scale when the file allows it
+                image.load()
+                scale = _float_scale(image) if image.mode in HIGH_DEPTH_MODES else None
+                resized = resize_image(_to_8bit_source(image), size, resize)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
+    pixels = np.asarray(resized)
+    if scale is not None:
+        pixels = np.clip(pixels.astype(np.float32) * scale, 0, 255).round()
+    pixels = pixels.astype(np.uint8, copy=False)
+    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels

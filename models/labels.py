@@ -1,0 +1,51 @@
+"""The label file every step reads and writes.
+
+Format: ``{"classes": ["normal", "nodule"], "labels": {"<image file name>": "<class>", ...}}``.
+The order of ``classes`` fixes each class's index.
+"""
+
+from dataclasses import dataclass
+
+from models.errors import UserError
+from models.fileio import read_json, write_json
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    classes: tuple  # class names; position = class index
+    labels: dict  # image file name -> class name
+
+    def index_of(self, name):
+        """Class index of one image file name."""
+        return self.classes.index(self.labels[name])
+
+    def indices(self, names):
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return [lookup[self.labels[n]] for n in names]
+
+
+def load_labels(path):
+    """Read and validate a label file; UserError says what is wrong with it."""
+    data = read_json(path, "label file")
+    if not isinstance(data, dict) or "classes" not in data or "labels" not in data:
+        raise UserError(f"label file {path} must be an object with 'classes' and 'labels' "
+                        '(e.g. {"classes": ["normal", "nodule"], "labels": {"a.png": "normal"}})')
+    classes, labels = data["classes"], data["labels"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise UserError(f"label file {path}: 'classes' must be a list of class names")
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise UserError(f"label file {path}: 'classes' needs at least 2 distinct names, got {classes}")
+    if not isinstance(labels, dict):
+        raise UserError(f"label file {path}: 'labels' must map image file names to class names")
+    unknown = sorted({str(c) for c in labels.values() if c not in classes})
+    if unknown:
+        raise UserError(f"label file {path}: labels use classes not listed in 'classes': {unknown[:10]}")
+    return LabelSet(tuple(classes), dict(labels))
+
+
+def save_labels(path, classes, labels):
+    """Write a label file atomically (``labels`` maps file name -> class name)."""
+    unknown = sorted(set(labels.values()) - set(classes))
+    if unknown:
+        raise ValueError(f"labels use classes not in {classes}: {unknown}")
+    write_json(path, {"classes": list(classes), "labels": dict(sorted(labels.items()))})
