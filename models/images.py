@@ -6,6 +6,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from models.errors import UserError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 RESIZE_MODES = ("crop", "squash")
 
@@ -16,8 +18,6 @@ class ImageReadError(Exception):
 
 def list_images(folder):
     """Sorted file names (not paths) of the images directly inside ``folder``."""
-    from models.errors import UserError
-
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise UserError(f"image folder not found: {folder}")
@@ -31,10 +31,19 @@ def list_images(folder):
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def _to_8bit_source(image):
-    """Return an image PIL can resize: gray stays 'L' (3x less work), colour -> RGB (alpha dropped), deeper -> 'F'."""
+def to_8bit(image):
+    """Gray stays 'L' (3x less resize work than RGB), colour -> 'RGB' with alpha dropped, 16-bit/float -> 'L'.
+
+    16-bit and 32-bit integers are scaled from the 16-bit range, so one density keeps one gray level in every
+    image of a set; float images are taken as 0..1 when they fit in it, else as 0..255.
+    """
     if image.mode in HIGH_DEPTH_MODES:
-        return Image.fromarray(np.asarray(image, dtype=np.float32), mode="F")
+        pixels = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            scale = 255.0 if pixels.max(initial=0.0) <= 1.0 else 1.0
+        else:
+            scale = 255.0 / 65535.0
+        return Image.fromarray(np.clip(pixels * scale, 0, 255).round().astype(np.uint8), mode="L")
     if image.mode in ("RGB", "L"):
         return image
     if image.mode in ("LA", "1"):
@@ -42,13 +51,6 @@ def _to_8bit_source(image):
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # PIL warns on P -> RGB when the palette has transparency
     return image.convert("RGB")
-
-
-def _float_scale(image):
-    """Factor that maps a high-depth image's values to 0..255: 16-bit range for integers, 0..1 or 0..255 for float."""
-    if image.mode == "F":
-        return 255.0 if image.getextrema()[1] <= 1.0 else 1.0
-    return 255.0 / 65535.0
 
 
 def resize_image(image, size, resize):
@@ -74,12 +76,8 @@ def load_image(path, size=224, resize="crop"):
                 if image.format == "JPEG":
                     image.draft("RGB", (size, size))  # decode at a reduced scale when the file allows it
                 image.load()
-                scale = _float_scale(image) if image.mode in HIGH_DEPTH_MODES else None
-                resized = resize_image(_to_8bit_source(image), size, resize)
+                resized = resize_image(to_8bit(image), size, resize)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
-    pixels = np.asarray(resized)
-    if scale is not None:
-        pixels = np.clip(pixels.astype(np.float32) * scale, 0, 255).round()
-    pixels = pixels.astype(np.uint8, copy=False)
+    pixels = np.asarray(resized, dtype=np.uint8)
     return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels

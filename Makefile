@@ -1,0 +1,35 @@
+# Xvision-MX. `make help` lists the targets; `make test` and `make pipeline` set everything up first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+# A machine with a working NVIDIA driver gets the CUDA build of MXNet; every other machine the CPU build.
+HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+REQUIREMENTS := $(if $(HAS_NVIDIA),requirements-gpu.txt,requirements.txt)
+WEIGHTS := models/resnet-50-0000.params
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed $(WEIGHTS) ## make .venv (python3.11), install requirements, fetch and convert the ResNet-50 weights
+
+$(VENV)/.installed: $(REQUIREMENTS)
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (MXNet 1.9.1 needs numpy<1.24, which has no wheels for newer Pythons)"; exit 2; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(WEIGHTS): models/weights.py | $(VENV)/.installed
+	$(PY) -m models.weights --force
+
+test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
+	$(PY) -m pytest tests
+
+clean: ## remove the venv, the weights cache and the converted checkpoint
+	rm -rf $(VENV) models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json

@@ -1,0 +1,131 @@
+"""Load an MXNet symbolic checkpoint as a backbone, cut at any internal layer, and run it fast.
+
+Any checkpoint ``PREFIX-symbol.json`` + ``PREFIX-0000.params`` works (the converted ImageNet ResNet-50 made by
+``make setup``, or e.g. the official MXNet model-zoo resnet-50 a user downloaded). Its input must be ``data`` taking
+raw RGB 0..255 in NCHW, the model-zoo contract.
+
+``python -m models.pretrained --classify IMAGE...`` prints the top-5 ImageNet classes (the full, uncut network).
+"""
+
+import argparse
+import difflib
+import os
+
+import numpy as np
+
+from models.errors import UserError, run_cli
+from models.images import ImageReadError, load_image
+from models.weights import DEFAULT_PREFIX, sha256_of
+
+DEFAULT_LAYER = "stage4_unit2_relu1_output"
+INPUT_SIZE = 224
+
+
+def load_checkpoint(prefix, epoch=0):
+    """(symbol, arg_params, aux_params) of an MXNet checkpoint; UserError naming the missing file and the fix."""
+    import mxnet as mx
+
+    symbol_file, params_file = f"{prefix}-symbol.json", f"{prefix}-{epoch:04d}.params"
+    for path in (symbol_file, params_file):
+        if not os.path.exists(path):
+            hint = "run `make setup` to fetch and convert the ImageNet weights" if prefix == DEFAULT_PREFIX \
+                else "--model takes a checkpoint prefix PREFIX with PREFIX-symbol.json and PREFIX-0000.params"
+            raise UserError(f"model file not found: {path}; {hint}")
+    try:
+        symbol = mx.sym.load(symbol_file)
+        saved = mx.nd.load(params_file)
+    except mx.base.MXNetError as err:
+        raise UserError(f"cannot load checkpoint {prefix}: {str(err).splitlines()[0]}") from None
+    args = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
+    aux = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
+    return symbol, args, aux
+
+
+def layer_names(symbol):
+    """Every internal output a backbone can be cut at (``<node>_output``), inputs and parameters left out."""
+    arguments = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
+    return [name for name in symbol.get_internals().list_outputs() if name not in arguments]
+
+
+def cut(symbol, layer):
+    names = layer_names(symbol)
+    if layer not in names:
+        close = difflib.get_close_matches(layer, names, n=5, cutoff=0.6) or names[-5:]
+        raise UserError(f"layer {layer!r} is not in the model; closest valid names: {', '.join(close)}")
+    return symbol.get_internals()[layer]
+
+
+class Backbone:
+    """A checkpoint cut at ``layer`` (None: the whole network), bound for fixed-size batches of 224x224 RGB."""
+
+    def __init__(self, prefix=DEFAULT_PREFIX, layer=DEFAULT_LAYER, contexts=None, batch_size=32):
+        import mxnet as mx
+
+        self.prefix, self.layer, self.batch_size = prefix, layer, batch_size
+        self.contexts = contexts or [mx.cpu()]
+        symbol, args, aux = load_checkpoint(prefix)
+        if "data" not in symbol.list_arguments():
+            raise UserError(f"{prefix}-symbol.json has no input named 'data'; inputs: {symbol.list_arguments()[:5]}")
+        if layer is not None:
+            symbol = cut(symbol, layer)
+        self.net = mx.gluon.SymbolBlock(symbol, mx.sym.var("data", dtype="float32"))
+        params = self.net.collect_params()
+        missing = [name for name in params.keys() if name not in args and name not in aux]
+        if missing:
+            raise UserError(f"{prefix}-0000.params lacks {len(missing)} parameters of the network, e.g. {missing[:3]}")
+        for name, param in params.items():
+            param._load_init((args if name in args else aux)[name], self.contexts)
+        if self.contexts == [mx.cpu()]:
+            # oneDNN graph fusion (conv+bn+relu, sum): ~10% faster than plain static hybridization on CPU
+            example = mx.nd.zeros((batch_size, 3, INPUT_SIZE, INPUT_SIZE))
+            self.net.optimize_for(example, backend="MKLDNN", static_alloc=True, static_shape=True)
+        else:
+            self.net.hybridize(static_alloc=True, static_shape=True)
+        _, shapes, _ = symbol.infer_shape(data=(1, 3, INPUT_SIZE, INPUT_SIZE))
+        self.output_shape = tuple(shapes[0][1:])
+        self.model_sha256 = sha256_of(f"{prefix}-0000.params")
+
+    def __call__(self, images):
+        """Outputs for a (n, 224, 224, 3) uint8 RGB batch, n <= batch_size, as float32 numpy (n, *output_shape)."""
+        import mxnet as mx
+
+        count = len(images)
+        batch = np.zeros((self.batch_size, 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+        batch[:count] = images.transpose(0, 3, 1, 2)  # a padded, fixed-size batch: static shapes, same numbers
+        parts = np.array_split(batch, len(self.contexts))
+        outputs = [self.net(mx.nd.array(part, ctx=ctx)) for part, ctx in zip(parts, self.contexts)]
+        return np.concatenate([out.asnumpy() for out in outputs])[:count]
+
+
+def classify(paths, prefix=DEFAULT_PREFIX, top=5):
+    """[(path, [(class name, probability), ...top])] from the full network."""
+    from models.fileio import read_json
+
+    net = Backbone(prefix, layer=None, batch_size=1)
+    class_file = f"{prefix}-classes.json"
+    classes = read_json(class_file, "class names") if os.path.exists(class_file) else None
+    results = []
+    for path in paths:
+        try:
+            probs = net(load_image(path, INPUT_SIZE, resize="squash")[None])[0]
+        except ImageReadError as err:
+            raise UserError(str(err)) from None
+        best = np.argsort(probs)[::-1][:top]
+        results.append((path, [(classes[i] if classes else str(i), float(probs[i])) for i in best]))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m models.pretrained",
+                                     description="Self-check of the pretrained backbone: top-5 ImageNet classes.")
+    parser.add_argument("--classify", nargs="+", metavar="IMAGE", required=True, help="image files to classify")
+    parser.add_argument("--model", default=DEFAULT_PREFIX, help="checkpoint prefix (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for path, top in classify(args.classify, args.model):
+        print(path)
+        for name, prob in top:
+            print(f"  {prob:.3f}  {name}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,166 @@
+"""train.py: image folders -> code stores, with the real converted weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, run_script, write_noise_pngs
+from models.codes import CodeStore, CodeWriter
+from models.devices import select_contexts
+
+
+def train_py(tmp_path, *extra, train="train", test="test"):
+    return run_script("train.py", tmp_path / train, tmp_path / test, tmp_path / "train_codes", tmp_path / "test_codes",
+                      *extra)
+
+
+def test_interrupted_and_resumed_run_gives_identical_codes(weights, tmp_path):
+    write_noise_pngs(tmp_path / "train", 80)
+    write_noise_pngs(tmp_path / "test", 3, seed=1)
+    fresh = train_py(tmp_path, "--batch-size", "16", train="train", test="test")
+    assert fresh.returncode == 0, fresh.stderr
+    reference = CodeStore(tmp_path / "train_codes").read([f"img{i:04d}.png" for i in range(80)])
+    os.rename(tmp_path / "train_codes", tmp_path / "reference_codes")
+    os.rename(tmp_path / "test_codes", tmp_path / "reference_test_codes")
+
+    command = [sys.executable, "train.py", tmp_path / "train", tmp_path / "test", tmp_path / "train_codes",
+               tmp_path / "test_codes", "--batch-size", "16"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    index = tmp_path / "train_codes" / "index.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill -9 once some, but not all, rows are saved
+        try:
+            done = json.loads(index.read_text())["rows_done"]
+        except (OSError, ValueError):
+            done = 0
+        if done >= 32:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = json.loads(index.read_text())
+    assert 32 <= partial["rows_done"] < 80 and not partial["complete"]
+
+    resumed = train_py(tmp_path, "--batch-size", "16")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after" in resumed.stdout
+    store = CodeStore(tmp_path / "train_codes")
+    assert isinstance(store.array, np.memmap)
+    np.testing.assert_array_equal(store.read([f"img{i:04d}.png" for i in range(80)]), reference)
+
+    again = train_py(tmp_path, "--batch-size", "16")
+    assert "already made, nothing to do" in again.stdout
+
+
+def write_awkward_folder(folder):
+    """Files of every kind a user's folder may hold; returns (pairs that must give equal codes, unreadable names)."""
+    os.makedirs(folder)
+    rng = np.random.default_rng(3)
+    gray = np.asarray(Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).resize((300, 260), Image.BICUBIC))
+    Image.fromarray(gray).save(folder / "gray8.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(folder / "gray16.png")  # same picture, 16-bit
+    Image.fromarray(np.dstack([gray] * 3)).save(folder / "rgb.png")
+    Image.fromarray(np.dstack([gray] * 3 + [np.full_like(gray, 7)])).save(folder / "rgba.png")
+    Image.fromarray(np.dstack([gray] * 3)).save(folder / "rgb.bmp")
+    Image.fromarray(gray).convert("P").save(folder / "palette.png")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.tif").write_text("not an image")
+    (folder / "README.txt").write_text("ignored: not an image extension")
+    with open(folder / "rgb.png", "rb") as f:
+        (folder / "truncated.png").write_bytes(f.read()[:300])
+    equal = [("gray8.png", "gray16.png"), ("gray8.png", "rgb.png"), ("gray8.png", "rgba.png"),
+             ("gray8.png", "rgb.bmp"), ("gray8.png", "palette.png")]
+    return equal, ["corrupt.png", "empty.jpg", "notes.tif", "truncated.png"]
+
+
+def test_awkward_files_are_encoded_or_skipped_by_name(weights, tmp_path):
+    equal, unreadable = write_awkward_folder(tmp_path / "train")
+    write_noise_pngs(tmp_path / "test", 2)
+    result = train_py(tmp_path, "--gpus", "auto")
+    assert result.returncode == 0, result.stderr
+    for name in unreadable:
+        assert f"warning: skipped {name}:" in result.stderr
+    store = CodeStore(tmp_path / "train_codes")
+    assert sorted(store.skipped) == sorted(unreadable)
+    assert "README.txt" not in store.index["files"]
+    for a, b in equal:
+        np.testing.assert_allclose(store.read([a]), store.read([b]), atol=1e-4, err_msg=f"{a} vs {b}")
+    assert store.meta["layer"] == "stage4_unit2_relu1_output" and store.meta["resize"] == "crop"
+    assert store.meta["shape"] == [512, 7, 7]
+    # --gpus auto on a machine without a usable GPU: one notice saying why, then the CPU
+    assert "notice: using the CPU:" in result.stderr
+
+
+def test_squash_keeps_the_whole_image(weights, tmp_path):
+    os.makedirs(tmp_path / "train")
+    wide = np.zeros((100, 300), np.uint8)
+    wide[:, :50] = 255  # a bright band that a centre crop cuts away
+    Image.fromarray(wide).save(tmp_path / "train" / "wide.png")
+    Image.fromarray(np.zeros((100, 300), np.uint8)).save(tmp_path / "train" / "dark.png")
+    write_noise_pngs(tmp_path / "test", 1)
+    for mode in ("crop", "squash"):
+        result = run_script("train.py", tmp_path / "train", tmp_path / "test", tmp_path / mode, tmp_path / "t",
+                            "--resize", mode)
+        assert result.returncode == 0, result.stderr
+    crop, squash = CodeStore(tmp_path / "crop"), CodeStore(tmp_path / "squash")
+    np.testing.assert_array_equal(crop.read(["wide.png"]), crop.read(["dark.png"]))
+    assert not np.allclose(squash.read(["wide.png"]), squash.read(["dark.png"]))
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty"])
+def test_missing_or_empty_folder_is_a_one_line_error(tmp_path, problem):
+    write_noise_pngs(tmp_path / "train", 1)
+    if problem == "empty":
+        os.makedirs(tmp_path / "test")
+        (tmp_path / "test" / "notes.txt").write_text("no images here")
+    result = train_py(tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert str(tmp_path / "test") in result.stderr
+    assert not (tmp_path / "train_codes").exists()
+
+
+def test_unknown_layer_cli(weights, tmp_path):
+    write_noise_pngs(tmp_path / "train", 1)
+    write_noise_pngs(tmp_path / "test", 1)
+    result = train_py(tmp_path, "--layer", "stage4_unit2_relu_1")
+    assert result.returncode == 2
+    assert "closest valid names" in result.stderr and "stage4_unit2_relu1_output" in result.stderr
+
+
+def test_gpus_auto_falls_back_to_cpu_here():
+    import mxnet as mx
+
+    contexts, notice = select_contexts("auto")
+    if mx.context.num_gpus() == 0 or not mx.runtime.Features().is_enabled("CUDA"):
+        assert contexts == [mx.cpu()] and notice.startswith("using the CPU: ")
+    assert select_contexts("none") == ([mx.cpu()], None)
+
+
+def test_code_store_round_trip_and_resume(tmp_path):
+    files = [f"f{i}.png" for i in range(5)]
+    meta = {"model": "m", "layer": "l"}
+    writer = CodeWriter(tmp_path, files, (2, 3), meta)
+    writer.write(np.ones((2, 2, 3)), {})
+    resumed = CodeWriter(tmp_path, files, (2, 3), meta)
+    assert resumed.rows_done == 2
+    resumed.write(np.full((3, 2, 3), 2.0), {"f3.png": "broken"})
+    store = CodeStore(tmp_path)
+    assert store.names == ["f0.png", "f1.png", "f2.png", "f4.png"]
+    assert store.read(["f4.png", "f0.png"])[:, 0, 0].tolist() == [2.0, 1.0]
+    restarted = CodeWriter(tmp_path, files, (2, 3), dict(meta, layer="other"))  # other layer: start over
+    assert restarted.rows_done == 0
+
+
+def test_incomplete_codes_are_refused(tmp_path):
+    CodeWriter(tmp_path, ["a.png", "b.png"], (1,), {}).write(np.zeros((1, 1)))
+    with pytest.raises(Exception, match="incomplete .*run train.py again"):
+        CodeStore(tmp_path)
