@@ -1,6 +1,7 @@
 """Step 3: encode train and test images with a pretrained backbone and cache the feature codes."""
 
 import argparse
+import os
 import sys
 
 from models.devices import GPU_SPEC_HELP, select_contexts
@@ -26,24 +27,40 @@ def parse_args(argv=None):
     parser.add_argument("--resize", choices=RESIZE_MODES, default="crop",
                         help="crop: centre square crop then 224x224 (the original's way); squash: resize the whole "
                              "image to 224x224 (default: %(default)s)")
+    parser.add_argument("--int8", action="store_true",
+                        help="run an int8-quantised copy of the network on the CPU (oneDNN): ~4x faster, codes within "
+                             "~0.98 cosine similarity of fp32; calibrated on a sample of TRAIN_IMGS, cached in "
+                             "TRAIN_CODES/int8-calibration")
+    parser.add_argument("--calib-images", type=int, default=64,
+                        help="with --int8: how many training images to calibrate on (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.calib_images < 1:
+        parser.error("--calib-images must be at least 1")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    for folder in (args.train_imgs, args.test_imgs):
-        list_images(folder)  # a missing or empty folder fails before any work starts
+    train_names = list_images(args.train_imgs)  # a missing or empty folder fails before any work starts
+    list_images(args.test_imgs)
     from models.extract import extract_folder
     from models.pretrained import Backbone
 
-    contexts, notice = select_contexts(args.gpus)
-    if notice:
-        print(f"notice: {notice}", file=sys.stderr)
-    backbone = Backbone(args.model, args.layer, contexts, args.batch_size)
-    print(f"backbone {args.model} cut at {args.layer}: codes of shape {backbone.output_shape} on {contexts}")
+    if args.int8:
+        from models.quantize import calibration_sample, int8_backbone
+
+        sample = calibration_sample([os.path.join(args.train_imgs, n) for n in train_names], args.calib_images)
+        backbone = int8_backbone(args.model, args.layer, sample, args.batch_size, args.resize,
+                                 cache_dir=os.path.join(args.train_codes, "int8-calibration"))
+    else:
+        contexts, notice = select_contexts(args.gpus)
+        if notice:
+            print(f"notice: {notice}", file=sys.stderr)
+        backbone = Backbone(args.model, args.layer, contexts, args.batch_size)
+    print(f"backbone {args.model} cut at {args.layer} ({backbone.precision}): codes of shape "
+          f"{backbone.output_shape} on {backbone.contexts}")
     for folder, codes_dir in ((args.train_imgs, args.train_codes), (args.test_imgs, args.test_codes)):
         writer = extract_folder(backbone, folder, codes_dir, args.resize)
         print(f"{codes_dir}: {len(writer.files) - len(writer.skipped)} codes, {len(writer.skipped)} skipped")

@@ -17,6 +17,7 @@ DECODE_THREADS = 2  # PIL releases the GIL while decoding and resizing, so threa
 def codes_meta(backbone, resize):
     """What made a set of codes; later steps compare it to refuse codes from another model or layer."""
     return {"model": backbone.prefix, "model_sha256": backbone.model_sha256, "layer": backbone.layer,
+            "precision": backbone.precision, "int8_calibration": backbone.calibration,
             "input_size": INPUT_SIZE, "resize": resize, "input": "RGB 0..255, NCHW"}
 
 

@@ -56,45 +56,51 @@ def cut(symbol, layer):
 
 
 class Backbone:
-    """A checkpoint cut at ``layer`` (None: the whole network), bound for fixed-size batches of 224x224 RGB."""
+    """A checkpoint cut at ``layer`` (None: the whole network), bound for fixed-size batches of 224x224 RGB.
 
-    def __init__(self, prefix=DEFAULT_PREFIX, layer=DEFAULT_LAYER, contexts=None, batch_size=32):
+    ``graph`` = (symbol, arg_params, aux_params) runs that graph instead of the checkpoint's (e.g. its int8 version,
+    see models/quantize.py); ``precision`` and ``calibration`` then name it in the codes' metadata.
+    """
+
+    def __init__(self, prefix=DEFAULT_PREFIX, layer=DEFAULT_LAYER, contexts=None, batch_size=32, graph=None,
+                 precision="fp32", calibration=None):
         import mxnet as mx
 
         self.prefix, self.layer, self.batch_size = prefix, layer, batch_size
+        self.precision, self.calibration = precision, calibration
         self.contexts = contexts or [mx.cpu()]
-        symbol, args, aux = load_checkpoint(prefix)
-        if "data" not in symbol.list_arguments():
-            raise UserError(f"{prefix}-symbol.json has no input named 'data'; inputs: {symbol.list_arguments()[:5]}")
-        if layer is not None:
-            symbol = cut(symbol, layer)
-        self.net = mx.gluon.SymbolBlock(symbol, mx.sym.var("data", dtype="float32"))
-        params = self.net.collect_params()
-        missing = [name for name in params.keys() if name not in args and name not in aux]
+        if graph is None:
+            symbol, args, aux = load_checkpoint(prefix)
+            if "data" not in symbol.list_arguments():
+                raise UserError(f"{prefix}-symbol.json has no input named 'data'; inputs: {symbol.list_arguments()[:5]}")
+            symbol = cut(symbol, layer) if layer is not None else symbol
+        else:
+            symbol, args, aux = graph
+        needed = set(symbol.list_arguments()) - {"data"}
+        missing = sorted(needed - set(args)) + sorted(set(symbol.list_auxiliary_states()) - set(aux))
         if missing:
             raise UserError(f"{prefix}-0000.params lacks {len(missing)} parameters of the network, e.g. {missing[:3]}")
-        for name, param in params.items():
-            param._load_init((args if name in args else aux)[name], self.contexts)
-        if self.contexts == [mx.cpu()]:
-            # oneDNN graph fusion (conv+bn+relu, sum): ~10% faster than plain static hybridization on CPU
-            example = mx.nd.zeros((batch_size, 3, INPUT_SIZE, INPUT_SIZE))
-            self.net.optimize_for(example, backend="MKLDNN", static_alloc=True, static_shape=True)
-        else:
-            self.net.hybridize(static_alloc=True, static_shape=True)
-        _, shapes, _ = symbol.infer_shape(data=(1, 3, INPUT_SIZE, INPUT_SIZE))
-        self.output_shape = tuple(shapes[0][1:])
+        self.per_device = -(-batch_size // len(self.contexts))
+        self.executors = []
+        for ctx in self.contexts:
+            # oneDNN graph fusion (conv+bn+relu, sum) on the CPU; an int8 graph comes already fused
+            bound = symbol.get_backend_symbol("MKLDNN") if ctx.device_type == "cpu" and precision == "fp32" else symbol
+            executor = bound.simple_bind(ctx, data=(self.per_device, 3, INPUT_SIZE, INPUT_SIZE), grad_req="null")
+            executor.copy_params_from(args, aux, allow_extra_params=True)
+            self.executors.append(executor)
+        self.output_shape = tuple(self.executors[0].outputs[0].shape[1:])
         self.model_sha256 = sha256_of(f"{prefix}-0000.params")
 
     def __call__(self, images):
         """Outputs for a (n, 224, 224, 3) uint8 RGB batch, n <= batch_size, as float32 numpy (n, *output_shape)."""
-        import mxnet as mx
-
         count = len(images)
-        batch = np.zeros((self.batch_size, 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+        batch = np.zeros((self.per_device * len(self.executors), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
         batch[:count] = images.transpose(0, 3, 1, 2)  # a padded, fixed-size batch: static shapes, same numbers
-        parts = np.array_split(batch, len(self.contexts))
-        outputs = [self.net(mx.nd.array(part, ctx=ctx)) for part, ctx in zip(parts, self.contexts)]
-        return np.concatenate([out.asnumpy() for out in outputs])[:count]
+        for i, executor in enumerate(self.executors):  # forward calls return at once; the devices run in parallel
+            executor.arg_dict["data"][:] = batch[i * self.per_device:(i + 1) * self.per_device]
+            executor.forward(is_train=False)
+        outputs = [executor.outputs[0].asnumpy() for executor in self.executors]
+        return np.concatenate(outputs)[:count]
 
 
 def classify(paths, prefix=DEFAULT_PREFIX, top=5):

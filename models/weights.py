@@ -183,7 +183,7 @@ def convert(weights, symbol):
     return args, aux
 
 
-def save_checkpoint(prefix, symbol, args, aux, classes):
+def save_checkpoint(prefix, symbol, args, aux, classes=None):
     """Write ``PREFIX-symbol.json``, ``PREFIX-classes.json`` and ``PREFIX-0000.params`` (last), each atomically."""
     import mxnet as mx
 
@@ -191,9 +191,10 @@ def save_checkpoint(prefix, symbol, args, aux, classes):
 
     with atomic_path(f"{prefix}-symbol.json") as tmp:
         symbol.save(tmp)
-    write_json(f"{prefix}-classes.json", classes)
-    params = {f"arg:{k}": mx.nd.array(v) for k, v in args.items()}
-    params.update({f"aux:{k}": mx.nd.array(v) for k, v in aux.items()})
+    if classes is not None:
+        write_json(f"{prefix}-classes.json", classes)
+    params = {f"arg:{k}": mx.nd.array(v, dtype=v.dtype) for k, v in args.items()}
+    params.update({f"aux:{k}": mx.nd.array(v, dtype=v.dtype) for k, v in aux.items()})
     with atomic_path(f"{prefix}-0000.params") as tmp:
         mx.nd.save(tmp, params)
 

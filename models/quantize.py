@@ -1,0 +1,74 @@
+"""The int8 fast path: oneDNN int8 quantisation of the cut network, calibrated on a sample of the input images.
+
+The quantised graph is cached under a key made of the model's sha256, the layer, the resize mode and the content of
+the calibration images, so a second run with the same inputs skips the calibration.
+"""
+
+import hashlib
+import os
+
+import numpy as np
+
+from models.errors import UserError
+from models.images import ImageReadError, load_image
+from models.pretrained import INPUT_SIZE, Backbone, cut, load_checkpoint
+from models.weights import save_checkpoint, sha256_of
+
+CALIBRATION_MODE = "entropy"  # KL-divergence thresholds: closer to fp32 than min/max ("naive") at the same speed
+
+
+def calibration_sample(paths, count, seed=0):
+    """A seeded random sample of ``count`` image paths (all of them when there are fewer), in a stable order."""
+    paths = sorted(paths)
+    if len(paths) <= count:
+        return paths
+    chosen = np.random.RandomState(seed).choice(len(paths), count, replace=False)
+    return [paths[i] for i in sorted(chosen)]
+
+
+def calibration_key(model_sha256, layer, resize, paths):
+    digest = hashlib.sha256(f"{model_sha256}|{layer}|{resize}|{CALIBRATION_MODE}".encode())
+    for path in paths:
+        digest.update(sha256_of(path).encode())
+    return digest.hexdigest()[:16]
+
+
+def quantize(prefix, layer, images):
+    """(symbol, arg_params, aux_params) of the int8 network, calibrated on ``images`` (n, 224, 224, 3) uint8."""
+    import mxnet as mx
+    from mxnet.contrib.quantization import quantize_model_mkldnn
+
+    symbol, args, aux = load_checkpoint(prefix)
+    symbol = cut(symbol, layer)
+    data = mx.io.NDArrayIter(data=images.transpose(0, 3, 1, 2).astype(np.float32), batch_size=min(len(images), 16))
+    return quantize_model_mkldnn(symbol, args, aux, ctx=mx.cpu(), calib_mode=CALIBRATION_MODE, calib_data=data,
+                                 num_calib_examples=len(images), quantized_dtype="auto", quantize_mode="smart",
+                                 label_names=())
+
+
+def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop", cache_dir=None, log=print):
+    """A Backbone running the int8 version of ``prefix`` cut at ``layer``; calibrates, or loads it from ``cache_dir``."""
+    import mxnet as mx
+
+    readable = []
+    for path in calibration_paths:
+        try:
+            readable.append((path, load_image(path, INPUT_SIZE, resize)))
+        except ImageReadError:
+            continue
+    if not readable:
+        raise UserError("--int8 needs at least one readable calibration image; none of the sampled files could be read")
+    if not os.path.exists(f"{prefix}-0000.params"):
+        load_checkpoint(prefix)  # raises the usual "model file not found" error
+    key = calibration_key(sha256_of(f"{prefix}-0000.params"), layer, resize, [p for p, _ in readable])
+    cached = os.path.join(cache_dir, f"int8-{key}") if cache_dir else None
+    if cached and os.path.exists(f"{cached}-0000.params"):
+        symbol, args, aux = load_checkpoint(cached)
+        log(f"int8: using the calibrated network cached in {cached}-*")
+    else:
+        log(f"int8: calibrating on {len(readable)} images ({CALIBRATION_MODE})")
+        symbol, args, aux = quantize(prefix, layer, np.stack([image for _, image in readable]))
+        if cached:
+            save_checkpoint(cached, symbol, args, aux)
+    return Backbone(prefix, layer, [mx.cpu()], batch_size, graph=(symbol, args, aux), precision="int8",
+                    calibration=key)
