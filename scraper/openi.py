@@ -1,0 +1,345 @@
+"""Open-i API client: page through ``/api/search``, catalogue each result in datas.json, download its PNG.
+
+Resuming: the next page window is saved in ``OUT/.scraper-state.json`` after the page's entries are saved in
+datas.json (re-reading a page is harmless: entries are keyed by image id), and an image counts as done when its
+verified file exists, so a rerun fetches only the pages and images that are still missing.
+"""
+
+import os
+import re
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from bs4 import BeautifulSoup
+from requests.adapters import HTTPAdapter
+from tqdm import tqdm
+from urllib3.util.retry import Retry
+
+from models.errors import UserError
+from models.fileio import read_json, write_json
+from scraper import store
+
+DEFAULT_BASE_URL = "https://openi.nlm.nih.gov"
+USER_AGENT = ("Xvision-MX-scraper/1.0 (research download of the Indiana University chest X-ray collection; "
+              "python-requests; about 1 API request per second)")
+PAGE_SIZE = 100
+MAX_RETRY_AFTER = 120  # seconds: a longer Retry-After is capped rather than obeyed
+
+
+class ScrapeStopped(Exception):
+    """The host is unreachable or keeps failing: the run stops; what is saved stays valid for a rerun."""
+
+
+class ImageFailed(Exception):
+    """One image could not be downloaded; the others go on."""
+
+
+class _CappedRetry(Retry):
+    def get_retry_after(self, response):
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+
+
+class _SameHostSession(requests.Session):
+    """A Session that refuses to follow a redirect to another host."""
+
+    origin = None
+
+    def get_redirect_target(self, resp):
+        target = super().get_redirect_target(resp)
+        if target and origin_of(urljoin(resp.url, target)) != self.origin:
+            raise requests.exceptions.InvalidURL(f"refused redirect off {self.origin} to {target}")
+        return target
+
+
+def origin_of(url):
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def make_session(base_url, retries, backoff, workers):
+    retry = _CappedRetry(total=retries, connect=retries, read=retries, status=retries, other=0,
+                         backoff_factor=backoff, status_forcelist=(429, 500, 502, 503, 504),
+                         allowed_methods=frozenset({"GET"}), respect_retry_after_header=True)
+    session = _SameHostSession()
+    session.origin = origin_of(base_url)
+    session.headers["User-Agent"] = USER_AGENT
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=max(4, workers))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def image_url(base_url, path):
+    """Absolute URL of a server image path, which must stay on the base host (None if it would not)."""
+    if not isinstance(path, str) or not path:
+        return None
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path):  # absolute URL: only if it is on the base host
+        url = path
+    else:  # a path; Open-i's own links may start with '//' (e.g. '//imgs/512/...'), which is still a path here
+        url = origin_of(base_url) + "/" + path.lstrip("/")
+    return url if origin_of(url) == origin_of(base_url) and urlsplit(url).scheme in ("http", "https") else None
+
+
+def abstract_sections(html):
+    """``{'findings': ..., 'impression': ...}`` as plain text from an item's HTML abstract (bold labels)."""
+    sections, label = {}, None
+    if not isinstance(html, str) or not html.strip():
+        return sections
+    soup = BeautifulSoup(html, "html.parser")
+    for line_break in soup.find_all("br"):
+        line_break.replace_with("\n")
+    for text in soup.find_all(string=True):
+        if text.find_parent(["b", "strong"]) is not None:
+            label = text.strip().rstrip(":").strip().lower() or label
+            continue
+        if label:
+            sections[label] = sections.get(label, "") + text
+    return {key: " ".join(value.split()) for key, value in sections.items()}
+
+
+def entry_from_item(item, base_url):
+    """One datas.json entry from an API result, or (None, reason) when the result cannot be used safely."""
+    if not isinstance(item, dict):
+        return None, "result is not an object"
+    path = item.get("imgLarge")
+    url = image_url(base_url, path)
+    if url is None:
+        return None, f"image path {path!r} is missing or not on {origin_of(base_url)}"
+    stem = os.path.basename(urlsplit(url).path)
+    image_id = store.safe_id(stem[:-4]) if stem.lower().endswith(".png") else None
+    if image_id is None:
+        return None, f"image name {stem!r} is not a safe PNG file name"
+    mesh = item.get("MeSH") if isinstance(item.get("MeSH"), dict) else {}
+    major = [t for t in mesh.get("major") or [] if isinstance(t, str)]
+    minor = [t for t in mesh.get("minor") or [] if isinstance(t, str)]
+    sections = abstract_sections(item.get("abstract"))
+    uid = item.get("uid") if store.safe_id(item.get("uid")) else store.report_id_of(image_id)
+    return {
+        "id": image_id, "uid": uid, "major": major, "minor": minor,
+        "findings": sections.get("findings", ""),
+        "impression": sections.get("impression") or " ".join(str(item.get("impression") or "").split()),
+        "img": url, "file": store.image_file(image_id),
+        "license": item.get("ccLicense") or "", "license_url": item.get("licenseURL") or "",
+        "type": "Major", "items": major,  # the original scraper's fields
+    }, None
+
+
+class Scraper:
+    def __init__(self, out, base_url=DEFAULT_BASE_URL, collection="cxr", query="", limit=None, delay=1.0,
+                 workers=4, retries=5, backoff=1.0, timeout=30.0, max_image_bytes=10 * 2**20, progress=None):
+        self.out, self.base_url = os.fspath(out), base_url.rstrip("/")
+        self.collection, self.query, self.limit = collection, query, limit
+        self.delay, self.workers, self.retries, self.backoff = delay, workers, retries, backoff
+        self.timeout, self.max_image_bytes = timeout, max_image_bytes
+        self._no_bar = None if progress is None else not progress  # None: tqdm shows bars only on a terminal
+        self.session = make_session(self.base_url, retries, backoff, workers)
+        self.datas = {}
+        self.failed = {}  # image id -> reason
+        self.skipped = []  # API results that could not be used
+
+    # ---- catalogue -------------------------------------------------------------------------------------------
+    def _state(self):
+        path = os.path.join(self.out, store.API_STATE_FILE)
+        state = read_json(path, "scraper state") if os.path.exists(path) else {}
+        if not isinstance(state, dict):
+            raise UserError(f"{path} is damaged; delete it (finished images are kept) and run again")
+        wanted = {"base_url": self.base_url, "collection": self.collection, "query": self.query}
+        started = state.get("next", 1) > 1 or bool(self.datas)
+        if state and started and {k: state.get(k) for k in wanted} != wanted:
+            raise UserError(f"{self.out} holds a scrape of {state.get('collection')!r} query {state.get('query')!r} "
+                            f"from {state.get('base_url')}; use the same options or another output folder")
+        if not started:  # nothing fetched yet: the options may change
+            state = {}
+        return {**wanted, "next": 1, "total": None, "skipped": [], **state}
+
+    def _get(self, url, **kwargs):
+        try:
+            return self.session.get(url, timeout=self.timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise ScrapeStopped(f"cannot reach {origin_of(self.base_url)} ({_short(err)})") from None
+
+    def fetch_page(self, first, last):
+        """The ``list`` of results ``first``..``last`` and the reported total; a bad body is asked for again."""
+        params = {"query": self.query, "coll": self.collection, "m": first, "n": last}
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self._backoff_seconds(attempt - 1))
+            try:
+                response = self._get(self.base_url + "/api/search", params=params)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
+                reason = f"a broken body ({_short(err)})"
+                continue
+            except requests.exceptions.RetryError:
+                raise ScrapeStopped(f"the API kept failing for results {first}-{last} (HTTP 5xx/429)") from None
+            except requests.RequestException as err:
+                raise ScrapeStopped(f"the API request failed ({_short(err)})") from None
+            if response.status_code != 200:
+                raise ScrapeStopped(f"the API answered HTTP {response.status_code} for {response.url}; "
+                                    "check --base-url, --collection and --query")
+            try:
+                data = response.json()
+            except ValueError as err:
+                reason = f"invalid JSON ({_short(err)})"
+                continue
+            if isinstance(data, dict) and isinstance(data.get("list", []), list):
+                return data.get("list", []), _int_or_none(data.get("total"))
+            reason = "JSON without a 'list' of results"
+        raise ScrapeStopped(f"the API kept answering {reason} for results {first}-{last}")
+
+    def catalogue(self):
+        """Page through the search results, saving datas.json and the next window after each page."""
+        state = self._state()
+        self.skipped = state["skipped"]
+        # written before datas.json: it marks OUT as an API download
+        write_json(os.path.join(self.out, store.API_STATE_FILE), state)
+        pages = 0
+        bar = tqdm(desc="catalogue", unit="result", total=self._wanted(state["total"]), disable=self._no_bar,
+                   initial=state["next"] - 1)
+        with bar:
+            while self._wanted(state["total"]) is None or state["next"] <= self._wanted(state["total"]):
+                if pages:
+                    time.sleep(self.delay)  # polite pause between API calls
+                first = state["next"]
+                last = first + PAGE_SIZE - 1 if self.limit is None else min(first + PAGE_SIZE - 1, self.limit)
+                results, total = self.fetch_page(first, last)
+                state["total"] = total if total is not None else state["total"]
+                results = results[: last - first + 1]
+                if not results:  # no more results, whatever the total said
+                    state["total"] = first - 1
+                for item in results:
+                    entry, reason = entry_from_item(item, self.base_url)
+                    if entry is None:
+                        if reason not in state["skipped"]:
+                            state["skipped"].append(reason)
+                    else:
+                        self.datas[entry["id"]] = entry
+                store.save_datas(self.out, self.datas)
+                state["next"] = first + len(results)
+                write_json(os.path.join(self.out, store.API_STATE_FILE), state)
+                bar.total = self._wanted(state["total"])
+                bar.update(len(results))
+                pages += 1
+
+    def _wanted(self, total):
+        if total is None:
+            return self.limit
+        return total if self.limit is None else min(total, self.limit)
+
+    # ---- images ----------------------------------------------------------------------------------------------
+    def _backoff_seconds(self, attempt):
+        return min(60.0, self.backoff * 2**attempt)
+
+    def download(self, image_id, url):
+        """Download one image into place; ImageFailed if it stays bad, ScrapeStopped if the host is gone."""
+        reason = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self._backoff_seconds(attempt - 1))
+            try:
+                response = self._get(url, stream=True)
+            except requests.exceptions.RetryError:
+                raise ImageFailed(f"the server kept failing (HTTP 5xx/429) for {url}") from None
+            except requests.RequestException as err:
+                raise ImageFailed(f"{url}: {_short(err)}") from None
+            with response:
+                if response.status_code != 200:
+                    raise ImageFailed(f"HTTP {response.status_code} for {url}")
+                length = _int_or_none(response.headers.get("Content-Length"))
+                if length is not None and length > self.max_image_bytes:
+                    raise ImageFailed(f"{url} is {length} bytes, over the {self.max_image_bytes} byte cap")
+                try:
+                    store.save_image(self.out, image_id, response.iter_content(64 * 1024), self.max_image_bytes)
+                    return
+                except store.TooLarge as err:
+                    raise ImageFailed(f"{url}: {err}") from None
+                except (store.BadImage, requests.RequestException) as err:
+                    reason = _short(err)  # broken or truncated body: try again
+        raise ImageFailed(f"{url}: {reason} (after {self.retries + 1} tries)")
+
+    def download_missing(self):
+        done = store.finished_images(self.out)
+        todo = [(i, e["img"]) for i, e in self.datas.items()
+                if i not in done and i not in self.failed and image_url(self.base_url, e.get("img")) == e["img"]]
+        stop = threading.Event()
+
+        def work(image_id, url):
+            if stop.is_set():
+                return
+            try:
+                self.download(image_id, url)
+            except ImageFailed as err:
+                self.failed[image_id] = str(err)
+            except ScrapeStopped:
+                stop.set()
+                raise
+
+        with ThreadPoolExecutor(self.workers) as pool, \
+                tqdm(total=len(self.datas), initial=len(done & set(self.datas)), desc="images", unit="img",
+                     disable=self._no_bar) as bar:
+            futures = [pool.submit(work, *job) for job in todo]
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update(1))
+            try:
+                finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            finally:  # on a failure or Ctrl-C: start nothing new, let the running downloads end
+                stop.set()
+                for future in futures:
+                    future.cancel()
+        for future in finished:
+            if future.exception() is not None:
+                raise future.exception()
+
+    def run(self):
+        with store.locked_output(self.out):
+            self.datas = store.load_datas(os.path.join(self.out, store.DATAS_FILE))
+            if self.datas and not os.path.exists(os.path.join(self.out, store.API_STATE_FILE)):
+                raise UserError(f"{self.out}/datas.json was not made by an Open-i API download (built from the "
+                                "archives, or by the original scraper?); download into another folder")
+            try:
+                self.catalogue()
+                self.download_missing()
+            finally:
+                self.session.close()
+        return self.summary()
+
+    def summary(self):
+        done = store.finished_images(self.out)
+        return {"entries": len(self.datas), "images": len(done & set(self.datas)), "failed": dict(self.failed),
+                "skipped": list(self.skipped)}
+
+
+def saved_summary(out):
+    """What a stopped run left in OUT, in words."""
+    path = os.path.join(os.fspath(out), store.DATAS_FILE)
+    try:
+        datas = store.load_datas(path)
+    except UserError:
+        datas = {}
+    images = len(store.finished_images(out) & set(datas))
+    return f"{len(datas)} catalogued results and {images} images are saved in {out}"
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(err):
+    """The innermost reason of a (urllib3-wrapped) exception, in one short line."""
+    seen = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "reason", None)
+        if inner is None and err.args and isinstance(err.args[0], BaseException):
+            inner = err.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.split(">: ", 1)[-1][:300]  # drop urllib3's '<...Connection object at 0x...>: ' prefix

@@ -1,0 +1,282 @@
+"""Step 2: label the scraped images by MeSH term and split them into train and test sets by report.
+
+    python -m scraper.process DATA_DIR OUT [--classes normal nodule] [--test-fraction 0.3] [--seed 0]
+                              [--protocol full|xvision]
+    python -m scraper.process --from-folders ROOT OUT [--test-fraction 0.3] [--seed 0]
+
+Writes OUT/train/, OUT/test/ (hard links, or copies across file systems), OUT/train_labels.json,
+OUT/test_labels.json and OUT/split.json (counts per class and side, seed, reports per side, dropped images).
+All views of one report go to the same side, so no report is both trained and tested on.
+"""
+
+import argparse
+import os
+import random
+import shutil
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from models.errors import UserError, run_cli
+from models.fileio import write_json
+from models.images import IMAGE_EXTENSIONS
+from models.labels import save_labels
+from scraper import mesh
+
+SIDES = ("train", "test")
+# The original Xvision split's sizes (scraper/process.ipynb), in images.
+XVISION_SIZES = {"train": {"normal": 100, "nodule": 77}, "test": {"normal": 50, "nodule": 26}}
+RUNNING_MARKER = ".process-running"
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str  # file name in OUT/train or OUT/test
+    source: str  # path of the image file
+    label: str
+    report: str
+
+
+def labelled_items(data_dir, classes):
+    """Items of DATA_DIR/datas.json with exactly one class, the dropped images and the number without a class."""
+    records, problems = mesh.read_records(data_dir)
+    dropped = [{"image": image, "reason": reason, "detail": detail} for image, reason, detail in problems]
+    items, unlabelled = [], 0
+    for record in records:
+        found = mesh.classes_of(record.major, classes)
+        if not found:
+            unlabelled += 1
+            continue
+        if len(found) > 1:
+            dropped.append({"image": record.image_id, "reason": "matches several classes", "detail": ", ".join(found)})
+            continue
+        source = next((p for p in record.candidates if os.path.isfile(p)), None)
+        if source is None:
+            looked = ", ".join(os.path.relpath(p, data_dir) for p in record.candidates)
+            dropped.append({"image": record.image_id, "reason": "missing image file", "detail": f"looked for {looked}"})
+            continue
+        name = record.image_id + os.path.splitext(source)[1].lower()
+        items.append(Item(name, source, found[0], record.report_id))
+    return items, dropped, unlabelled
+
+
+def folder_items(root):
+    """Items of ROOT/<class>/<image>: classes are the sub-folders (sorted), each file is its own report."""
+    if not os.path.isdir(root):
+        raise UserError(f"--from-folders: folder not found: {root}")
+    found = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir() and not entry.name.startswith("."):
+            files = sorted(f.name for f in os.scandir(entry.path)
+                           if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_EXTENSIONS))
+            if files:
+                found[entry.name] = files
+    if len(found) < 2:
+        raise UserError(f"--from-folders needs at least 2 sub-folders of {root} with images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}), one per class; found {sorted(found) or 'none'}")
+    counts = Counter(name for files in found.values() for name in files)
+    items = []
+    for label, files in found.items():
+        for name in files:
+            out_name = f"{label}_{name}" if counts[name] > 1 else name  # same file name in several classes
+            items.append(Item(out_name, os.path.join(root, label, name), label, f"{label}/{name}"))
+    clashes = [n for n, c in Counter(i.name for i in items).items() if c > 1]
+    if clashes:
+        raise UserError(f"--from-folders: file names still clash after prefixing the class: {clashes[:5]}; rename them")
+    return list(found), items
+
+
+def _shuffled_reports(items, classes, seed):
+    """class -> its report ids in a seeded random order (a report's class: the first of its images' classes)."""
+    report_images = defaultdict(list)
+    for item in items:
+        report_images[item.report].append(item)
+    by_class = defaultdict(list)
+    for report in sorted(report_images):
+        labels = {i.label for i in report_images[report]}
+        by_class[next(c for c in classes if c in labels)].append(report)
+    for label in classes:
+        random.Random(f"{seed}/{label}").shuffle(by_class[label])
+    return by_class, {r: sorted(imgs, key=lambda i: i.name) for r, imgs in report_images.items()}
+
+
+def split_full(items, classes, test_fraction, seed):
+    """Every image: per class, whole reports go to test until it holds ``test_fraction`` of the images."""
+    by_class, report_images = _shuffled_reports(items, classes, seed)
+    sides = {side: [] for side in SIDES}
+    for label in classes:
+        reports = by_class[label]
+        target = round(test_fraction * sum(len(report_images[r]) for r in reports))
+        test, count = [], 0
+        for report in reports:
+            if count >= target:
+                break
+            test.append(report)
+            count += len(report_images[report])
+        if len(reports) > 1:  # keep both sides of a class non-empty when it has two reports or more
+            test = test or reports[:1]
+            test = test[:-1] if len(test) == len(reports) else test
+        chosen = set(test)
+        for report in reports:
+            sides["test" if report in chosen else "train"].extend(report_images[report])
+    return sides, []
+
+
+def split_xvision(items, classes, seed):
+    """The original's sizes (XVISION_SIZES), drawn by report: test first, then train from the other reports.
+
+    A report that is only partly needed gives its first views and leaves the rest unused (never on the other side).
+    """
+    by_class, report_images = _shuffled_reports(items, classes, seed)
+    sides, shortfall = {side: [] for side in SIDES}, []
+    for label in classes:
+        reports = iter(by_class[label])
+        for side in ("test", "train"):
+            need = XVISION_SIZES[side][label]
+            for report in reports:
+                taken = report_images[report][:need]
+                sides[side].extend(taken)
+                need -= len(taken)
+                if need == 0:
+                    break
+            if need:
+                shortfall.append(f"{side} {label}: {XVISION_SIZES[side][label] - need} of "
+                                 f"{XVISION_SIZES[side][label]} images")
+    return sides, shortfall
+
+
+def _place(source, dest):
+    try:
+        os.link(source, dest)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, dest)
+
+
+def write_split(out, sides, classes, info):
+    """Write OUT/train, OUT/test, their label files and (last) split.json; replaces an earlier output of this step."""
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    marker, split_path = os.path.join(out, RUNNING_MARKER), os.path.join(out, "split.json")
+    ours = os.path.exists(split_path) or os.path.exists(marker)
+    for side in SIDES:
+        if os.path.exists(os.path.join(out, side)) and not ours:
+            raise UserError(f"{os.path.join(out, side)} exists and was not written by this step; "
+                            "choose an empty output folder")
+    open(marker, "w").close()
+    old = [split_path] + [os.path.join(out, name) for side in SIDES for name in (side, f"{side}_labels.json")]
+    for path in old:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+    counts = {}
+    for side in SIDES:
+        folder = os.path.join(out, side)
+        os.makedirs(folder)
+        for item in sides[side]:
+            _place(item.source, os.path.join(folder, item.name))
+        save_labels(os.path.join(out, f"{side}_labels.json"), classes, {i.name: i.label for i in sides[side]})
+        counts[side] = {label: {"images": sum(i.label == label for i in sides[side]),
+                                "reports": len({i.report for i in sides[side] if i.label == label})}
+                        for label in classes}
+    reports = {side: sorted({i.report for i in sides[side]}) for side in SIDES}
+    write_json(split_path, {**info, "classes": list(classes), "counts": counts,
+                            "images": {side: len(sides[side]) for side in SIDES}, "reports": reports})
+    os.remove(marker)
+    return counts
+
+
+def _inside(path, folder):
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m scraper.process",
+        description="Label scraped chest X-rays by MeSH term and split them into train/test sets by report "
+                    "(no report on both sides). Reads DATA_DIR/datas.json (this scraper's or the original "
+                    "Xvision scraper's) or, with --from-folders, a folder of class sub-folders.")
+    parser.add_argument("data_dir", nargs="?", metavar="DATA_DIR",
+                        help="folder holding datas.json and images/ (made by scraper.py)")
+    parser.add_argument("out", metavar="OUT", help="output folder for train/, test/, *_labels.json and split.json")
+    parser.add_argument("--from-folders", metavar="ROOT",
+                        help="instead of DATA_DIR: ROOT/<class>/<image> folders; classes in sorted order, "
+                             "every file its own report")
+    parser.add_argument("--classes", nargs="+", metavar="CLASS",
+                        help="class names matched on MeSH major terms: 'normal' = the term 'normal', others = "
+                             "the term's first part, case-insensitive (default: normal nodule)")
+    parser.add_argument("--test-fraction", type=_fraction, default=0.3,
+                        help="share of each class's images that go to test, in whole reports (default 0.3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
+    parser.add_argument("--protocol", choices=("full", "xvision"), default="full",
+                        help="full: every labelled image; xvision: the original's sizes (train 100 normal + "
+                             "77 nodule, test 50 + 26) drawn by report (default full)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if (args.data_dir is None) == (args.from_folders is None):
+        raise UserError("give either DATA_DIR and OUT, or --from-folders ROOT and OUT (see --help)")
+    out = os.path.abspath(args.out)
+    source = os.path.abspath(args.data_dir or args.from_folders)
+    if args.from_folders:
+        overlap = _inside(out, source) or _inside(source, out)
+    else:
+        overlap = any(_inside(source, os.path.join(out, side)) for side in SIDES)
+    if overlap:
+        raise UserError(f"the output folder {args.out} and the input folder {source} overlap; "
+                        "write the split to a separate folder")
+    info = {"protocol": args.protocol, "seed": args.seed}
+    if args.from_folders:
+        if args.classes or args.protocol != "full":
+            raise UserError("--classes and --protocol xvision do not apply to --from-folders "
+                            "(the sub-folders are the classes)")
+        classes, items = folder_items(source)
+        dropped, unlabelled = [], 0
+        info["source"] = {"folders": source}
+    else:
+        classes = args.classes or ["normal", "nodule"]
+        if len({" ".join(c.split()).lower() for c in classes}) != len(classes) or not all(c.strip() for c in classes):
+            raise UserError(f"--classes needs distinct, non-empty names, got {classes}")
+        if args.protocol == "xvision" and sorted(classes) != ["nodule", "normal"]:
+            raise UserError("--protocol xvision is defined for --classes normal nodule only")
+        items, dropped, unlabelled = labelled_items(source, classes)
+        info["source"] = {"datas": os.path.join(source, "datas.json")}
+    present = {i.label for i in items}
+    empty = [c for c in classes if c not in present]
+    if empty:
+        reasons = ", ".join(f"{n} {r}" for r, n in Counter(d["reason"] for d in dropped).items()) or "none dropped"
+        raise UserError(f"no usable images for class(es) {empty} in {source} ({reasons}); check --classes "
+                        f"against the MeSH terms, and that the images are in {os.path.join(source, 'images')}")
+    if args.protocol == "xvision":
+        sides, shortfall = split_xvision(items, classes, args.seed)
+    else:
+        sides, shortfall = split_full(items, classes, args.test_fraction, args.seed)
+        info["test_fraction"] = args.test_fraction
+    info.update(unlabelled_images=unlabelled, dropped_by_reason=dict(Counter(d["reason"] for d in dropped)),
+                dropped=dropped, shortfall=shortfall)
+    counts = write_split(out, sides, classes, info)
+    for side in SIDES:
+        parts = ", ".join(f"{c} {counts[side][c]['images']} images / {counts[side][c]['reports']} reports"
+                          for c in classes)
+        print(f"{side}: {parts}")
+    if dropped:
+        print("dropped: " + ", ".join(f"{n} {reason}" for reason, n in info["dropped_by_reason"].items())
+              + " (listed in split.json)")
+    print(f"wrote {out}/train, {out}/test, train_labels.json, test_labels.json, split.json")
+    if shortfall:
+        print("warning: the data has fewer images than the xvision protocol needs: " + "; ".join(shortfall),
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
