@@ -1,0 +1,42 @@
+"""Step 5: evaluate a trained head on the test images' codes.
+
+Example: python test_model.py data/test data/codes/test data/test_labels.json data/models
+"""
+
+import argparse
+import os
+
+from models.errors import run_cli
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python test_model.py",
+        description="Predict every test image with a head trained by train_model.py; write report.json (accuracy with "
+                    "95% Wilson interval, per-class precision/recall/F1, confusion matrix, ROC-AUC), predictions.csv, "
+                    "confusion_matrix.png, roc_curve.png and predictions.png, and print the precision/recall table.")
+    parser.add_argument("test_imgs", metavar="TEST_IMGS", help="folder of test images: every one needs a label and a code")
+    parser.add_argument("test_codes", metavar="TEST_CODES",
+                        help="codes folder made by train.py for TEST_IMGS, with the same --model and --layer as the "
+                             "training codes")
+    parser.add_argument("test_labels", metavar="TEST_LABELS",
+                        help="label file of the test images; its classes must be among the model's")
+    parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
+    parser.add_argument("--epoch", default="last", help="which epoch's checkpoint to evaluate: N or last (default)")
+    parser.add_argument("--out", metavar="DIR", help="folder for the report files (default: MODELS_DIR/eval)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from models.evaluation import evaluate, format_table
+
+    report, out_dir = evaluate(args.test_imgs, args.test_codes, args.test_labels, args.models_dir,
+                               epoch=args.epoch, out_dir=args.out)
+    print(f"epoch {report['epoch']} of {args.models_dir} on {report['n']} test images:\n")
+    print(format_table(report))
+    print(f"\nreport, predictions and plots in {os.path.join(out_dir, '')}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
