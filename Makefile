@@ -6,9 +6,12 @@ PY := $(VENV)/bin/python
 HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 REQUIREMENTS := $(if $(HAS_NVIDIA),requirements-gpu.txt,requirements.txt)
 WEIGHTS := models/resnet-50-0000.params
+# make pipeline: Open-i into data/openi, or DATA=folder-of-class-folders into data/<folder name>
+DATA ?=
+OUT ?= data/$(if $(DATA),$(notdir $(abspath $(DATA))),openi)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test clean
+.PHONY: help setup test pipeline clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +33,18 @@ $(WEIGHTS): models/weights.py | $(VENV)/.installed
 
 test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
 	$(PY) -m pytest tests
+
+pipeline: setup ## set up, then run all five steps on Open-i into data/openi (DATA=folder: steps 2-5 on your class folders)
+ifeq ($(DATA),)
+	$(PY) scraper.py "$(OUT)/download"
+	$(PY) -m scraper.process "$(OUT)/download" "$(OUT)/split"
+else
+	$(PY) -m scraper.process --from-folders "$(DATA)" "$(OUT)/split"
+endif
+	$(PY) train.py "$(OUT)/split/train" "$(OUT)/split/test" "$(OUT)/codes/train" "$(OUT)/codes/test"
+	$(PY) train_model.py "$(OUT)/split/train" "$(OUT)/codes/train" "$(OUT)/split/train_labels.json" "$(OUT)/models" --resume
+	$(PY) test_model.py "$(OUT)/split/test" "$(OUT)/codes/test" "$(OUT)/split/test_labels.json" "$(OUT)/models"
+	@echo "done: report $(OUT)/models/eval/report.json; plots $(OUT)/models/eval/*.png and $(OUT)/models/training_curve.png"
 
 clean: ## remove the venv, the weights cache and the converted checkpoint
 	rm -rf $(VENV) models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json
