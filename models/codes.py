@@ -79,15 +79,21 @@ class CodeWriter:
         if previous is not None:
             self.rows_done = previous["rows_done"]
             self.skipped = dict(previous["skipped"])
-            self.array = np.load(self.codes_path, mmap_mode="r+")
         else:
             self.rows_done = 0
             self.skipped = {}
             if os.path.exists(self.index_path):
                 os.remove(self.index_path)  # the index goes first: a crash now leaves no stale claim
-            shape = (len(self.files),) + tuple(shape)
-            self.array = np.lib.format.open_memmap(self.codes_path, mode="w+", dtype=np.float32, shape=shape)
+            with open(self.codes_path, "wb") as f:  # a .npy header, then zeros (a sparse file) for every row
+                header = {"descr": "<f4", "fortran_order": False, "shape": (len(self.files),) + tuple(shape)}
+                np.lib.format.write_array_header_1_0(f, header)
+                f.truncate(f.tell() + 4 * len(self.files) * int(np.prod(shape)))
             self._save(complete=False)
+        with open(self.codes_path, "rb") as f:
+            np.lib.format.read_magic(f)
+            np.lib.format.read_array_header_1_0(f)
+            self._data_offset = f.tell()
+        self._row_bytes = 4 * int(np.prod(shape))
 
     @property
     def resumed(self):
@@ -113,8 +119,11 @@ class CodeWriter:
     def write(self, codes, skipped=None):
         """Store the next ``len(codes)`` rows; ``skipped`` maps file names among them to why they have no code."""
         end = self.rows_done + len(codes)
-        self.array[self.rows_done:end] = codes
-        self.array.flush()
+        # plain writes, not a memory map: written pages of a map count in this process's resident memory, which then
+        # grows with the number of images
+        with open(self.codes_path, "r+b") as f:
+            f.seek(self._data_offset + self.rows_done * self._row_bytes)
+            f.write(np.ascontiguousarray(codes, dtype="<f4").tobytes())
         self.rows_done = end
         self.skipped.update(skipped or {})
         self._save(complete=self.complete)

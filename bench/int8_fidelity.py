@@ -1,0 +1,114 @@
+"""How close the int8 fast path stays to fp32, on real images (run by `make bench`, not by the tests).
+
+1. Codes: mean cosine similarity of int8 vs fp32 codes on the photographs bundled with scikit-image, with the int8
+   network calibrated on the other half of them (out of sample) and on all of them.
+2. Classification: scikit-learn's handwritten digits (1,797 real scanned 8x8 images, 10 classes) go through the whole
+   pipeline twice — process --from-folders, train.py (fp32 / --int8), train_model.py, test_model.py — and the two
+   test accuracies are compared.
+
+    python bench/int8_fidelity.py [--out bench/int8_fidelity.json]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import models  # noqa: E402,F401  (sets OMP_NUM_THREADS before MXNet loads)
+from models.images import load_image  # noqa: E402
+from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX, Backbone  # noqa: E402
+from models.quantize import int8_backbone  # noqa: E402
+
+
+def photo_paths():
+    import skimage
+
+    folder = os.path.join(os.path.dirname(skimage.__file__), "data")
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith((".png", ".jpg")))
+
+
+def encode(backbone, paths):
+    images = np.stack([load_image(p) for p in paths])
+    return np.concatenate([backbone(images[i:i + backbone.batch_size])
+                           for i in range(0, len(images), backbone.batch_size)])
+
+
+def mean_cosine(a, b):
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean())
+
+
+def photo_similarity():
+    paths = photo_paths()
+    calibration, held_out = paths[0::2], paths[1::2]
+    fp32 = Backbone(DEFAULT_PREFIX, DEFAULT_LAYER, batch_size=16)
+    reference = dict(zip(paths, encode(fp32, paths)))
+    quiet = lambda *_: None  # noqa: E731
+    out_of_sample = int8_backbone(DEFAULT_PREFIX, DEFAULT_LAYER, calibration, batch_size=16, log=quiet)
+    in_sample = int8_backbone(DEFAULT_PREFIX, DEFAULT_LAYER, paths, batch_size=16, log=quiet)
+    return {
+        "photos": len(paths),
+        "held_out_photos": len(held_out),
+        "cosine_held_out_calibrated_on_other_half": mean_cosine(
+            np.stack([reference[p] for p in held_out]), encode(out_of_sample, held_out)),
+        "cosine_all_calibrated_on_all": mean_cosine(np.stack([reference[p] for p in paths]), encode(in_sample, paths)),
+    }
+
+
+def run(*args):
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, args))} failed:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def digits_accuracy(work):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = os.path.join(work, "digits")
+    for i, (pixels, target) in enumerate(zip(digits.images, digits.target)):
+        os.makedirs(os.path.join(root, str(target)), exist_ok=True)
+        image = Image.fromarray((pixels * (255 / 16)).round().astype(np.uint8)).resize((64, 64), Image.NEAREST)
+        image.save(os.path.join(root, str(target), f"{i:04d}.png"))
+    split = os.path.join(work, "split")
+    run("-m", "scraper.process", "--from-folders", root, split, "--test-fraction", "0.3", "--seed", "0")
+    results = {"dataset": "scikit-learn digits (UCI optical recognition of handwritten digits), 1797 images",
+               "classes": 10}
+    for precision, extra in (("fp32", []), ("int8", ["--int8"])):
+        codes = os.path.join(work, precision)
+        run("train.py", f"{split}/train", f"{split}/test", f"{codes}/train", f"{codes}/test", "--resize", "squash",
+            *extra)
+        run("train_model.py", f"{split}/train", f"{codes}/train", f"{split}/train_labels.json", f"{codes}/head")
+        run("test_model.py", f"{split}/test", f"{codes}/test", f"{split}/test_labels.json", f"{codes}/head")
+        with open(f"{codes}/head/eval/report.json") as f:
+            report = json.load(f)
+        results[f"{precision}_test_accuracy"] = report["accuracy"]["value"]
+        results["test_images"] = report["n"]
+    results["accuracy_difference_points"] = 100 * (results["int8_test_accuracy"] - results["fp32_test_accuracy"])
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "int8_fidelity.json"),
+                        help="where to write the results (default: %(default)s)")
+    args = parser.parse_args()
+    results = {"photos": photo_similarity()}
+    with tempfile.TemporaryDirectory() as work:
+        results["digits"] = digits_accuracy(work)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
