@@ -9,6 +9,7 @@ import os
 # processors: on a 2-core machine that is one thread and half the speed. Use every core this process may run on.
 if hasattr(os, "sched_getaffinity"):
     os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # else every bound graph logs "Subgraph backend MKLDNN is activated"
 
 
 def _preload_cuda11_libraries():
