@@ -11,7 +11,7 @@ DATA ?=
 OUT ?= data/$(if $(DATA),$(notdir $(abspath $(DATA))),openi)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pipeline clean
+.PHONY: help setup test pipeline bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,5 +46,14 @@ endif
 	$(PY) test_model.py "$(OUT)/split/test" "$(OUT)/codes/test" "$(OUT)/split/test_labels.json" "$(OUT)/models"
 	@echo "done: report $(OUT)/models/eval/report.json; plots $(OUT)/models/eval/*.png and $(OUT)/models/training_curve.png"
 
+bench/.venv/.installed: bench/requirements.txt
+	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction (fp32, int8) against PyTorch, head training, memory; writes bench/*.json
+	$(PY) bench/run.py
+	$(PY) bench/int8_fidelity.py
+
 clean: ## remove the venv, the weights cache and the converted checkpoint
-	rm -rf $(VENV) models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json
+	rm -rf $(VENV) bench/.venv models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json

@@ -1,0 +1,603 @@
+"""Xvision-MX benchmark (issue 5): one command, one machine, one table and bench/results.json.
+
+    .venv/bin/python bench/run.py            # the full bench (`make bench`), ~6 minutes on an idle 2-core machine
+    .venv/bin/python bench/run.py --quick    # 32 images, 1 run, a smoke test of the harness (tests/test_bench.py)
+
+Rows (each one line in ROWS below; a row whose requirement is missing is listed as skipped with the reason):
+- forward-only images/s of the project's Backbone on a uint8 batch already in memory (fp32; int8 once
+  models/quantize.py exists);
+- end-to-end images/s of train.py's own code path (PNG files on disk -> codes on disk), timed inside the process around
+  extract_folder so that the one-off model load is reported apart (fp32; int8 via ``train.py --int8``);
+- the PyTorch peer: the same cut ResNet-50 v1 with the same weights in bench/.venv, best of jit.trace +
+  optimize_for_inference and torch.compile (inductor, freezing), channels_last, inference_mode, all cores;
+- the fp32 ceiling: the best fp32 GFLOP/s oneDNN reaches here (3x3 conv, GEMM) / GFLOP per image of the cut network;
+- the CPU cost of decoding one PNG (models.images.load_image, one thread), which end-to-end pays on top of the network;
+- head training samples/s of train_model.py (20 epochs on generated codes), and two GEMM-bound rates: the issue's
+  (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy / MXNet dot / oneDNN);
+- peak memory (ru_maxrss of a child train.py) for two image counts.
+Every time is a median over --runs runs; nothing here asserts a time. The CPU time other processes took during each
+row is recorded, since a busy machine makes every number wrong.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+sys.path.insert(0, REPO)
+
+import models  # noqa: E402,F401  (OMP_NUM_THREADS for the children, as the project sets it)
+
+CHILD = os.path.join(BENCH, "child.py")
+TORCH_PYTHON = os.path.join(BENCH, ".venv", "bin", "python")
+TORCH_PEER = os.path.join(BENCH, "torch_peer.py")
+QUANTIZE = os.path.join(REPO, "models", "quantize.py")
+RESULTS = os.path.join(BENCH, "results.json")
+TRAIN_PY_CALIB_IMAGES = 64  # train.py --int8 calibrates on this many images by default; fwd_int8 uses as many
+SCHEMA = "xvision-mx bench v1"
+FLAGS_THAT_MATTER = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                     "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+# ---------------------------------------------------------------------------------------------------------- rows
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    unit: str
+    measure: object  # Bench -> {"runs": [numbers], **details}
+    needs: object = None  # Bench -> None if measurable, else the reason it is skipped
+
+
+@dataclass
+class Ratio:
+    key: str
+    numerator: str
+    denominator: str
+    target: float = None  # met when value >= target (or <= target with at_most)
+    at_most: bool = False
+    meaning: str = ""
+    difference: bool = False  # numerator - denominator instead of numerator / denominator
+
+
+def needs_torch(bench):
+    if bench.args.no_torch:
+        return "--no-torch"
+    if not os.path.exists(TORCH_PYTHON):
+        return "bench/.venv is absent (make it: python3.11 -m venv bench/.venv && bench/.venv/bin/pip install " \
+               "torch==2.13.0 numpy)"
+    return None
+
+
+def needs_int8(bench):
+    return None if os.path.exists(QUANTIZE) else "models/quantize.py does not exist yet"
+
+
+ROWS = [
+    Row("fwd_fp32", "project forward-only fp32 (uint8 batch in memory)", "img/s", lambda b: b.forward("fp32")),
+    Row("e2e_fp32", "project end-to-end fp32: train.py, PNG -> codes", "img/s", lambda b: b.extract(())),
+    Row("peer_torch", "PyTorch peer forward-only fp32 (best expert way)", "img/s", lambda b: b.torch_peer(),
+        needs_torch),
+    Row("ceiling_fp32", "fp32 ceiling: peak oneDNN GFLOP/s / GFLOP per image", "img/s", lambda b: b.ceiling()),
+    Row("decode_ms", "PNG decode + crop + resize, 1 thread (load_image)", "ms/img", lambda b: b.decode()),
+    Row("fwd_int8", "project forward-only int8 (models.quantize)", "img/s", lambda b: b.forward("int8"), needs_int8),
+    Row("e2e_int8", "project end-to-end int8: train.py --int8", "img/s", lambda b: b.int8_extract(), needs_int8),
+    Row("head_train", "head training: train_model.py, wall clock", "samples/s", lambda b: b.head_training()),
+    Row("head_gemm_bound", "head training GEMM-bound (3x forward GEMMs)", "samples/s", lambda b: b.head_gemm_bound()),
+    Row("head_gemm_tight", "head training, each GEMM of a step timed alone", "samples/s",
+        lambda b: b.head_gemm_tight()),
+    Row("mem_small", "extraction peak memory (ru_maxrss), small set", "MiB", lambda b: b.memory(b.args.images)),
+    Row("mem_large", "extraction peak memory (ru_maxrss), large set", "MiB", lambda b: b.memory(b.args.mem_images)),
+]
+
+RATIOS = [
+    Ratio("e2e_fp32 / peer_torch", "e2e_fp32", "peer_torch", 1.2, meaning="end-to-end vs PyTorch forward-only"),
+    Ratio("e2e_fp32 / fwd_fp32", "e2e_fp32", "fwd_fp32", 0.85, meaning="end-to-end vs own forward-only"),
+    Ratio("fwd_fp32 / ceiling_fp32", "fwd_fp32", "ceiling_fp32", meaning="forward-only vs the fp32 ceiling"),
+    Ratio("fwd_fp32 / peer_torch", "fwd_fp32", "peer_torch", meaning="forward-only vs PyTorch forward-only"),
+    Ratio("e2e_int8 / peer_torch", "e2e_int8", "peer_torch", meaning="int8 end-to-end vs PyTorch fp32 forward-only"),
+    Ratio("e2e_int8 / fwd_int8", "e2e_int8", "fwd_int8", meaning="int8 end-to-end vs int8 forward-only"),
+    Ratio("fwd_int8 / fwd_fp32", "fwd_int8", "fwd_fp32", meaning="int8 speed-up, forward-only"),
+    Ratio("head_train / head_gemm_bound", "head_train", "head_gemm_bound", 0.5,
+          meaning="head training within 2x of its GEMM-bound time"),
+    Ratio("head_train / head_gemm_tight", "head_train", "head_gemm_tight",
+          meaning="head training vs its step's GEMMs at their fastest"),
+    Ratio("mem_large - mem_small (MiB)", "mem_large", "mem_small", 16, at_most=True, difference=True,
+          meaning="peak memory flat in the number of images (codes are 98 KiB/image)"),
+]
+
+
+# ------------------------------------------------------------------------------------------------ the machine
+
+def read_text(path, default=""):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def machine_info():
+    cpuinfo = read_text("/proc/cpuinfo")
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    meminfo = {line.split(":")[0]: line.split(":")[1].strip() for line in read_text("/proc/meminfo").splitlines()
+               if ":" in line}
+    siblings = read_text("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").strip()
+    info = {
+        "cpu": fields.get("model name", platform.processor()),
+        "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "logical_cpus": os.cpu_count(),
+        "threads_per_core": len(siblings.replace("-", ",").split(",")) if siblings else None,
+        "flags": [flag for flag in FLAGS_THAT_MATTER if flag in flags],
+        "hypervisor": "hypervisor" in flags,
+        "memory_total": meminfo.get("MemTotal"),
+        "cache": {},
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "mxnet": package_version("mxnet") or package_version("mxnet-cu112"),
+        "numpy": package_version("numpy"),
+        "pillow": package_version("pillow"),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_at_start": os.getloadavg(),
+    }
+    for index in range(4):
+        base = f"/sys/devices/system/cpu/cpu0/cache/index{index}"
+        level, kind, size = (read_text(f"{base}/{name}").strip() for name in ("level", "type", "size"))
+        if level:
+            info["cache"][f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''}"] = size
+    return info
+
+
+def package_version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_state():
+    def git(*args):
+        result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    status = git("status", "--porcelain")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+class CpuWatch:
+    """CPU seconds the whole machine spent vs this process and its waited-for children: the rest is other processes."""
+
+    def __init__(self):
+        self.start_busy, self.start_own, self.start_wall = self.busy(), self.own(), time.perf_counter()
+
+    @staticmethod
+    def busy():
+        fields = [int(x) for x in read_text("/proc/stat").splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def own():
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def report(self):
+        wall = time.perf_counter() - self.start_wall
+        foreign = max(0.0, (self.busy() - self.start_busy) - (self.own() - self.start_own))
+        return {"wall_s": round(wall, 2), "other_cpu_s": round(foreign, 2),
+                "other_cpu_fraction": round(foreign / max(wall * os.cpu_count(), 1e-9), 3)}
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+def make_png(job):
+    """One 512x512 8-bit grayscale PNG: smooth anatomy-like shading plus film noise (~150 KB, like an Open-i image)."""
+    import numpy as np
+    from PIL import Image
+
+    path, seed, size = job
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(small).resize((size, size), Image.BICUBIC), np.float32)
+    pixels = np.clip(base + rng.normal(0.0, 4.0, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels, mode="L").save(path)
+    return os.path.getsize(path)
+
+
+def make_image_set(folder, count, size=512):
+    """``count`` distinct PNGs in ``folder``, made by as many processes as there are cores; returns their mean size."""
+    os.makedirs(folder, exist_ok=True)
+    jobs = [(os.path.join(folder, f"img{i:05d}.png"), i, size) for i in range(count)]
+    with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        sizes = list(pool.map(make_png, jobs, chunksize=16))
+    return sum(sizes) / len(sizes)
+
+
+def link_subset(source, folder, count):
+    """A folder holding the first ``count`` images of ``source`` (hard links: no copy, same bytes)."""
+    os.makedirs(folder, exist_ok=True)
+    for name in sorted(os.listdir(source))[:count]:
+        os.link(os.path.join(source, name), os.path.join(folder, name))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ measurements
+
+def run_json(cmd, timeout=900, env=None):
+    """Run a child; its last stdout line is a JSON object. A failure raises with the child's last stderr lines."""
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... failed (exit {result.returncode}):\n{tail}")
+    return json.loads(lines[-1])
+
+
+class Bench:
+    def __init__(self, args, work):
+        self.args, self.work = args, work
+        self.py = sys.executable
+        self.extractions = {}  # (flags, images) -> list of child results; the e2e runs also give mem_small
+        self.settings = {}
+        self.done = set()  # rows measured so far
+
+    def prepare(self):
+        started = time.perf_counter()
+        n_large = max(self.args.mem_images, self.args.images, self.args.head_samples)
+        self.images_all = os.path.join(self.work, "png_all")
+        png_bytes = make_image_set(self.images_all, n_large)
+        self.sets = {n: link_subset(self.images_all, os.path.join(self.work, f"png_{n}"), n)
+                     for n in {self.args.images, self.args.mem_images, self.args.head_samples}}
+        self.one_image = link_subset(self.images_all, os.path.join(self.work, "png_1"), 1)
+        self.settings.update(png_count=n_large, png_size="512x512 grayscale (mode L)", png_mean_bytes=round(png_bytes),
+                             png_generation_s=round(time.perf_counter() - started, 1),
+                             page_cache="warm (the PNGs were just written)")
+
+    def calibration_paths(self, count):
+        folder = self.sets[self.args.images]
+        return [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:count]]
+
+    def forward(self, precision):
+        a = self.args
+        cmd = [self.py, CHILD, "forward", "--precision", precision, "--batch-size", a.batch_size,
+               "--batches", a.batches, "--runs", a.runs, "--warmup", a.warmup]
+        if precision == "int8":
+            cmd += ["--calibration", *self.calibration_paths(a.calib_images)]
+        return run_json(list(map(str, cmd)))
+
+    def extraction_runs(self, flags, images, runs):
+        """``runs`` fresh train.py processes over the ``images`` set (TEST_IMGS: one image), cached per (flags, n)."""
+        key = (tuple(flags), images)
+        done = self.extractions.setdefault(key, [])
+        while len(done) < runs:
+            out = os.path.join(self.work, f"codes_{'_'.join(f.strip('-') for f in flags) or 'fp32'}_{images}_"
+                                          f"{len(done)}")
+            cmd = [self.py, CHILD, "extract", "--", self.sets[images], self.one_image, f"{out}/train", f"{out}/test",
+                   "--batch-size", str(self.args.batch_size), "--gpus", "none", *flags]
+            done.append(run_json(cmd))
+            shutil.rmtree(out, ignore_errors=True)
+        return done[:runs]
+
+    def extract(self, flags):
+        results = self.extraction_runs(flags, self.args.images, self.args.runs)
+        train = [r["folders"][0] for r in results]
+        return {"runs": [f["img_per_s"] for f in train], "images": self.args.images,
+                "seconds": [round(f["seconds"], 3) for f in train],
+                "process_wall_s": [round(r["wall_s"], 2) for r in results],
+                "startup_s": [round(f["started_at_s"], 2) for f in train],
+                "process_img_per_s": [self.args.images / r["wall_s"] for r in results],
+                "ru_maxrss_mib": [r["ru_maxrss_mib"] for r in results]}
+
+    def forget(self, row):
+        """Drop cached extraction runs so that measuring ``row`` again runs them again."""
+        if row.key in ("e2e_fp32", "e2e_int8", "mem_small", "mem_large"):
+            self.extractions.clear()
+        if row.key.startswith("head_gemm") and hasattr(self, "_gemm"):
+            del self._gemm
+
+    def int8_extract(self):
+        calibration = () if self.args.calib_images == TRAIN_PY_CALIB_IMAGES else \
+            ("--calib-images", str(self.args.calib_images))
+        return self.extract(("--int8", *calibration))
+
+    def memory(self, images):
+        runs = self.args.runs if images == self.args.images else self.args.mem_runs
+        results = self.extraction_runs((), images, runs)
+        same = {"same_runs_as": "e2e_fp32"} if images == self.args.images and "e2e_fp32" in self.done else {}
+        return {**same, "runs": [r["ru_maxrss_mib"] for r in results], "images": images,
+                "peak_rss_anon_mib": [round(r["peak_rss_anon_mib"], 1) for r in results],
+                "end_rss_file_mib": [round(r["end_rss_file_mib"], 1) for r in results],
+                "codes_mib": images * 512 * 7 * 7 * 4 / 2 ** 20}
+
+    def ceiling(self):
+        outs = [run_json([self.py, CHILD, "ceiling"]) for _ in range(self.args.runs)]
+        return {"runs": [out["ceiling_img_per_s"] for out in outs], **outs[-1],
+                "best_gflops_runs": [out["best_gflops"] for out in outs]}
+
+    def decode(self):
+        out = run_json([self.py, CHILD, "decode", self.sets[self.args.images], "--runs", str(self.args.runs)])
+        return {"runs": out["cpu_ms"], "wall_ms": out["wall_ms"], "images": out["images"],
+                "note": "CPU ms per image on one thread; end-to-end spends it on top of the forward pass's 2 cores"}
+
+    def torch_peer(self):
+        a = self.args
+        weights = os.path.join(self.work, "resnet50_cut.npz")
+        check = self.calibration_paths(min(4, a.batch_size))
+        export = run_json([self.py, CHILD, "export", weights, *check])
+        out = run_json(list(map(str, [TORCH_PYTHON, TORCH_PEER, weights, "--batch-size", a.batch_size,
+                                      "--batches", a.batches, "--runs", a.runs, "--warmup", a.warmup,
+                                      "--threads", len(os.sched_getaffinity(0)),
+                                      "--variants", a.torch_variants])), timeout=1800)
+        os.remove(weights)
+        best = out["variants"][out["best"]]
+        return {"runs": best["runs"], "variant": out["best"], "export": export, **out}
+
+    def head_training(self):
+        """train_model.py in a fresh process per run on generated codes; samples/s = samples x epochs / wall time."""
+        a = self.args
+        images = self.sets[a.head_samples]
+        codes, labels = self.make_head_data(images)
+        runs, loops = [], []
+        for run in range(a.runs):
+            models_dir = os.path.join(self.work, f"head_{run}")
+            started = time.perf_counter()
+            result = subprocess.run([self.py, "train_model.py", images, codes, labels, models_dir,
+                                     "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--gpus", "none"],
+                                    cwd=REPO, capture_output=True, text=True, timeout=1800)
+            wall = time.perf_counter() - started
+            if result.returncode != 0:
+                raise RuntimeError(f"train_model.py failed: {result.stderr.strip().splitlines()[-5:]}")
+            with open(os.path.join(models_dir, "head.json")) as f:
+                history = json.load(f)["history"]
+            shutil.rmtree(models_dir, ignore_errors=True)
+            runs.append(a.head_samples * a.epochs / wall)
+            loops.append({"wall_s": round(wall, 2), "epoch_s_sum": round(sum(h["seconds"] for h in history), 2)})
+        return {"runs": runs, "samples": a.head_samples, "epochs": a.epochs, "batch_size": a.batch_size,
+                "per_run": loops, "loop_samples_per_s": [a.head_samples * a.epochs / r["epoch_s_sum"] for r in loops]}
+
+    def make_head_data(self, images):
+        """Codes (ReLU'd Gaussian, shape 512x7x7) and a two-class label file for every image of ``images``."""
+        import numpy as np
+
+        from models.codes import CodeWriter
+        from models.images import list_images
+        from models.labels import save_labels
+        from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
+
+        names = list_images(images)
+        codes_dir = os.path.join(self.work, "head_codes")
+        meta = {"model": DEFAULT_PREFIX, "model_sha256": "bench-generated-codes", "layer": DEFAULT_LAYER,
+                "input_size": 224, "resize": "crop", "input": "RGB 0..255, NCHW"}
+        writer = CodeWriter(codes_dir, names, (512, 7, 7), meta)
+        rng = np.random.default_rng(0)
+        for start in range(0, len(names), 256):
+            count = min(256, len(names) - start)
+            writer.write(np.maximum(rng.standard_normal((count, 512, 7, 7), dtype=np.float32), 0))
+        labels = os.path.join(self.work, "head_labels.json")
+        save_labels(labels, ["normal", "abnormal"], {n: ("normal", "abnormal")[i % 2] for i, n in enumerate(names)})
+        return codes_dir, labels
+
+    def gemm_runs(self):
+        """The head's GEMM timings (child.py gemm), ``runs`` times, measured once for both GEMM-bound rows."""
+        a = self.args
+        if not hasattr(self, "_gemm"):
+            self._gemm = [run_json([self.py, CHILD, "gemm", "--batch-size", str(a.batch_size)]) for _ in range(a.runs)]
+        batches = max(1, a.head_samples // a.batch_size)  # a trailing batch of one joins the previous one
+        batches = batches + (1 if a.head_samples - batches * a.batch_size > 1 else 0)
+        return self._gemm, batches, a.head_samples * a.epochs
+
+    def head_gemm_bound(self):
+        """The issue's GEMM-bound: forward + backward = 3x the forward GEMMs, at the best measured rate per shape."""
+        outs, batches, samples = self.gemm_runs()
+        seconds = [3 * sum(layer["best_fwd_s"] for layer in o["layers"]) * batches * self.args.epochs for o in outs]
+        return {"runs": [samples / s for s in seconds], "seconds": seconds, "batches_per_epoch": batches,
+                "definition": "3 x the forward GEMMs (x W^T per Dense layer) at the fastest of numpy / MXNet dot / "
+                              "oneDNN for each shape, x batches x epochs"}
+
+    def head_gemm_tight(self):
+        """Every GEMM of a training step timed alone (forward, weight and input gradients), best implementation each."""
+        outs, batches, samples = self.gemm_runs()
+        seconds = [o["seconds_per_batch"] * batches * self.args.epochs for o in outs]
+        best = min(outs, key=lambda o: o["seconds_per_batch"])
+        return {"runs": [samples / s for s in seconds], "seconds": seconds, "batches_per_epoch": batches, **best}
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def fmt(value):
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def print_table(results):
+    machine = results["machine"]
+    print(f"\nXvision-MX bench  {results['date']}  ({'quick' if results['quick'] else 'full'})")
+    print(f"machine: {machine['cpu']} (family/model {machine['cpu_family_model']}), {machine['usable_cores']} usable "
+          f"cores, {machine['threads_per_core']} thread(s)/core, {machine['memory_total']}, "
+          f"{'VM' if machine['hypervisor'] else 'bare metal'}")
+    print(f"flags: {' '.join(machine['flags'])}; OMP_NUM_THREADS={machine['omp_num_threads']}; "
+          f"mxnet {machine['mxnet']}, torch {results['rows'].get('peer_torch', {}).get('torch', '-')}")
+    s = results["settings"]
+    if s:
+        print(f"inputs: {s['images']} PNGs for end-to-end, {s['mem_images']} for the large memory set "
+              f"({s['png_size']}, mean {s['png_mean_bytes'] / 1024:.0f} KiB, page cache {s['page_cache']}); batch "
+              f"{s['batch_size']}; median of {s['runs']} run(s)\n")
+    width = max(len(r.label) for r in ROWS) + 2
+    print(f"{'row':<{width}}{'median':>10}  {'unit':<10}{'runs':<34}{'other CPU':>9}")
+    for row in ROWS:
+        if row.key in results["skipped"]:
+            print(f"{row.label:<{width}}{'skipped':>10}  {'':<10}{results['skipped'][row.key]}")
+            continue
+        r = results["rows"][row.key]
+        runs = " ".join(fmt(v) for v in r["runs"][:6]) + (f"  (n={r['images']})" if "images" in r else "")
+        print(f"{row.label:<{width}}{fmt(r['median']):>10}  {row.unit:<10}{runs:<34}"
+              f"{r['cpu']['other_cpu_fraction'] * 100:>8.0f}%")
+    print(f"\n{'ratio':<32}{'value':>8}  {'target':<10}{'met':<5}meaning")
+    for key, ratio in results["ratios"].items():
+        target = "-" if ratio["target"] is None else f"{'<=' if ratio['at_most'] else '>='} {ratio['target']}"
+        met = "-" if ratio["met"] is None else ("yes" if ratio["met"] else "NO")
+        print(f"{key:<32}{fmt(ratio['value']):>8}  {target:<10}{met:<5}{ratio['meaning']}")
+    for warning in results["warnings"]:
+        print(f"warning: {warning}")
+
+
+OTHER_CPU_LIMIT = 0.05  # fraction of the machine's CPU other processes may take during a row
+
+
+def wait_idle(limit_s, window_s=2.0):
+    """Wait (up to ``limit_s``) until other processes use < OTHER_CPU_LIMIT of the CPU over ``window_s``; seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        watch = CpuWatch()
+        time.sleep(window_s)
+        if watch.report()["other_cpu_fraction"] < OTHER_CPU_LIMIT:
+            break
+    return time.perf_counter() - started
+
+
+def measure_row(bench, row):
+    """Measure ``row`` on an idle machine if one can be had: wait for idle, measure, and again if it got busy."""
+    attempts = []
+    for attempt in range(bench.args.retries + 1):
+        waited = wait_idle(bench.args.wait_idle) if bench.args.wait_idle > 0 else 0.0
+        if attempt:
+            bench.forget(row)
+        watch = CpuWatch()
+        measured = row.measure(bench)
+        measured.update(label=row.label, unit=row.unit, median=statistics.median(measured["runs"]),
+                        cpu=dict(watch.report(), waited_for_idle_s=round(waited, 1)))
+        attempts.append(measured)
+        if measured["cpu"]["other_cpu_fraction"] <= OTHER_CPU_LIMIT:
+            break
+        print(f"  other processes took {measured['cpu']['other_cpu_fraction']:.0%} of the CPU: measuring again",
+              flush=True)
+    best = min(attempts, key=lambda m: m["cpu"]["other_cpu_fraction"])  # the least disturbed attempt
+    best["attempts"] = len(attempts)
+    return best
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 32 images, 1 run, 2 epochs, small memory set (numbers are not meaningful)")
+    parser.add_argument("--images", type=int, default=256, help="PNGs for end-to-end and the small memory set")
+    parser.add_argument("--mem-images", type=int, default=1024, help="PNGs of the large memory set")
+    parser.add_argument("--head-samples", type=int, default=1024, help="codes the head trains on")
+    parser.add_argument("--epochs", type=int, default=20, help="head training epochs")
+    parser.add_argument("--runs", type=int, default=3, help="runs per row (the median is reported)")
+    parser.add_argument("--mem-runs", type=int, default=1, help="runs of the large memory set")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=8, help="batches per timed forward-only run")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed forward-only batches first")
+    parser.add_argument("--torch-variants", default="jit,compile",
+                        help="PyTorch ways to time, best reported: eager, jit, compile (default: %(default)s)")
+    parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch peer")
+    parser.add_argument("--calib-images", type=int, default=TRAIN_PY_CALIB_IMAGES,
+                        help="int8 calibration images (default: train.py's default, %(default)s)")
+    parser.add_argument("--wait-idle", type=float, default=120,
+                        help="before each row, wait up to this many seconds for other processes to leave the CPU "
+                             "idle (default: %(default)s; 0: do not wait)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="measure a row again (up to this many times) when other processes took >5%% of the CPU "
+                             "during it (default: %(default)s)")
+    parser.add_argument("--only", help="comma-separated row keys to measure (the others are skipped)")
+    parser.add_argument("--skip", default="", help="comma-separated row keys to leave out")
+    parser.add_argument("--out", default=RESULTS, help="results file (default: bench/results.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (PNGs, codes)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.mem_images, args.head_samples, args.epochs, args.batch_size = 32, 64, 32, 2, 8
+        args.runs, args.mem_runs, args.batches, args.warmup = 1, 1, 1, 1
+        args.torch_variants, args.calib_images, args.wait_idle, args.retries = "eager", 8, 0, 0
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    watch_all = CpuWatch()
+    results = {"schema": SCHEMA, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "command": " ".join([os.path.relpath(sys.executable, REPO)] + sys.argv),
+               "quick": args.quick, "git": git_state(), "machine": machine_info(),
+               "rows": {}, "skipped": {}, "ratios": {}, "warnings": []}
+    work = tempfile.mkdtemp(prefix="xvision-bench-")
+    bench = Bench(args, work)
+    results["settings"] = {}
+    try:
+        print(f"generating PNGs in {work} ...", flush=True)
+        bench.prepare()
+        results["settings"] = dict(bench.settings, images=args.images, mem_images=args.mem_images,
+                                   head_samples=args.head_samples, epochs=args.epochs, runs=args.runs,
+                                   mem_runs=args.mem_runs, batch_size=args.batch_size,
+                                   batches_per_forward_run=args.batches, warmup_batches=args.warmup)
+        only, skip = set(args.only.split(",")) if args.only else None, set(filter(None, args.skip.split(",")))
+        for row in ROWS:
+            reason = "not in --only" if only and row.key not in only else "--skip" if row.key in skip \
+                else row.needs(bench) if row.needs else None
+            if reason:
+                results["skipped"][row.key] = reason
+                continue
+            print(f"measuring {row.key}: {row.label} ...", flush=True)
+            try:
+                measured = measure_row(bench, row)
+            except (RuntimeError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as err:
+                results["skipped"][row.key] = f"failed: {err}"
+                print(f"  failed: {err}", file=sys.stderr)
+                continue
+            results["rows"][row.key] = measured
+            bench.done.add(row.key)
+            print(f"  {fmt(measured['median'])} {row.unit}  (runs: {', '.join(fmt(v) for v in measured['runs'])})",
+                  flush=True)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    rows = results["rows"]
+    for ratio in RATIOS:
+        value = None
+        if ratio.numerator in rows and ratio.denominator in rows:
+            a, b = rows[ratio.numerator]["median"], rows[ratio.denominator]["median"]
+            value = a - b if ratio.difference else a / b
+        met = None if value is None or ratio.target is None else \
+            (value <= ratio.target if ratio.at_most else value >= ratio.target)
+        results["ratios"][ratio.key] = {"value": value, "target": ratio.target, "at_most": ratio.at_most,
+                                        "met": met, "meaning": ratio.meaning}
+    targets = {k: r["met"] for k, r in results["ratios"].items() if r["target"] is not None}
+    results["targets_met"] = targets
+    results["all_targets_met"] = all(v is True for v in targets.values())
+    results["cpu"] = watch_all.report()
+    busy = [k for k, r in rows.items() if r["cpu"]["other_cpu_fraction"] > OTHER_CPU_LIMIT]
+    if busy:
+        results["warnings"].append(f"other processes used >5% of the CPU during {', '.join(busy)}: those numbers are "
+                                   f"low; run the bench on an idle machine")
+    if args.quick:
+        results["warnings"].append("--quick: a smoke test of the harness, the numbers mean nothing")
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print_table(results)
+    print(f"\nwrote {os.path.relpath(args.out)} in {results['cpu']['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

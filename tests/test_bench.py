@@ -1,0 +1,60 @@
+"""bench/run.py --quick: the harness runs every row end to end and writes a complete results.json.
+
+No time is asserted anywhere: the numbers of a quick run mean nothing, only their presence and shape are checked.
+"""
+
+import json
+import math
+import os
+import sys
+
+from conftest import REPO, run_script
+
+sys.path.insert(0, os.path.join(REPO, "bench"))
+import run as bench  # noqa: E402  (bench/run.py)
+
+ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "head_train", "head_gemm_bound", "head_gemm_tight",
+          "mem_small", "mem_large"]
+
+
+def test_quick_bench_writes_complete_results(weights, tmp_path):
+    out = tmp_path / "results.json"
+    # the PyTorch peer runs only where bench/.venv exists (make bench-venv); int8 only once models/quantize.py exists
+    result = run_script("bench/run.py", "--quick", "--out", out, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(out.read_text())
+
+    assert results["schema"] == bench.SCHEMA and results["quick"] is True
+    assert "bench/run.py" in results["command"] and results["date"]
+    machine = results["machine"]
+    assert machine["usable_cores"] >= 1 and isinstance(machine["flags"], list) and machine["cpu"]
+    assert machine["omp_num_threads"] == str(machine["usable_cores"])
+    assert results["settings"]["images"] == 32 and results["settings"]["png_mean_bytes"] > 0
+
+    rows, skipped = results["rows"], results["skipped"]
+    assert set(rows) | set(skipped) == {row.key for row in bench.ROWS}
+    assert not [k for k, why in skipped.items() if why.startswith("failed")], skipped
+    for key in ALWAYS:
+        assert key in rows, skipped.get(key)
+    for key, row in rows.items():
+        assert row["runs"] and all(math.isfinite(v) and v > 0 for v in row["runs"]), key
+        assert row["median"] in row["runs"] or len(row["runs"]) % 2 == 0, key
+        assert row["unit"] and row["label"] and "other_cpu_fraction" in row["cpu"], key
+    assert rows["fwd_fp32"]["output_shape"] == [512, 7, 7]
+    assert rows["mem_small"]["images"] == 32 and rows["mem_large"]["images"] == 64
+
+    if os.path.exists(bench.TORCH_PYTHON):
+        peer = rows["peer_torch"]
+        assert peer["output_shape"] == [512, 7, 7]
+        # the peer runs the same weights: its output matches the project's (values up to ~4)
+        assert peer["check"]["max_abs_diff"] < 1e-3 * max(1.0, peer["check"]["max_abs_output"])
+    else:
+        assert "bench/.venv" in skipped["peer_torch"]
+
+    ratios = results["ratios"]
+    assert set(ratios) == {ratio.key for ratio in bench.RATIOS}
+    for key in ("e2e_fp32 / fwd_fp32", "head_train / head_gemm_bound", "mem_large - mem_small (MiB)"):
+        assert ratios[key]["value"] is not None and isinstance(ratios[key]["met"], bool), key
+    assert set(results["targets_met"]) == {r.key for r in bench.RATIOS if r.target is not None}
+    assert isinstance(results["all_targets_met"], bool)
+    assert "e2e_fp32 / fwd_fp32" in result.stdout  # the table was printed
