@@ -21,22 +21,12 @@ def codes_meta(backbone, resize):
             "input_size": INPUT_SIZE, "resize": resize, "input": "RGB 0..255, NCHW"}
 
 
-def _decode_batch(pool, folder, names, resize):
-    """(uint8 images of the readable files, their positions in ``names``, {name: reason} of the others)."""
-    def read(name):
-        try:
-            return load_image(os.path.join(folder, name), INPUT_SIZE, resize), None
-        except ImageReadError as err:
-            return None, str(err)
-
-    images, positions, skipped = [], [], {}
-    for position, (name, (image, error)) in enumerate(zip(names, pool.map(read, names))):
-        if error is None:
-            images.append(image)
-            positions.append(position)
-        else:
-            skipped[name] = error
-    return images, positions, skipped
+def _read(path, resize):
+    """(image, None) for a readable file, (None, reason) for any other."""
+    try:
+        return load_image(path, INPUT_SIZE, resize), None
+    except ImageReadError as err:
+        return None, str(err)
 
 
 def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
@@ -53,19 +43,21 @@ def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
     with ThreadPoolExecutor(DECODE_THREADS) as pool, \
             tqdm(total=len(names), initial=writer.rows_done, unit="img", desc=os.path.basename(folder.rstrip("/"))) as bar:
         def decode(start):
-            return pool.submit(_decode_batch, pool, folder, names[start:start + size], resize)
+            return [pool.submit(_read, os.path.join(folder, name), resize) for name in names[start:start + size]]
 
-        # one batch is decoded ahead while the current one runs through the network
+        # the next batch is decoded while the current one runs through the network
         pending = decode(starts[0]) if starts else None
         for i, start in enumerate(starts):
-            images, positions, skipped = pending.result()
+            results = [future.result() for future in pending]
             pending = decode(starts[i + 1]) if i + 1 < len(starts) else None
-            count = min(size, len(names) - start)
-            codes = np.zeros((count,) + backbone.output_shape, np.float32)
-            if images:
-                codes[positions] = backbone(np.stack(images))
-            for name, reason in skipped.items():
+            batch = names[start:start + size]
+            readable = [position for position, (image, _) in enumerate(results) if image is not None]
+            skipped = {batch[position]: error for position, (_, error) in enumerate(results) if error is not None}
+            codes = np.zeros((len(batch),) + backbone.output_shape, np.float32)
+            if readable:
+                codes[readable] = backbone(np.stack([results[position][0] for position in readable]))
+            for reason in skipped.values():
                 bar.write(f"warning: skipped {reason}", file=sys.stderr)
             writer.write(codes, skipped)
-            bar.update(count)
+            bar.update(len(batch))
     return writer
