@@ -124,6 +124,8 @@ class CodeWriter:
         with open(self.codes_path, "r+b") as f:
             f.seek(self._data_offset + self.rows_done * self._row_bytes)
             f.write(np.ascontiguousarray(codes, dtype="<f4").tobytes())
+            f.flush()
+            os.fsync(f.fileno())  # the rows reach the disk before the index says they are done
         self.rows_done = end
         self.skipped.update(skipped or {})
         self._save(complete=self.complete)
