@@ -19,11 +19,12 @@ import warnings
 import numpy as np
 
 from models.errors import UserError
-from models.fileio import atomic_path, read_json, write_json
+from models.fileio import read_json, write_json
 
 FORMAT = "xvision-mx head v1"
 META_FILE = "head.json"
-SYMBOL_FILE = "head-symbol.json"
+CHECKPOINT_PREFIX = "head"  # head-symbol.json + head-NNNN.params, the MXNet checkpoint naming
+SYMBOL_FILE = f"{CHECKPOINT_PREFIX}-symbol.json"
 HIDDEN_UNITS = 512
 PARAMS_PATTERN = re.compile(r"^head-(\d{4})\.params$")
 # what must be equal between the codes a head was trained on and the codes it is given
@@ -31,7 +32,7 @@ CODE_IDENTITY = ("model_sha256", "layer", "shape")
 
 
 def params_file(epoch):
-    return f"head-{epoch:04d}.params"
+    return f"{CHECKPOINT_PREFIX}-{epoch:04d}.params"
 
 
 def build_head(n_classes, code_shape):
@@ -77,14 +78,14 @@ def save_weights(folder, net, epoch):
     """Write the symbol and this epoch's params (each atomically); the caller then records the epoch in head.json."""
     import mxnet as mx
 
+    from models.weights import save_checkpoint
+
     symbol = net(mx.sym.var("data"))
     aux_names = set(symbol.list_auxiliary_states())
-    arrays = {("aux:" if name in aux_names else "arg:") + name: param.data().as_in_context(mx.cpu())
-              for name, param in net.collect_params().items()}
-    with atomic_path(os.path.join(folder, params_file(epoch))) as tmp:
-        mx.nd.save(tmp, arrays)
-    with atomic_path(os.path.join(folder, SYMBOL_FILE)) as tmp:
-        symbol.save(tmp)
+    weights = {name: param.data().as_in_context(mx.cpu()) for name, param in net.collect_params().items()}
+    save_checkpoint(os.path.join(folder, CHECKPOINT_PREFIX), symbol,
+                    {k: v for k, v in weights.items() if k not in aux_names},
+                    {k: v for k, v in weights.items() if k in aux_names}, epoch=epoch)
 
 
 def _params_path(folder, epoch):

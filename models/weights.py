@@ -183,8 +183,8 @@ def convert(weights, symbol):
     return args, aux
 
 
-def save_checkpoint(prefix, symbol, args, aux, classes=None):
-    """Write ``PREFIX-symbol.json``, ``PREFIX-classes.json`` and ``PREFIX-0000.params`` (last), each atomically."""
+def save_checkpoint(prefix, symbol, args, aux, classes=None, epoch=0):
+    """Write ``PREFIX-symbol.json``, ``PREFIX-classes.json`` and ``PREFIX-EPOCH.params`` (last), each atomically."""
     import mxnet as mx
 
     from models.fileio import atomic_path, write_json
@@ -195,7 +195,7 @@ def save_checkpoint(prefix, symbol, args, aux, classes=None):
         write_json(f"{prefix}-classes.json", classes)
     params = {f"arg:{k}": mx.nd.array(v, dtype=v.dtype) for k, v in args.items()}
     params.update({f"aux:{k}": mx.nd.array(v, dtype=v.dtype) for k, v in aux.items()})
-    with atomic_path(f"{prefix}-0000.params") as tmp:
+    with atomic_path(f"{prefix}-{epoch:04d}.params") as tmp:
         mx.nd.save(tmp, params)
 
 

@@ -8,19 +8,17 @@ after it was completely written and verified as a PNG, so a run killed at any mo
 import fcntl
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 
 from PIL import Image
 
 from models.errors import UserError
-from models.fileio import read_json, write_json
+from models.fileio import atomic_path, read_json, write_json
 
 DATAS_FILE = "datas.json"
 IMAGES_DIR = "images"
 LOCK_FILE = ".scraper.lock"
 API_STATE_FILE = ".scraper-state.json"  # next page window of an Open-i API download (see scraper.openi)
-PARTIAL_SUFFIX = ".part"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk with its CRC: every complete PNG ends with it
@@ -80,9 +78,8 @@ def save_image(out, image_id, chunks, max_bytes):
     Exceptions from ``chunks`` (a broken download) propagate; the partial file is always removed.
     """
     final = image_path(out, image_id)
-    fd, partial = tempfile.mkstemp(prefix=f".{image_id}.", suffix=PARTIAL_SUFFIX, dir=os.path.dirname(final))
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(final) as partial:
+        with open(partial, "wb") as f:
             written = 0
             for chunk in chunks:
                 written += len(chunk)
@@ -92,11 +89,6 @@ def save_image(out, image_id, chunks, max_bytes):
             f.flush()
             os.fsync(f.fileno())
         verify_png(partial)
-        os.chmod(partial, 0o644)
-        os.replace(partial, final)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     return final
 
 
@@ -120,9 +112,9 @@ def locked_output(out):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"another scraper run is writing to {out}; wait for it or use another folder") from None
-        for folder, prefix, suffix in ((os.path.join(out, IMAGES_DIR), ".", PARTIAL_SUFFIX), (out, ".tmp-", "")):
+        for folder in (os.path.join(out, IMAGES_DIR), out):  # temporary files of atomic_path
             for name in os.listdir(folder):
-                if name.startswith(prefix) and name.endswith(suffix) and name != LOCK_FILE:
+                if name.startswith(".tmp-"):
                     os.remove(os.path.join(folder, name))
         yield out
 
