@@ -51,9 +51,9 @@ bench/.venv/.installed: bench/requirements.txt
 	bench/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	touch $@
 
-bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction (fp32, int8) against PyTorch, head training, memory; writes bench/*.json
+bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction (fp32, bf16, int8) against PyTorch, head training, memory; writes bench/*.json
 	$(PY) bench/run.py
-	$(PY) bench/int8_fidelity.py
+	$(PY) bench/fidelity.py
 
 clean: ## remove the venv, the weights cache and the converted checkpoint
 	rm -rf $(VENV) bench/.venv models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json

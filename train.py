@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from models.devices import GPU_SPEC_HELP, select_contexts
+from models.devices import CPU_SPECS, GPU_SPEC_HELP, select_contexts
 from models.errors import run_cli
 from models.images import RESIZE_MODES, list_images
 from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
@@ -27,10 +27,14 @@ def parse_args(argv=None):
     parser.add_argument("--resize", choices=RESIZE_MODES, default="crop",
                         help="crop: centre square crop then 224x224 (the original's way); squash: resize the whole "
                              "image to 224x224 (default: %(default)s)")
-    parser.add_argument("--int8", action="store_true",
-                        help="run an int8-quantised copy of the network on the CPU (oneDNN): ~4x faster, codes within "
-                             "~0.98 cosine similarity of fp32; calibrated on a sample of TRAIN_IMGS, cached in "
-                             "TRAIN_CODES/int8-calibration")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true",
+                           help="run a bfloat16 copy of the network on the CPU (oneDNN): ~1.8x faster than fp32, codes "
+                                "within ~0.999 cosine similarity of fp32; needs a CPU with avx512_bf16 or amx_bf16")
+    precision.add_argument("--int8", action="store_true",
+                           help="run an int8-quantised copy of the network on the CPU (oneDNN): ~3.5x faster, codes "
+                                "within ~0.98 cosine similarity of fp32; calibrated on a sample of TRAIN_IMGS, cached "
+                                "in TRAIN_CODES/int8-calibration")
     parser.add_argument("--calib-images", type=int, default=64,
                         help="with --int8: how many training images to calibrate on (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -48,12 +52,17 @@ def main(argv=None):
     from models.extract import extract_folder
     from models.pretrained import Backbone
 
+    if (args.int8 or args.bf16) and args.gpus.strip().lower() not in ("auto",) + CPU_SPECS:
+        print(f"notice: --gpus {args.gpus} ignored: the {'int8' if args.int8 else 'bf16'} network runs on the CPU",
+              file=sys.stderr)
     if args.int8:
         from models.quantize import calibration_sample, int8_backbone
 
         sample = calibration_sample([os.path.join(args.train_imgs, n) for n in train_names], args.calib_images)
         backbone = int8_backbone(args.model, args.layer, sample, args.batch_size, args.resize,
                                  cache_dir=os.path.join(args.train_codes, "int8-calibration"))
+    elif args.bf16:
+        backbone = Backbone(args.model, args.layer, batch_size=args.batch_size, precision="bf16")
     else:
         contexts, notice = select_contexts(args.gpus)
         if notice:

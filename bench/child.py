@@ -4,11 +4,11 @@ Each mode prints one JSON object as the last line of stdout. A child process per
 independent (fresh MXNet engine, fresh page tables: ru_maxrss is the peak of that measurement alone).
 
     python bench/child.py extract -- TRAIN.PY ARGS...                 train.py's own code path, timed from inside
-    python bench/child.py forward --precision fp32|int8 ...            Backbone forward-only on in-memory batches
+    python bench/child.py forward --precision fp32|bf16|int8 ...       Backbone forward-only on in-memory batches
     python bench/child.py export OUT.npz IMAGE...                      weights + a numeric check for the PyTorch peer
     python bench/child.py ceiling                                      network GFLOP/image, peak oneDNN conv GFLOP/s
     python bench/child.py gemm --batch-size 32                         head GEMM times (numpy, MXNet, oneDNN)
-    python bench/child.py decode FOLDER                                ms per image of models.images.load_image
+    python bench/child.py decode FOLDER                                ms per image of decoding into a batch
 """
 
 import argparse
@@ -95,8 +95,8 @@ def mode_extract(argv):
 def load_backbone(args):
     from models.pretrained import Backbone
 
-    if args.precision == "fp32":
-        return Backbone(args.model, args.layer, batch_size=args.batch_size)
+    if args.precision in ("fp32", "bf16"):
+        return Backbone(args.model, args.layer, batch_size=args.batch_size, precision=args.precision)
     from models.quantize import int8_backbone
 
     return int8_backbone(args.model, args.layer, args.calibration, batch_size=args.batch_size)
@@ -109,7 +109,7 @@ def mode_forward(argv):
     from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
 
     parser = argparse.ArgumentParser(prog="child.py forward")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
     parser.add_argument("--model", default=DEFAULT_PREFIX)
     parser.add_argument("--layer", default=DEFAULT_LAYER)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -297,8 +297,12 @@ def mode_gemm(argv):
 
 
 def mode_decode(argv):
-    """Milliseconds per image of the project's loader (models.images.load_image), one thread, CPU and wall time."""
-    from models.images import list_images, load_image
+    """Milliseconds per image of what extraction does per file (read_image, then put_image into a float32 batch),
+    one thread, CPU and wall time."""
+    import numpy as np
+
+    from models.images import list_images, read_image
+    from models.pretrained import INPUT_SIZE, put_image
 
     parser = argparse.ArgumentParser(prog="child.py decode")
     parser.add_argument("folder")
@@ -306,12 +310,17 @@ def mode_decode(argv):
     parser.add_argument("--resize", default="crop")
     args = parser.parse_args(argv)
     paths = [os.path.join(args.folder, name) for name in list_images(args.folder)]
-    load_image(paths[0], resize=args.resize)
+    batch = np.zeros((32, 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+
+    def decode(position, path):
+        put_image(batch, position % len(batch), read_image(path, INPUT_SIZE, args.resize))
+
+    decode(0, paths[0])
     cpu, wall = [], []
     for _ in range(args.runs):
         begin, begin_cpu = time.perf_counter(), time.thread_time()
-        for path in paths:
-            load_image(path, resize=args.resize)
+        for position, path in enumerate(paths):
+            decode(position, path)
         wall.append((time.perf_counter() - begin) / len(paths) * 1e3)
         cpu.append((time.thread_time() - begin_cpu) / len(paths) * 1e3)
     emit({"images": len(paths), "cpu_ms": cpu, "wall_ms": wall})

@@ -4,14 +4,16 @@
     .venv/bin/python bench/run.py --quick    # 32 images, 1 run, a smoke test of the harness (tests/test_bench.py)
 
 Rows (each one line in ROWS below; a row whose requirement is missing is listed as skipped with the reason):
-- forward-only images/s of the project's Backbone on a uint8 batch already in memory (fp32; int8 once
-  models/quantize.py exists);
+- forward-only images/s of the project's Backbone on a uint8 batch already in memory (fp32, bf16 where the CPU has
+  native bfloat16, int8);
 - end-to-end images/s of train.py's own code path (PNG files on disk -> codes on disk), timed inside the process around
-  extract_folder so that the one-off model load is reported apart (fp32; int8 via ``train.py --int8``);
+  extract_folder so that the one-off model load is reported apart (fp32; ``train.py --bf16``; ``train.py --int8``);
 - the PyTorch peer: the same cut ResNet-50 v1 with the same weights in bench/.venv, best of jit.trace +
-  optimize_for_inference and torch.compile (inductor, freezing), channels_last, inference_mode, all cores;
+  optimize_for_inference and torch.compile (inductor, freezing), channels_last, inference_mode, all cores; and, as the
+  peer of ``--bf16``, torch.compile under bfloat16 autocast;
 - the fp32 ceiling: the best fp32 GFLOP/s oneDNN reaches here (3x3 conv, GEMM) / GFLOP per image of the cut network;
-- the CPU cost of decoding one PNG (models.images.load_image, one thread), which end-to-end pays on top of the network;
+- the CPU cost of decoding one PNG into a float32 input batch (read_image + put_image, one thread), which end-to-end
+  pays on top of the network;
 - head training samples/s of train_model.py (20 epochs on generated codes), and two GEMM-bound rates: the issue's
   (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy / MXNet dot / oneDNN);
 - peak memory (ru_maxrss of a child train.py) for two image counts.
@@ -43,7 +45,6 @@ import models  # noqa: E402,F401  (OMP_NUM_THREADS for the children, as the proj
 CHILD = os.path.join(BENCH, "child.py")
 TORCH_PYTHON = os.path.join(BENCH, ".venv", "bin", "python")
 TORCH_PEER = os.path.join(BENCH, "torch_peer.py")
-QUANTIZE = os.path.join(REPO, "models", "quantize.py")
 RESULTS = os.path.join(BENCH, "results.json")
 TRAIN_PY_CALIB_IMAGES = 64  # train.py --int8 calibrates on this many images by default; fwd_int8 uses as many
 SCHEMA = "xvision-mx bench v1"
@@ -82,8 +83,15 @@ def needs_torch(bench):
     return None
 
 
-def needs_int8(bench):
-    return None if os.path.exists(QUANTIZE) else "models/quantize.py does not exist yet"
+def needs_bf16(bench):
+    from models.devices import NATIVE_BF16_FLAGS, cpu_flags
+
+    return None if any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS) else \
+        f"this CPU has no native bfloat16 ({' / '.join(NATIVE_BF16_FLAGS)}): train.py --bf16 refuses to run"
+
+
+def needs_torch_bf16(bench):
+    return needs_torch(bench) or needs_bf16(bench)
 
 
 ROWS = [
@@ -92,9 +100,15 @@ ROWS = [
     Row("peer_torch", "PyTorch peer forward-only fp32 (best expert way)", "img/s", lambda b: b.torch_peer(),
         needs_torch),
     Row("ceiling_fp32", "fp32 ceiling: peak oneDNN GFLOP/s / GFLOP per image", "img/s", lambda b: b.ceiling()),
-    Row("decode_ms", "PNG decode + crop + resize, 1 thread (load_image)", "ms/img", lambda b: b.decode()),
-    Row("fwd_int8", "project forward-only int8 (models.quantize)", "img/s", lambda b: b.forward("int8"), needs_int8),
-    Row("e2e_int8", "project end-to-end int8: train.py --int8", "img/s", lambda b: b.int8_extract(), needs_int8),
+    Row("decode_ms", "PNG decode + crop + resize into a batch, 1 thread", "ms/img", lambda b: b.decode()),
+    Row("fwd_bf16", "project forward-only bf16 (train.py --bf16's network)", "img/s", lambda b: b.forward("bf16"),
+        needs_bf16),
+    Row("e2e_bf16", "project end-to-end bf16: train.py --bf16", "img/s", lambda b: b.extract(("--bf16",)),
+        needs_bf16),
+    Row("peer_torch_bf16", "PyTorch peer forward-only bf16 (compile + autocast)", "img/s",
+        lambda b: b.torch_peer(b.args.torch_bf16_variant), needs_torch_bf16),
+    Row("fwd_int8", "project forward-only int8 (models.quantize)", "img/s", lambda b: b.forward("int8")),
+    Row("e2e_int8", "project end-to-end int8: train.py --int8", "img/s", lambda b: b.int8_extract()),
     Row("head_train", "head training: train_model.py, wall clock", "samples/s", lambda b: b.head_training()),
     Row("head_gemm_bound", "head training GEMM-bound (3x forward GEMMs)", "samples/s", lambda b: b.head_gemm_bound()),
     Row("head_gemm_tight", "head training, each GEMM of a step timed alone", "samples/s",
@@ -108,7 +122,16 @@ RATIOS = [
     Ratio("e2e_fp32 / fwd_fp32", "e2e_fp32", "fwd_fp32", 0.85, meaning="end-to-end vs own forward-only"),
     Ratio("fwd_fp32 / ceiling_fp32", "fwd_fp32", "ceiling_fp32", meaning="forward-only vs the fp32 ceiling"),
     Ratio("fwd_fp32 / peer_torch", "fwd_fp32", "peer_torch", meaning="forward-only vs PyTorch forward-only"),
-    Ratio("e2e_int8 / peer_torch", "e2e_int8", "peer_torch", meaning="int8 end-to-end vs PyTorch fp32 forward-only"),
+    Ratio("e2e_bf16 / peer_torch", "e2e_bf16", "peer_torch", meaning="train.py --bf16 vs PyTorch fp32 forward-only"),
+    Ratio("e2e_bf16 / peer_torch_bf16", "e2e_bf16", "peer_torch_bf16",
+          meaning="train.py --bf16 vs PyTorch bf16 forward-only"),
+    Ratio("e2e_bf16 / fwd_bf16", "e2e_bf16", "fwd_bf16", meaning="bf16 end-to-end vs bf16 forward-only"),
+    Ratio("fwd_bf16 / peer_torch_bf16", "fwd_bf16", "peer_torch_bf16",
+          meaning="bf16 forward-only vs PyTorch bf16 forward-only"),
+    Ratio("fwd_bf16 / fwd_fp32", "fwd_bf16", "fwd_fp32", meaning="bf16 speed-up, forward-only"),
+    Ratio("e2e_int8 / peer_torch", "e2e_int8", "peer_torch", 3.0,
+          meaning="train.py --int8 vs PyTorch fp32 forward-only"),
+    Ratio("fwd_int8 / peer_torch", "fwd_int8", "peer_torch", meaning="int8 forward-only vs PyTorch fp32 forward-only"),
     Ratio("e2e_int8 / fwd_int8", "e2e_int8", "fwd_int8", meaning="int8 end-to-end vs int8 forward-only"),
     Ratio("fwd_int8 / fwd_fp32", "fwd_int8", "fwd_fp32", meaning="int8 speed-up, forward-only"),
     Ratio("head_train / head_gemm_bound", "head_train", "head_gemm_bound", 0.5,
@@ -308,7 +331,7 @@ class Bench:
 
     def forget(self, row):
         """Drop cached extraction runs so that measuring ``row`` again runs them again."""
-        if row.key in ("e2e_fp32", "e2e_int8", "mem_small", "mem_large"):
+        if row.key in ("e2e_fp32", "e2e_bf16", "e2e_int8", "mem_small", "mem_large"):
             self.extractions.clear()
         if row.key.startswith("head_gemm") and hasattr(self, "_gemm"):
             del self._gemm
@@ -337,18 +360,19 @@ class Bench:
         return {"runs": out["cpu_ms"], "wall_ms": out["wall_ms"], "images": out["images"],
                 "note": "CPU ms per image on one thread; end-to-end spends it on top of the forward pass's 2 cores"}
 
-    def torch_peer(self):
+    def torch_peer(self, variants=None):
+        """The PyTorch peer: the best of ``--torch-variants`` (fp32), or the given variants (e.g. compile_bf16)."""
         a = self.args
         weights = os.path.join(self.work, "resnet50_cut.npz")
-        check = self.calibration_paths(min(4, a.batch_size))
-        export = run_json([self.py, CHILD, "export", weights, *check])
+        if not os.path.exists(weights):
+            check = self.calibration_paths(min(4, a.batch_size))
+            self.export = run_json([self.py, CHILD, "export", weights, *check])
         out = run_json(list(map(str, [TORCH_PYTHON, TORCH_PEER, weights, "--batch-size", a.batch_size,
                                       "--batches", a.batches, "--runs", a.runs, "--warmup", a.warmup,
                                       "--threads", len(os.sched_getaffinity(0)),
-                                      "--variants", a.torch_variants])), timeout=1800)
-        os.remove(weights)
-        best = out["variants"][out["best"]]
-        return {"runs": best["runs"], "variant": out["best"], "export": export, **out}
+                                      "--variants", variants or a.torch_variants])), timeout=1800)
+        chosen = variants or out["best"]
+        return {"runs": out["variants"][chosen]["runs"], "variant": chosen, "export": self.export, **out}
 
     def head_training(self):
         """train_model.py in a fresh process per run on generated codes; samples/s = samples x epochs / wall time."""
@@ -510,6 +534,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed forward-only batches first")
     parser.add_argument("--torch-variants", default="jit,compile",
                         help="PyTorch ways to time, best reported: eager, jit, compile (default: %(default)s)")
+    parser.add_argument("--torch-bf16-variant", default="compile_bf16", choices=("compile_bf16", "eager_bf16"),
+                        help="the PyTorch peer of --bf16 (default: %(default)s)")
     parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch peer")
     parser.add_argument("--calib-images", type=int, default=TRAIN_PY_CALIB_IMAGES,
                         help="int8 calibration images (default: train.py's default, %(default)s)")
@@ -527,7 +553,8 @@ def parse_args(argv=None):
     if args.quick:
         args.images, args.mem_images, args.head_samples, args.epochs, args.batch_size = 32, 64, 32, 2, 8
         args.runs, args.mem_runs, args.batches, args.warmup = 1, 1, 1, 1
-        args.torch_variants, args.calib_images, args.wait_idle, args.retries = "eager", 8, 0, 0
+        args.torch_variants, args.torch_bf16_variant = "eager", "eager_bf16"
+        args.calib_images, args.wait_idle, args.retries = 8, 0, 0
     return args
 
 

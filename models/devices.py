@@ -6,6 +6,7 @@ it), so each GPU is probed by running a small convolution on it and reading the 
 
 from models.errors import UserError
 
+CPU_SPECS = ("none", "cpu", "-1", "")  # --gpus values that mean the CPU
 GPU_SPEC_HELP = "auto: every GPU that passes a kernel-launch probe, else CPU; none: CPU; or GPU ids like 0,1"
 
 
@@ -30,7 +31,7 @@ def select_contexts(spec="auto"):
     import mxnet as mx
 
     spec = (spec or "auto").strip().lower()
-    if spec in ("none", "cpu", "-1", ""):
+    if spec in CPU_SPECS:
         return [mx.cpu()], None
     if spec == "auto":
         wanted = None
@@ -63,3 +64,26 @@ def _fallback(mx, wanted, reason):
     if wanted is not None:
         raise UserError(f"--gpus {','.join(map(str, wanted))}: {reason}; use --gpus auto or none")
     return [mx.cpu()], f"using the CPU: {reason}"
+
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # without one of them oneDNN emulates bf16, slower than fp32
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU feature flags the kernel reports (an empty set where it does not say)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def require_native_bf16(flags=None):
+    """UserError unless the CPU computes bfloat16 natively, the only case where the bf16 path is fast."""
+    flags = cpu_flags() if flags is None else flags
+    if not any(flag in flags for flag in NATIVE_BF16_FLAGS):
+        raise UserError(f"--bf16 needs a CPU with native bfloat16 instructions ({' or '.join(NATIVE_BF16_FLAGS)}), "
+                        f"which this one lacks; run without --bf16 (fp32) or with --int8")

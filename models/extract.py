@@ -4,12 +4,11 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 from tqdm import tqdm
 
 from models.codes import CodeWriter
-from models.images import ImageReadError, list_images, load_image
-from models.pretrained import INPUT_SIZE
+from models.images import ImageReadError, list_images, read_image
+from models.pretrained import INPUT_SIZE, put_image
 
 DECODE_THREADS = 2  # PIL releases the GIL while decoding and resizing, so threads overlap with the forward pass
 
@@ -21,12 +20,14 @@ def codes_meta(backbone, resize):
             "input_size": INPUT_SIZE, "resize": resize, "input": "RGB 0..255, NCHW"}
 
 
-def _read(path, resize):
-    """(image, None) for a readable file, (None, reason) for any other."""
+def _read_into(batch, position, path, resize):
+    """Decode ``path`` into slot ``position`` of ``batch``: None, or why the file has no code (its slot is zeroed)."""
     try:
-        return load_image(path, INPUT_SIZE, resize), None
+        put_image(batch, position, read_image(path, INPUT_SIZE, resize))
+        return None
     except ImageReadError as err:
-        return None, str(err)
+        batch[position] = 0
+        return str(err)
 
 
 def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
@@ -40,24 +41,28 @@ def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
         log(f"{codes_dir}: resuming after {writer.rows_done} of {len(names)} images")
     size = backbone.batch_size
     starts = range(writer.rows_done, len(names), size)
+    # two input batches: the decode threads fill one while the network reads the other
+    batches = [backbone.input_batch(), backbone.input_batch()]
     with ThreadPoolExecutor(DECODE_THREADS) as pool, \
             tqdm(total=len(names), initial=writer.rows_done, unit="img", desc=os.path.basename(folder.rstrip("/"))) as bar:
-        def decode(start):
-            return [pool.submit(_read, os.path.join(folder, name), resize) for name in names[start:start + size]]
+        def decode(i):
+            start, batch = starts[i], batches[i % 2]
+            chunk = names[start:start + size]
+            batch[len(chunk):] = 0  # a short last batch is padded with zeros
+            return [pool.submit(_read_into, batch, position, os.path.join(folder, name), resize)
+                    for position, name in enumerate(chunk)]
 
-        # the next batch is decoded while the current one runs through the network
-        pending = decode(starts[0]) if starts else None
+        pending = decode(0) if starts else None
         for i, start in enumerate(starts):
-            results = [future.result() for future in pending]
-            pending = decode(starts[i + 1]) if i + 1 < len(starts) else None
-            batch = names[start:start + size]
-            readable = [position for position, (image, _) in enumerate(results) if image is not None]
-            skipped = {batch[position]: error for position, (_, error) in enumerate(results) if error is not None}
-            codes = np.zeros((len(batch),) + backbone.output_shape, np.float32)
-            if readable:
-                codes[readable] = backbone(np.stack([results[position][0] for position in readable]))
-            for reason in skipped.values():
-                bar.write(f"warning: skipped {reason}", file=sys.stderr)
+            errors = [future.result() for future in pending]
+            pending = decode(i + 1) if i + 1 < len(starts) else None  # decoded while this batch runs
+            chunk = names[start:start + size]
+            codes = backbone.run(batches[i % 2], len(chunk))
+            skipped = {chunk[position]: error for position, error in enumerate(errors) if error is not None}
+            for position, error in enumerate(errors):
+                if error is not None:
+                    codes[position] = 0
+                    bar.write(f"warning: skipped {error}", file=sys.stderr)
             writer.write(codes, skipped)
-            bar.update(len(batch))
+            bar.update(len(chunk))
     return writer

@@ -28,7 +28,7 @@ SYMBOL_FILE = f"{CHECKPOINT_PREFIX}-symbol.json"
 HIDDEN_UNITS = 512
 PARAMS_PATTERN = re.compile(r"^head-(\d{4})\.params$")
 # what must be equal between the codes a head was trained on and the codes it is given
-CODE_IDENTITY = ("model_sha256", "layer", "shape")
+CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision")  # codes must match in all of these
 
 
 def params_file(epoch):
@@ -134,5 +134,7 @@ def check_codes_match(codes_meta, head_meta, codes_dir):
     differ = [f"{key} {given[key]!r} (head trained on {expected.get(key)!r})"
               for key in CODE_IDENTITY if given[key] != expected.get(key)]
     if differ:
+        precision = {"bf16": " --bf16", "int8": " --int8"}.get(expected.get("precision"), "")
         raise UserError(f"codes in {codes_dir} were not made like the head's training codes: {'; '.join(differ)}; "
-                        f"extract them with train.py using --model {expected.get('model')} --layer {expected.get('layer')}")
+                        f"extract them with train.py using --model {expected.get('model')} --layer {expected.get('layer')}"
+                        f"{precision}")

@@ -1,4 +1,4 @@
-"""The one image loader: every step reads image files through ``list_images`` and ``load_image``."""
+"""The one image loader: every step reads image files through ``list_images`` and ``read_image`` / ``load_image``."""
 
 import os
 import warnings
@@ -67,8 +67,10 @@ def resize_image(image, size, resize):
     return image.resize((size, size), Image.BILINEAR, box=box)
 
 
-def load_image(path, size=224, resize="crop"):
-    """Read one image file as a (size, size, 3) uint8 RGB array; ImageReadError if it cannot be read."""
+def read_image(path, size=224, resize="crop"):
+    """Read one image file as uint8 pixels, ``size`` x ``size``: (size, size) for gray files, (size, size, 3) RGB for
+    colour ones; ImageReadError if it cannot be read. Gray stays one channel so that feature extraction can spread it
+    over the three input channels while it converts to float, in one pass."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -79,5 +81,10 @@ def load_image(path, size=224, resize="crop"):
                 resized = resize_image(to_8bit(image), size, resize)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
-    pixels = np.asarray(resized, dtype=np.uint8)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_image(path, size=224, resize="crop"):
+    """Read one image file as a (size, size, 3) uint8 RGB array (gray repeated); ImageReadError if it cannot be read."""
+    pixels = read_image(path, size, resize)
     return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels

@@ -19,6 +19,7 @@ from models.weights import DEFAULT_PREFIX, sha256_of
 
 DEFAULT_LAYER = "stage4_unit2_relu1_output"
 INPUT_SIZE = 224
+PRECISIONS = ("fp32", "bf16", "int8")  # int8 graphs are made by models/quantize.py and passed in as ``graph``
 
 
 def load_checkpoint(prefix, epoch=0):
@@ -47,6 +48,21 @@ def layer_names(symbol):
     return [name for name in symbol.get_internals().list_outputs() if name not in arguments]
 
 
+def to_bfloat16(symbol, args, aux):
+    """The graph with its convolutions, GEMMs and their weights in bfloat16, input and output kept float32.
+
+    It must be converted before oneDNN fuses it: MXNet's AMP lists plain ops only and passes fused ones over.
+    """
+    from mxnet.contrib import amp
+
+    return amp.convert_model(symbol, args, aux, target_dtype="bfloat16", cast_optional_params=True)
+
+
+def put_image(batch, position, pixels):
+    """Write a (H, W) gray or (H, W, 3) RGB uint8 image into slot ``position`` of a float32 NCHW batch."""
+    batch[position] = pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # gray fills all three channels
+
+
 def cut(symbol, layer):
     names = layer_names(symbol)
     if layer not in names:
@@ -58,22 +74,33 @@ def cut(symbol, layer):
 class Backbone:
     """A checkpoint cut at ``layer`` (None: the whole network), bound for fixed-size batches of 224x224 RGB.
 
-    ``graph`` = (symbol, arg_params, aux_params) runs that graph instead of the checkpoint's (e.g. its int8 version,
-    see models/quantize.py); ``precision`` and ``calibration`` then name it in the codes' metadata.
+    ``precision`` bf16 runs a bfloat16 copy of the network on the CPU. ``graph`` = (symbol, arg_params, aux_params)
+    runs that graph instead of the checkpoint's (e.g. its int8 version, see models/quantize.py); ``precision`` and
+    ``calibration`` then name it in the codes' metadata. The first, slow forward pass (oneDNN picks its kernels) is
+    made here, so a constructed Backbone runs at full speed.
     """
 
     def __init__(self, prefix=DEFAULT_PREFIX, layer=DEFAULT_LAYER, contexts=None, batch_size=32, graph=None,
                  precision="fp32", calibration=None):
         import mxnet as mx
 
+        from models.devices import require_native_bf16
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.prefix, self.layer, self.batch_size = prefix, layer, batch_size
         self.precision, self.calibration = precision, calibration
         self.contexts = contexts or [mx.cpu()]
+        if precision != "fp32" and any(ctx.device_type != "cpu" for ctx in self.contexts):
+            raise UserError(f"the {precision} network runs on the CPU only (oneDNN); use --gpus none, or fp32 on GPUs")
         if graph is None:
             symbol, args, aux = load_checkpoint(prefix)
             if "data" not in symbol.list_arguments():
                 raise UserError(f"{prefix}-symbol.json has no input named 'data'; inputs: {symbol.list_arguments()[:5]}")
             symbol = cut(symbol, layer) if layer is not None else symbol
+            if precision == "bf16":
+                require_native_bf16()
+                symbol, args, aux = to_bfloat16(symbol, args, aux)
         else:
             symbol, args, aux = graph
         needed = set(symbol.list_arguments()) - {"data"}
@@ -84,23 +111,32 @@ class Backbone:
         self.executors = []
         for ctx in self.contexts:
             # oneDNN graph fusion (conv+bn+relu, sum) on the CPU; an int8 graph comes already fused
-            bound = symbol.get_backend_symbol("MKLDNN") if ctx.device_type == "cpu" and precision == "fp32" else symbol
+            fuse = ctx.device_type == "cpu" and precision != "int8"
+            bound = symbol.get_backend_symbol("MKLDNN") if fuse else symbol
             executor = bound.simple_bind(ctx, data=(self.per_device, 3, INPUT_SIZE, INPUT_SIZE), grad_req="null")
             executor.copy_params_from(args, aux, allow_extra_params=True)
             self.executors.append(executor)
         self.output_shape = tuple(self.executors[0].outputs[0].shape[1:])
         self.model_sha256 = sha256_of(f"{prefix}-0000.params")
+        self.run(self.input_batch(), 0)
 
-    def __call__(self, images):
-        """Outputs for a (n, 224, 224, 3) uint8 RGB batch, n <= batch_size, as float32 numpy (n, *output_shape)."""
-        count = len(images)
-        batch = np.zeros((self.per_device * len(self.executors), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
-        batch[:count] = images.transpose(0, 3, 1, 2)  # a padded, fixed-size batch: static shapes, same numbers
+    def input_batch(self):
+        """A zeroed float32 NCHW batch of the bound size, to fill with ``put_image`` and pass to ``run``."""
+        return np.zeros((self.per_device * len(self.executors), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+
+    def run(self, batch, count):
+        """Outputs of the first ``count`` images of an ``input_batch``, as float32 numpy (count, *output_shape)."""
         for i, executor in enumerate(self.executors):  # forward calls return at once; the devices run in parallel
             executor.arg_dict["data"][:] = batch[i * self.per_device:(i + 1) * self.per_device]
             executor.forward(is_train=False)
         outputs = [executor.outputs[0].asnumpy() for executor in self.executors]
         return np.concatenate(outputs)[:count]
+
+    def __call__(self, images):
+        """Outputs for a (n, 224, 224, 3) uint8 RGB batch, n <= batch_size, as float32 numpy (n, *output_shape)."""
+        batch = self.input_batch()  # padded to the fixed size: static shapes, the same numbers for every n
+        batch[:len(images)] = images.transpose(0, 3, 1, 2)
+        return self.run(batch, len(images))
 
 
 def classify(paths, prefix=DEFAULT_PREFIX, top=5):

@@ -19,7 +19,7 @@ ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "head_train", "he
 
 def test_quick_bench_writes_complete_results(weights, tmp_path):
     out = tmp_path / "results.json"
-    # the PyTorch peer runs only where bench/.venv exists (make bench-venv); int8 only once models/quantize.py exists
+    # the PyTorch peer runs only where bench/.venv exists (made by `make bench`); bf16 only on a CPU with native bf16
     result = run_script("bench/run.py", "--quick", "--out", out, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -43,11 +43,18 @@ def test_quick_bench_writes_complete_results(weights, tmp_path):
     assert rows["fwd_fp32"]["output_shape"] == [512, 7, 7]
     assert rows["mem_small"]["images"] == 32 and rows["mem_large"]["images"] == 64
 
+    if bench.needs_bf16(None) is None:
+        assert "fwd_bf16" in rows and "e2e_bf16" in rows, skipped
+    else:
+        assert "native bfloat16" in skipped["fwd_bf16"] and "native bfloat16" in skipped["e2e_bf16"]
+
     if os.path.exists(bench.TORCH_PYTHON):
         peer = rows["peer_torch"]
         assert peer["output_shape"] == [512, 7, 7]
         # the peer runs the same weights: its output matches the project's (values up to ~4)
         assert peer["check"]["max_abs_diff"] < 1e-3 * max(1.0, peer["check"]["max_abs_output"])
+        assert peer["variant"] == "eager" and ("peer_torch_bf16" in skipped or rows["peer_torch_bf16"]["variant"] ==
+                                               "eager_bf16")
     else:
         assert "bench/.venv" in skipped["peer_torch"]
 

@@ -19,7 +19,7 @@ from models.labels import save_labels
 
 CODE_SHAPE = (8, 2, 2)
 CODES_META = {"model": "models/fake", "model_sha256": "ab" * 32, "layer": "fake_layer", "resize": "crop",
-              "input_size": 224}
+              "input_size": 224, "precision": "fp32"}
 PALETTE = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 200, 40)]
 
 
@@ -298,10 +298,11 @@ def test_evaluation_error_paths(two_class, trained, tmp_path, capsys):
     json.dump(data, open(tmp_path / "unknown.json", "w"))
     line = fail(test_model.main, [images, codes, tmp_path / "unknown.json", trained], capsys)
     assert "effusion" in line and "does not know" in line
-    # codes from another layer, from another model, of another shape
+    # codes from another layer, from another model, of another shape, in another precision
     for name, meta, shape in [("layer", dict(CODES_META, layer="stage3_unit1_relu1_output"), CODE_SHAPE),
                               ("model_sha256", dict(CODES_META, model_sha256="cd" * 32), CODE_SHAPE),
-                              ("shape", CODES_META, (4, 2, 2))]:
+                              ("shape", CODES_META, (4, 2, 2)),
+                              ("precision", dict(CODES_META, precision="int8"), CODE_SHAPE)]:
         other = make_split(tmp_path / name, ["normal", "nodule"], 3, seed=8, meta=meta, shape=shape)
         line = fail(test_model.main, [*other, trained], capsys)
         assert name in line and "train.py" in line

@@ -1,12 +1,13 @@
-"""How close the int8 fast path stays to fp32, on real images (run by `make bench`, not by the tests).
+"""How close the fast paths (--int8, --bf16) stay to fp32, on real images (run by `make bench`, not by the tests).
 
-1. Codes: mean cosine similarity of int8 vs fp32 codes on the photographs bundled with scikit-image, with the int8
-   network calibrated on the other half of them (out of sample) and on all of them.
+1. Codes: mean cosine similarity to the fp32 codes on the photographs bundled with scikit-image: int8 calibrated on
+   the other half of them (out of sample) and on all of them; bf16 (needs no calibration) on all of them.
 2. Classification: scikit-learn's handwritten digits (1,797 real scanned 8x8 images, 10 classes) go through the whole
-   pipeline twice — process --from-folders, train.py (fp32 / --int8), train_model.py, test_model.py — and the two
-   test accuracies are compared.
+   pipeline once per precision — process --from-folders, train.py (fp32 / --int8 / --bf16), train_model.py,
+   test_model.py — and the test accuracies are compared with fp32's.
+bf16 is left out on a CPU without native bfloat16, where train.py --bf16 refuses to run.
 
-    python bench/int8_fidelity.py [--out bench/int8_fidelity.json]
+    python bench/fidelity.py [--out bench/fidelity.json]
 """
 
 import argparse
@@ -22,9 +23,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import models  # noqa: E402,F401  (sets OMP_NUM_THREADS before MXNet loads)
+from models.devices import NATIVE_BF16_FLAGS, cpu_flags  # noqa: E402
 from models.images import load_image  # noqa: E402
 from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX, Backbone  # noqa: E402
 from models.quantize import int8_backbone  # noqa: E402
+
+NATIVE_BF16 = any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
 
 
 def photo_paths():
@@ -53,13 +57,18 @@ def photo_similarity():
     quiet = lambda *_: None  # noqa: E731
     out_of_sample = int8_backbone(DEFAULT_PREFIX, DEFAULT_LAYER, calibration, batch_size=16, log=quiet)
     in_sample = int8_backbone(DEFAULT_PREFIX, DEFAULT_LAYER, paths, batch_size=16, log=quiet)
-    return {
+    everything = np.stack([reference[p] for p in paths])
+    results = {
         "photos": len(paths),
         "held_out_photos": len(held_out),
-        "cosine_held_out_calibrated_on_other_half": mean_cosine(
+        "int8_cosine_held_out_calibrated_on_other_half": mean_cosine(
             np.stack([reference[p] for p in held_out]), encode(out_of_sample, held_out)),
-        "cosine_all_calibrated_on_all": mean_cosine(np.stack([reference[p] for p in paths]), encode(in_sample, paths)),
+        "int8_cosine_all_calibrated_on_all": mean_cosine(everything, encode(in_sample, paths)),
     }
+    if NATIVE_BF16:
+        bf16 = Backbone(DEFAULT_PREFIX, DEFAULT_LAYER, batch_size=16, precision="bf16")
+        results["bf16_cosine_all"] = mean_cosine(everything, encode(bf16, paths))
+    return results
 
 
 def run(*args):
@@ -83,7 +92,8 @@ def digits_accuracy(work):
     run("-m", "scraper.process", "--from-folders", root, split, "--test-fraction", "0.3", "--seed", "0")
     results = {"dataset": "scikit-learn digits (UCI optical recognition of handwritten digits), 1797 images",
                "classes": 10}
-    for precision, extra in (("fp32", []), ("int8", ["--int8"])):
+    precisions = [("fp32", []), ("int8", ["--int8"])] + ([("bf16", ["--bf16"])] if NATIVE_BF16 else [])
+    for precision, extra in precisions:
         codes = os.path.join(work, precision)
         run("train.py", f"{split}/train", f"{split}/test", f"{codes}/train", f"{codes}/test", "--resize", "squash",
             *extra)
@@ -93,13 +103,15 @@ def digits_accuracy(work):
             report = json.load(f)
         results[f"{precision}_test_accuracy"] = report["accuracy"]["value"]
         results["test_images"] = report["n"]
-    results["accuracy_difference_points"] = 100 * (results["int8_test_accuracy"] - results["fp32_test_accuracy"])
+    for precision, _ in precisions[1:]:
+        results[f"{precision}_minus_fp32_points"] = 100 * (results[f"{precision}_test_accuracy"]
+                                                           - results["fp32_test_accuracy"])
     return results
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "int8_fidelity.json"),
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "fidelity.json"),
                         help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
     results = {"photos": photo_similarity()}
