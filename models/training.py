@@ -67,6 +67,19 @@ def _data_digest(names, labels):
     return hashlib.sha256(json.dumps([[n, labels.labels[n]] for n in names]).encode()).hexdigest()
 
 
+def sgd_step(params, lr, batch_size):
+    """Plain SGD, weight -= lr * grad / batch_size, one sgd_update per parameter.
+
+    What gluon.Trainer(SGD, no momentum, no weight decay).step(batch_size) computes, minus its Python bookkeeping per
+    parameter, which cost ~4 ms of a 23 ms step here (about as much as the update of the 25088x512 weight itself).
+    """
+    import mxnet as mx
+
+    for param in params:
+        weight = param.data()
+        mx.nd.sgd_update(weight, param.grad(), lr=lr, wd=0.0, rescale_grad=1.0 / batch_size, out=weight)
+
+
 def _check_resumable(meta, expected, models_dir):
     differ = [f"classes: now {expected['classes']}, checkpoints {meta['classes']}"] \
         if meta["classes"] != expected["classes"] else []
@@ -136,9 +149,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     if done >= settings.epochs:
         log(f"{models_dir} is already trained for {done} epochs (--epochs {settings.epochs}): nothing to do; "
             f"raise --epochs to train longer")
-    sgd = mx.optimizer.SGD(learning_rate=settings.lr, momentum=0.0, wd=0.0)
-    sgd.aggregate_num = 0  # one sgd_update per parameter: measured ~20% faster here than the fused multi_sgd_update
-    trainer = gluon.Trainer(net.collect_params(), sgd)
+    trainable = [param for param in net.collect_params().values() if param.grad_req != "null"]
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     try:
         for epoch in range(done + 1, settings.epochs + 1):
@@ -153,7 +164,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
                         logits = net(codes)
                         loss = loss_fn(logits, truth)
                     loss.backward()
-                    trainer.step(len(batch))
+                    sgd_step(trainable, settings.lr, len(batch))
                     # summed on the device: reading them back every batch would stall MXNet's asynchronous engine
                     loss_sum += loss.sum()
                     correct += (logits.argmax(axis=1) == truth).sum()
