@@ -41,16 +41,22 @@ def photos(weights, tmp_path_factory):
     return root, args
 
 
+def compare_to_fp32(root, name, precision):
+    """(codes of run ``name``, their cosine similarity to the fp32 codes per photo), after checking the metadata."""
+    reference, other = CodeStore(root / "fp32"), CodeStore(root / name)
+    assert other.meta["precision"] == precision and reference.meta["precision"] == "fp32"
+    assert other.shape == reference.shape == (512, 7, 7)
+    codes = other.read(PHOTOS)
+    return codes, cosine(reference.read(PHOTOS), codes)
+
+
 def test_int8_codes_match_fp32_and_calibration_is_cached(photos):
     root, args = photos
     first = run_script(*args("int8", "--int8", "--calib-images", "8"))
     assert first.returncode == 0, first.stderr
     assert "int8: calibrating on 8 images" in first.stdout
 
-    reference, quantized = CodeStore(root / "fp32"), CodeStore(root / "int8")
-    assert quantized.meta["precision"] == "int8" and reference.meta["precision"] == "fp32"
-    assert quantized.shape == reference.shape == (512, 7, 7)
-    similarity = cosine(reference.read(PHOTOS), quantized.read(PHOTOS))
+    quantized, similarity = compare_to_fp32(root, "int8", "int8")
     assert similarity.mean() >= 0.95, similarity
 
     for folder in ("int8", "int8_test"):
@@ -58,7 +64,7 @@ def test_int8_codes_match_fp32_and_calibration_is_cached(photos):
     second = run_script(*args("int8", "--int8", "--calib-images", "8"))
     assert second.returncode == 0, second.stderr
     assert "int8: using the calibrated network cached in" in second.stdout
-    np.testing.assert_array_equal(CodeStore(root / "int8").read(PHOTOS), quantized.read(PHOTOS))
+    np.testing.assert_array_equal(CodeStore(root / "int8").read(PHOTOS), quantized)
 
 
 @pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)")
@@ -68,11 +74,8 @@ def test_bf16_codes_match_fp32(photos):
     assert result.returncode == 0, result.stderr
     assert "--gpus 0 ignored: the bf16 network runs on the CPU" in result.stderr
 
-    reference, half = CodeStore(root / "fp32"), CodeStore(root / "bf16")
-    assert half.meta["precision"] == "bf16" and half.shape == reference.shape
-    codes = half.read(PHOTOS)
-    assert not np.array_equal(codes, reference.read(PHOTOS))  # it did run in another precision
-    similarity = cosine(reference.read(PHOTOS), codes)
+    codes, similarity = compare_to_fp32(root, "bf16", "bf16")
+    assert not np.array_equal(codes, CodeStore(root / "fp32").read(PHOTOS))  # it did run in another precision
     assert similarity.min() >= 0.99, similarity
 
 
