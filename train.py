@@ -29,12 +29,13 @@ def parse_args(argv=None):
                              "image to 224x224 (default: %(default)s)")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true",
-                           help="run a bfloat16 copy of the network on the CPU (oneDNN): ~1.8x faster than fp32, codes "
-                                "within ~0.999 cosine similarity of fp32; needs a CPU with avx512_bf16 or amx_bf16")
+                           help="run a bfloat16 copy of the network on the CPU (oneDNN): ~1.65x faster than fp32, "
+                                "codes within ~0.999 cosine similarity of fp32; needs a CPU with avx512_bf16 or "
+                                "amx_bf16")
     precision.add_argument("--int8", action="store_true",
-                           help="run an int8-quantised copy of the network on the CPU (oneDNN): ~3.5x faster, codes "
-                                "within ~0.98 cosine similarity of fp32; calibrated on a sample of TRAIN_IMGS, cached "
-                                "in TRAIN_CODES/int8-calibration")
+                           help="run an int8-quantised copy of the network on the CPU (oneDNN): ~3x faster than "
+                                "fp32, codes within ~0.98 cosine similarity of fp32; calibrated on a sample of "
+                                "TRAIN_IMGS, cached in TRAIN_CODES/int8-calibration")
     parser.add_argument("--calib-images", type=int, default=64,
                         help="with --int8: how many training images to calibrate on (default: %(default)s)")
     args = parser.parse_args(argv)
