@@ -17,8 +17,10 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
 - head training samples/s of train_model.py (20 epochs on generated codes), and two GEMM-bound rates: the issue's
   (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy / MXNet dot / oneDNN);
 - peak memory (ru_maxrss of a child train.py) for two image counts.
-Every time is a median over --runs runs; nothing here asserts a time. The CPU time other processes took during each
-row is recorded, since a busy machine makes every number wrong.
+Every row is measured once per round, --runs rounds one after the other, and reported as the median; a ratio is the
+median of its per-round ratios, so that a machine drifting in speed during the bench moves both sides of it together.
+Nothing here asserts a time. The CPU time other processes took during each row is recorded, since a busy machine makes
+every number wrong.
 """
 
 import argparse
@@ -61,6 +63,7 @@ class Row:
     unit: str
     measure: object  # Bench -> {"runs": [numbers], **details}
     needs: object = None  # Bench -> None if measurable, else the reason it is skipped
+    every_round: bool = True  # False: measured in the first round only (a memory peak, not a speed)
 
 
 @dataclass
@@ -114,7 +117,8 @@ ROWS = [
     Row("head_gemm_tight", "head training, each GEMM of a step timed alone", "samples/s",
         lambda b: b.head_gemm_tight()),
     Row("mem_small", "extraction peak memory (ru_maxrss), small set", "MiB", lambda b: b.memory(b.args.images)),
-    Row("mem_large", "extraction peak memory (ru_maxrss), large set", "MiB", lambda b: b.memory(b.args.mem_images)),
+    Row("mem_large", "extraction peak memory (ru_maxrss), large set", "MiB", lambda b: b.memory(b.args.mem_images),
+        every_round=False),
 ]
 
 RATIOS = [
@@ -278,9 +282,17 @@ class Bench:
     def __init__(self, args, work):
         self.args, self.work = args, work
         self.py = sys.executable
+        self.runs = 1  # runs of a row within one round; --runs is the number of rounds
         self.extractions = {}  # (flags, images) -> list of child results; the e2e runs also give mem_small
         self.settings = {}
-        self.done = set()  # rows measured so far
+        self.done = set()  # rows measured so far in this round
+
+    def new_round(self):
+        """Forget what the last round measured, so that every row runs again."""
+        self.extractions.clear()
+        self.done.clear()
+        if hasattr(self, "_gemm"):
+            del self._gemm
 
     def prepare(self):
         started = time.perf_counter()
@@ -301,7 +313,7 @@ class Bench:
     def forward(self, precision):
         a = self.args
         cmd = [self.py, CHILD, "forward", "--precision", precision, "--batch-size", a.batch_size,
-               "--batches", a.batches, "--runs", a.runs, "--warmup", a.warmup]
+               "--batches", a.batches, "--runs", self.runs, "--warmup", a.warmup]
         if precision == "int8":
             cmd += ["--calibration", *self.calibration_paths(a.calib_images)]
         return run_json(list(map(str, cmd)))
@@ -320,7 +332,7 @@ class Bench:
         return done[:runs]
 
     def extract(self, flags):
-        results = self.extraction_runs(flags, self.args.images, self.args.runs)
+        results = self.extraction_runs(flags, self.args.images, self.runs)
         train = [r["folders"][0] for r in results]
         return {"runs": [f["img_per_s"] for f in train], "images": self.args.images,
                 "seconds": [round(f["seconds"], 3) for f in train],
@@ -342,7 +354,7 @@ class Bench:
         return self.extract(("--int8", *calibration))
 
     def memory(self, images):
-        runs = self.args.runs if images == self.args.images else self.args.mem_runs
+        runs = self.runs if images == self.args.images else self.args.mem_runs
         results = self.extraction_runs((), images, runs)
         same = {"same_runs_as": "e2e_fp32"} if images == self.args.images and "e2e_fp32" in self.done else {}
         return {**same, "runs": [r["ru_maxrss_mib"] for r in results], "images": images,
@@ -351,12 +363,12 @@ class Bench:
                 "codes_mib": images * 512 * 7 * 7 * 4 / 2 ** 20}
 
     def ceiling(self):
-        outs = [run_json([self.py, CHILD, "ceiling"]) for _ in range(self.args.runs)]
+        outs = [run_json([self.py, CHILD, "ceiling"]) for _ in range(self.runs)]
         return {"runs": [out["ceiling_img_per_s"] for out in outs], **outs[-1],
                 "best_gflops_runs": [out["best_gflops"] for out in outs]}
 
     def decode(self):
-        out = run_json([self.py, CHILD, "decode", self.sets[self.args.images], "--runs", str(self.args.runs)])
+        out = run_json([self.py, CHILD, "decode", self.sets[self.args.images], "--runs", str(self.runs)])
         return {"runs": out["cpu_ms"], "wall_ms": out["wall_ms"], "images": out["images"],
                 "note": "CPU ms per image on one thread; end-to-end spends it on top of the forward pass's 2 cores"}
 
@@ -368,7 +380,7 @@ class Bench:
             check = self.calibration_paths(min(4, a.batch_size))
             self.export = run_json([self.py, CHILD, "export", weights, *check])
         out = run_json(list(map(str, [TORCH_PYTHON, TORCH_PEER, weights, "--batch-size", a.batch_size,
-                                      "--batches", a.batches, "--runs", a.runs, "--warmup", a.warmup,
+                                      "--batches", a.batches, "--runs", self.runs, "--warmup", a.warmup,
                                       "--threads", len(os.sched_getaffinity(0)),
                                       "--variants", variants or a.torch_variants])), timeout=1800)
         chosen = variants or out["best"]
@@ -380,7 +392,7 @@ class Bench:
         images = self.sets[a.head_samples]
         codes, labels = self.make_head_data(images)
         runs, loops = [], []
-        for run in range(a.runs):
+        for run in range(self.runs):
             models_dir = os.path.join(self.work, f"head_{run}")
             started = time.perf_counter()
             result = subprocess.run([self.py, "train_model.py", images, codes, labels, models_dir,
@@ -408,6 +420,7 @@ class Bench:
 
         names = list_images(images)
         codes_dir = os.path.join(self.work, "head_codes")
+        shutil.rmtree(codes_dir, ignore_errors=True)  # made again each round
         meta = {"model": DEFAULT_PREFIX, "model_sha256": "bench-generated-codes", "layer": DEFAULT_LAYER,
                 "input_size": 224, "resize": "crop", "input": "RGB 0..255, NCHW"}
         writer = CodeWriter(codes_dir, names, (512, 7, 7), meta)
@@ -423,7 +436,7 @@ class Bench:
         """The head's GEMM timings (child.py gemm), ``runs`` times, measured once for both GEMM-bound rows."""
         a = self.args
         if not hasattr(self, "_gemm"):
-            self._gemm = [run_json([self.py, CHILD, "gemm", "--batch-size", str(a.batch_size)]) for _ in range(a.runs)]
+            self._gemm = [run_json([self.py, CHILD, "gemm", "--batch-size", str(a.batch_size)]) for _ in range(self.runs)]
         batches = max(1, a.head_samples // a.batch_size)  # a trailing batch of one joins the previous one
         batches = batches + (1 if a.head_samples - batches * a.batch_size > 1 else 0)
         return self._gemm, batches, a.head_samples * a.epochs
@@ -464,7 +477,7 @@ def print_table(results):
     if s:
         print(f"inputs: {s['images']} PNGs for end-to-end, {s['mem_images']} for the large memory set "
               f"({s['png_size']}, mean {s['png_mean_bytes'] / 1024:.0f} KiB, page cache {s['page_cache']}); batch "
-              f"{s['batch_size']}; median of {s['runs']} run(s)\n")
+              f"{s['batch_size']}; medians of {s['runs']} round(s), each row once per round\n")
     width = max(len(r.label) for r in ROWS) + 2
     print(f"{'row':<{width}}{'median':>10}  {'unit':<10}{'runs':<34}{'other CPU':>9}")
     for row in ROWS:
@@ -475,11 +488,12 @@ def print_table(results):
         runs = " ".join(fmt(v) for v in r["runs"][:6]) + (f"  (n={r['images']})" if "images" in r else "")
         print(f"{row.label:<{width}}{fmt(r['median']):>10}  {row.unit:<10}{runs:<34}"
               f"{r['cpu']['other_cpu_fraction'] * 100:>8.0f}%")
-    print(f"\n{'ratio':<32}{'value':>8}  {'target':<10}{'met':<5}meaning")
+    print(f"\n{'ratio':<32}{'value':>8}  {'target':<10}{'met':<5}{'per round':<20}meaning")
     for key, ratio in results["ratios"].items():
         target = "-" if ratio["target"] is None else f"{'<=' if ratio['at_most'] else '>='} {ratio['target']}"
         met = "-" if ratio["met"] is None else ("yes" if ratio["met"] else "NO")
-        print(f"{key:<32}{fmt(ratio['value']):>8}  {target:<10}{met:<5}{ratio['meaning']}")
+        rounds = " ".join(fmt(v) for v in ratio["per_round"])
+        print(f"{key:<32}{fmt(ratio['value']):>8}  {target:<10}{met:<5}{rounds:<20}{ratio['meaning']}")
     for warning in results["warnings"]:
         print(f"warning: {warning}")
 
@@ -496,6 +510,18 @@ def wait_idle(limit_s, window_s=2.0):
         if watch.report()["other_cpu_fraction"] < OTHER_CPU_LIMIT:
             break
     return time.perf_counter() - started
+
+
+def merge_rounds(rounds):
+    """One row from its rounds: every run, their median, each round's median (``per_round``, what ratios pair up),
+    the most disturbed round's CPU report, and the last round's details."""
+    merged = dict(rounds[-1])
+    merged["runs"] = [value for measured in rounds for value in measured["runs"]]
+    merged["median"] = statistics.median(merged["runs"])
+    merged["per_round"] = [measured["median"] for measured in rounds]
+    merged["cpu"] = max((measured["cpu"] for measured in rounds), key=lambda cpu: cpu["other_cpu_fraction"])
+    merged["attempts"] = sum(measured["attempts"] for measured in rounds)
+    return merged
 
 
 def measure_row(bench, row):
@@ -527,8 +553,10 @@ def parse_args(argv=None):
     parser.add_argument("--mem-images", type=int, default=1024, help="PNGs of the large memory set")
     parser.add_argument("--head-samples", type=int, default=1024, help="codes the head trains on")
     parser.add_argument("--epochs", type=int, default=20, help="head training epochs")
-    parser.add_argument("--runs", type=int, default=3, help="runs per row (the median is reported)")
-    parser.add_argument("--mem-runs", type=int, default=1, help="runs of the large memory set")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="rounds: each measures every row once, in turn; medians and per-round ratios are "
+                             "reported (default: %(default)s)")
+    parser.add_argument("--mem-runs", type=int, default=1, help="runs of the large memory set (first round only)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=8, help="batches per timed forward-only run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forward-only batches first")
@@ -564,7 +592,7 @@ def main(argv=None):
     results = {"schema": SCHEMA, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "command": " ".join([os.path.relpath(sys.executable, REPO)] + sys.argv),
                "quick": args.quick, "git": git_state(), "machine": machine_info(),
-               "rows": {}, "skipped": {}, "ratios": {}, "warnings": []}
+               "rows": {}, "rounds": {}, "skipped": {}, "ratios": {}, "warnings": []}
     work = tempfile.mkdtemp(prefix="xvision-bench-")
     bench = Bench(args, work)
     results["settings"] = {}
@@ -576,23 +604,34 @@ def main(argv=None):
                                    mem_runs=args.mem_runs, batch_size=args.batch_size,
                                    batches_per_forward_run=args.batches, warmup_batches=args.warmup)
         only, skip = set(args.only.split(",")) if args.only else None, set(filter(None, args.skip.split(",")))
+        rows = []
         for row in ROWS:
             reason = "not in --only" if only and row.key not in only else "--skip" if row.key in skip \
                 else row.needs(bench) if row.needs else None
             if reason:
                 results["skipped"][row.key] = reason
-                continue
-            print(f"measuring {row.key}: {row.label} ...", flush=True)
-            try:
-                measured = measure_row(bench, row)
-            except (RuntimeError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as err:
-                results["skipped"][row.key] = f"failed: {err}"
-                print(f"  failed: {err}", file=sys.stderr)
-                continue
-            results["rows"][row.key] = measured
-            bench.done.add(row.key)
-            print(f"  {fmt(measured['median'])} {row.unit}  (runs: {', '.join(fmt(v) for v in measured['runs'])})",
-                  flush=True)
+            else:
+                rows.append(row)
+        # every row once per round, rounds one after the other: a machine that drifts slower or faster over the
+        # minutes of a run moves the rows of a round together, so their ratios (taken per round) stay true
+        for number in range(1, args.runs + 1):
+            bench.new_round()
+            for row in rows:
+                if row.key in results["skipped"] or (number > 1 and not row.every_round):
+                    continue
+                print(f"round {number}/{args.runs}, {row.key}: {row.label} ...", flush=True)
+                try:
+                    measured = measure_row(bench, row)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as err:
+                    results["skipped"][row.key] = f"failed: {err}"
+                    results["rounds"].pop(row.key, None)
+                    print(f"  failed: {err}", file=sys.stderr)
+                    continue
+                results["rounds"].setdefault(row.key, []).append(measured)
+                bench.done.add(row.key)
+                print(f"  {fmt(measured['median'])} {row.unit}", flush=True)
+        for key, rounds in results.pop("rounds").items():
+            results["rows"][key] = merge_rounds(rounds)
     finally:
         if args.keep:
             print(f"kept {work}")
@@ -601,14 +640,15 @@ def main(argv=None):
 
     rows = results["rows"]
     for ratio in RATIOS:
-        value = None
+        per_round = []
         if ratio.numerator in rows and ratio.denominator in rows:
-            a, b = rows[ratio.numerator]["median"], rows[ratio.denominator]["median"]
-            value = a - b if ratio.difference else a / b
+            pairs = zip(rows[ratio.numerator]["per_round"], rows[ratio.denominator]["per_round"])
+            per_round = [a - b if ratio.difference else a / b for a, b in pairs]
+        value = statistics.median(per_round) if per_round else None
         met = None if value is None or ratio.target is None else \
             (value <= ratio.target if ratio.at_most else value >= ratio.target)
-        results["ratios"][ratio.key] = {"value": value, "target": ratio.target, "at_most": ratio.at_most,
-                                        "met": met, "meaning": ratio.meaning}
+        results["ratios"][ratio.key] = {"value": value, "per_round": per_round, "target": ratio.target,
+                                        "at_most": ratio.at_most, "met": met, "meaning": ratio.meaning}
     targets = {k: r["met"] for k, r in results["ratios"].items() if r["target"] is not None}
     results["targets_met"] = targets
     results["all_targets_met"] = all(v is True for v in targets.values())

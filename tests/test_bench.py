@@ -62,6 +62,17 @@ def test_quick_bench_writes_complete_results(weights, tmp_path):
     assert set(ratios) == {ratio.key for ratio in bench.RATIOS}
     for key in ("e2e_fp32 / fwd_fp32", "head_train / head_gemm_bound", "mem_large - mem_small (MiB)"):
         assert ratios[key]["value"] is not None and isinstance(ratios[key]["met"], bool), key
+        assert ratios[key]["per_round"] == [ratios[key]["value"]], key  # --quick is one round
     assert set(results["targets_met"]) == {r.key for r in bench.RATIOS if r.target is not None}
     assert isinstance(results["all_targets_met"], bool)
     assert "e2e_fp32 / fwd_fp32" in result.stdout  # the table was printed
+
+
+def test_rounds_merge_into_one_row():
+    cpu = {"other_cpu_fraction": 0.0}
+    rounds = [{"runs": [10.0], "median": 10.0, "cpu": cpu, "attempts": 1, "detail": "first"},
+              {"runs": [20.0], "median": 20.0, "cpu": dict(cpu, other_cpu_fraction=0.01), "attempts": 2,
+               "detail": "last"}]
+    row = bench.merge_rounds(rounds)
+    assert row["runs"] == [10.0, 20.0] and row["median"] == 15.0 and row["per_round"] == [10.0, 20.0]
+    assert row["cpu"]["other_cpu_fraction"] == 0.01 and row["attempts"] == 3 and row["detail"] == "last"
