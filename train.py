@@ -29,7 +29,7 @@ def parse_args(argv=None):
                              "image to 224x224 (default: %(default)s)")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true",
-                           help="run a bfloat16 copy of the network on the CPU (oneDNN): ~1.65x faster than fp32, "
+                           help="run a bfloat16 copy of the network on the CPU (oneDNN): ~1.7x faster than fp32, "
                                 "codes within ~0.999 cosine similarity of fp32; needs a CPU with avx512_bf16 or "
                                 "amx_bf16")
     precision.add_argument("--int8", action="store_true",
