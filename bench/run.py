@@ -1,6 +1,6 @@
 """Xvision-MX benchmark (issue 5): one command, one machine, one table and bench/results.json.
 
-    .venv/bin/python bench/run.py            # the full bench (`make bench`), ~6 minutes on an idle 2-core machine
+    .venv/bin/python bench/run.py            # the full bench (`make bench`), ~9 minutes on an idle 2-core machine
     .venv/bin/python bench/run.py --quick    # 32 images, 1 run, a smoke test of the harness (tests/test_bench.py)
 
 Rows (each one line in ROWS below; a row whose requirement is missing is listed as skipped with the reason):
