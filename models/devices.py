@@ -81,9 +81,14 @@ def cpu_flags(cpuinfo="/proc/cpuinfo"):
     return set()
 
 
-def require_native_bf16(flags=None):
-    """UserError unless the CPU computes bfloat16 natively, the only case where the bf16 path is fast."""
+def has_native_bf16(flags=None):
+    """Whether the CPU (or the given flags) computes bfloat16 natively, the only case where the bf16 path is fast."""
     flags = cpu_flags() if flags is None else flags
-    if not any(flag in flags for flag in NATIVE_BF16_FLAGS):
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def require_native_bf16(flags=None):
+    """UserError unless the CPU computes bfloat16 natively."""
+    if not has_native_bf16(flags):
         raise UserError(f"--bf16 needs a CPU with native bfloat16 instructions ({' or '.join(NATIVE_BF16_FLAGS)}), "
                         f"which this one lacks; run without --bf16 (fp32) or with --int8")

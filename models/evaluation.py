@@ -3,7 +3,6 @@
 import csv
 import math
 import os
-import warnings
 
 import numpy as np
 
@@ -64,10 +63,8 @@ def compute_metrics(truth, probabilities, classes):
     labels = list(range(len(classes)))
     predicted = probabilities.argmax(axis=1)
     correct = int((predicted == truth).sum())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # classes without test examples or predictions: 0, reported as such
-        precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
-                                                                         zero_division=0)
+    # zero_division=0: a class without test examples or predictions gets 0, reported as such, without a warning
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
     per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                         "support": int(support[i])} for i, name in enumerate(classes)}
     present = set(truth.tolist())
@@ -143,10 +140,9 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
                         f"the head in {models_dir} was trained on {classes}")
     store = CodeStore(codes_dir)
     head.check_codes_match(store.meta, meta, codes_dir)
-    for setting in ("resize", "precision"):  # codes still comparable, but not made the same way
-        if store.meta.get(setting) != meta["backbone"].get(setting):
-            log(f"warning: test codes were made with {setting} {store.meta.get(setting)!r}, "
-                f"the training codes with {meta['backbone'].get(setting)!r}")
+    if store.meta.get("resize") != meta["backbone"].get("resize"):  # codes still comparable, not made the same way
+        log(f"warning: test codes were made with resize {store.meta.get('resize')!r}, "
+            f"the training codes with {meta['backbone'].get('resize')!r}")
     names = check_examples(image_dir, store, labels, labels_path, codes_dir)
     truth = np.array([classes.index(labels.labels[name]) for name in names])
 

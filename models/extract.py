@@ -20,7 +20,7 @@ def codes_meta(backbone, resize):
             "input_size": INPUT_SIZE, "resize": resize, "input": "RGB 0..255, NCHW"}
 
 
-def _read_into(batch, position, path, resize):
+def read_into(batch, position, path, resize):
     """Decode ``path`` into slot ``position`` of ``batch``: None, or why the file has no code (its slot is zeroed)."""
     try:
         put_image(batch, position, read_image(path, INPUT_SIZE, resize))
@@ -49,7 +49,7 @@ def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
             start, batch = starts[i], batches[i % 2]
             chunk = names[start:start + size]
             batch[len(chunk):] = 0  # a short last batch is padded with zeros
-            return [pool.submit(_read_into, batch, position, os.path.join(folder, name), resize)
+            return [pool.submit(read_into, batch, position, os.path.join(folder, name), resize)
                     for position, name in enumerate(chunk)]
 
         pending = decode(0) if starts else None

@@ -5,6 +5,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 
+_UMASK = os.umask(0)  # read once: setting it (the only way to read it) is process-wide, and threads write files too
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path):
@@ -16,9 +19,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -22,16 +22,22 @@ INPUT_SIZE = 224
 PRECISIONS = ("fp32", "bf16", "int8")  # int8 graphs are made by models/quantize.py and passed in as ``graph``
 
 
-def load_checkpoint(prefix, epoch=0):
-    """(symbol, arg_params, aux_params) of an MXNet checkpoint; UserError naming the missing file and the fix."""
-    import mxnet as mx
-
+def require_checkpoint(prefix, epoch=0):
+    """(symbol file, params file) of a checkpoint; UserError naming the missing file and the fix."""
     symbol_file, params_file = f"{prefix}-symbol.json", f"{prefix}-{epoch:04d}.params"
     for path in (symbol_file, params_file):
         if not os.path.exists(path):
             hint = "run `make setup` to fetch and convert the ImageNet weights" if prefix == DEFAULT_PREFIX \
                 else "--model takes a checkpoint prefix PREFIX with PREFIX-symbol.json and PREFIX-0000.params"
             raise UserError(f"model file not found: {path}; {hint}")
+    return symbol_file, params_file
+
+
+def load_checkpoint(prefix, epoch=0):
+    """(symbol, arg_params, aux_params) of an MXNet checkpoint; UserError naming the missing file and the fix."""
+    import mxnet as mx
+
+    symbol_file, params_file = require_checkpoint(prefix, epoch)
     try:
         symbol = mx.sym.load(symbol_file)
         saved = mx.nd.load(params_file)
@@ -76,12 +82,13 @@ class Backbone:
 
     ``precision`` bf16 runs a bfloat16 copy of the network on the CPU. ``graph`` = (symbol, arg_params, aux_params)
     runs that graph instead of the checkpoint's (e.g. its int8 version, see models/quantize.py); ``precision`` and
-    ``calibration`` then name it in the codes' metadata. The first, slow forward pass (oneDNN picks its kernels) is
-    made here, so a constructed Backbone runs at full speed.
+    ``calibration`` then name it in the codes' metadata, and ``model_sha256``, when the caller has it already, spares
+    hashing the params file again. The first, slow forward pass (oneDNN picks its kernels) is made here, so a
+    constructed Backbone runs at full speed.
     """
 
     def __init__(self, prefix=DEFAULT_PREFIX, layer=DEFAULT_LAYER, contexts=None, batch_size=32, graph=None,
-                 precision="fp32", calibration=None):
+                 precision="fp32", calibration=None, model_sha256=None):
         import mxnet as mx
 
         from models.devices import require_native_bf16
@@ -117,7 +124,7 @@ class Backbone:
             executor.copy_params_from(args, aux, allow_extra_params=True)
             self.executors.append(executor)
         self.output_shape = tuple(self.executors[0].outputs[0].shape[1:])
-        self.model_sha256 = sha256_of(f"{prefix}-0000.params")
+        self.model_sha256 = model_sha256 or sha256_of(f"{prefix}-0000.params")
         self.run(self.input_batch(), 0)
 
     def input_batch(self):

@@ -11,7 +11,7 @@ import numpy as np
 
 from models.errors import UserError
 from models.images import ImageReadError, load_image
-from models.pretrained import INPUT_SIZE, Backbone, cut, load_checkpoint
+from models.pretrained import INPUT_SIZE, Backbone, cut, load_checkpoint, require_checkpoint
 from models.weights import save_checkpoint, sha256_of
 
 CALIBRATION_MODE = "entropy"  # KL-divergence thresholds: closer to fp32 than min/max ("naive") at the same speed
@@ -58,9 +58,8 @@ def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop"
             continue
     if not readable:
         raise UserError("--int8 needs at least one readable calibration image; none of the sampled files could be read")
-    if not os.path.exists(f"{prefix}-0000.params"):
-        load_checkpoint(prefix)  # raises the usual "model file not found" error
-    key = calibration_key(sha256_of(f"{prefix}-0000.params"), layer, resize, [p for p, _ in readable])
+    model_sha256 = sha256_of(require_checkpoint(prefix)[1])
+    key = calibration_key(model_sha256, layer, resize, [p for p, _ in readable])
     cached = os.path.join(cache_dir, f"int8-{key}") if cache_dir else None
     if cached and os.path.exists(f"{cached}-0000.params"):
         symbol, args, aux = load_checkpoint(cached)
@@ -71,4 +70,4 @@ def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop"
         if cached:
             save_checkpoint(cached, symbol, args, aux)
     return Backbone(prefix, layer, [mx.cpu()], batch_size, graph=(symbol, args, aux), precision="int8",
-                    calibration=key)
+                    calibration=key, model_sha256=model_sha256)

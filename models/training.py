@@ -174,7 +174,6 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
             entry = {"epoch": epoch, "loss": loss_sum / len(names), "accuracy": correct / len(names),
                      "params": head.params_file(epoch), "seconds": round(time.time() - started, 2)}
             meta["history"].append(entry)
-            meta["training"]["epochs"] = settings.epochs
             head.write_meta(models_dir, meta)  # the epoch is finished from here on
             log(f"epoch {epoch}/{settings.epochs}: loss {entry['loss']:.4f}  training accuracy {entry['accuracy']:.3f} "
                 f"({correct}/{len(names)})  {entry['seconds']:.1f} s  -> {os.path.join(models_dir, entry['params'])}")

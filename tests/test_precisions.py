@@ -9,12 +9,12 @@ import skimage
 
 from conftest import run_script
 from models.codes import CodeStore
-from models.devices import NATIVE_BF16_FLAGS, cpu_flags, require_native_bf16
+from models.devices import has_native_bf16, require_native_bf16
 from models.errors import UserError
 
 PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "horse.png", "hubble_deep_field.jpg",
           "ihc.png", "moon.png", "motorcycle_left.png", "rocket.jpg", "page.png"]
-NATIVE_BF16 = any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+NATIVE_BF16 = has_native_bf16()
 
 
 def cosine(a, b):
