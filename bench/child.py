@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import sys
 import threading
 import time
@@ -79,7 +78,7 @@ def mode_extract(argv):
         seconds = time.perf_counter() - begin
         done = len(writer.files) - len(writer.skipped)
         folders.append({"folder": folder, "images": done, "seconds": seconds, "img_per_s": done / seconds,
-                        "precision": getattr(backbone, "precision", "fp32"),
+                        "precision": backbone.precision,
                         "started_at_s": begin - started})
         return writer
 
@@ -297,12 +296,13 @@ def mode_gemm(argv):
 
 
 def mode_decode(argv):
-    """Milliseconds per image of what extraction does per file (read_image, then put_image into a float32 batch),
-    one thread, CPU and wall time."""
+    """Milliseconds per image of what extraction does per file (models.extract.read_into: decode into a float32
+    batch), one thread, CPU and wall time."""
     import numpy as np
 
-    from models.images import list_images, read_image
-    from models.pretrained import INPUT_SIZE, put_image
+    from models.extract import read_into
+    from models.images import list_images
+    from models.pretrained import INPUT_SIZE
 
     parser = argparse.ArgumentParser(prog="child.py decode")
     parser.add_argument("folder")
@@ -313,7 +313,7 @@ def mode_decode(argv):
     batch = np.zeros((32, 3, INPUT_SIZE, INPUT_SIZE), np.float32)
 
     def decode(position, path):
-        put_image(batch, position % len(batch), read_image(path, INPUT_SIZE, args.resize))
+        read_into(batch, position % len(batch), path, args.resize)
 
     decode(0, paths[0])
     cpu, wall = [], []

@@ -23,12 +23,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import models  # noqa: E402,F401  (sets OMP_NUM_THREADS before MXNet loads)
-from models.devices import NATIVE_BF16_FLAGS, cpu_flags  # noqa: E402
+from models.devices import has_native_bf16  # noqa: E402
 from models.images import load_image  # noqa: E402
 from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX, Backbone  # noqa: E402
 from models.quantize import int8_backbone  # noqa: E402
 
-NATIVE_BF16 = any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+NATIVE_BF16 = has_native_bf16()
 
 
 def photo_paths():

@@ -87,9 +87,9 @@ def needs_torch(bench):
 
 
 def needs_bf16(bench):
-    from models.devices import NATIVE_BF16_FLAGS, cpu_flags
+    from models.devices import NATIVE_BF16_FLAGS, has_native_bf16
 
-    return None if any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS) else \
+    return None if has_native_bf16() else \
         f"this CPU has no native bfloat16 ({' / '.join(NATIVE_BF16_FLAGS)}): train.py --bf16 refuses to run"
 
 
@@ -282,8 +282,9 @@ class Bench:
     def __init__(self, args, work):
         self.args, self.work = args, work
         self.py = sys.executable
-        self.runs = 1  # runs of a row within one round; --runs is the number of rounds
+        # a row runs once per round (--runs is the number of rounds); what two rows share is kept for the round
         self.extractions = {}  # (flags, images) -> list of child results; the e2e runs also give mem_small
+        self.gemm = None  # child.py gemm's timings, for both GEMM-bound rows
         self.settings = {}
         self.done = set()  # rows measured so far in this round
 
@@ -291,8 +292,7 @@ class Bench:
         """Forget what the last round measured, so that every row runs again."""
         self.extractions.clear()
         self.done.clear()
-        if hasattr(self, "_gemm"):
-            del self._gemm
+        self.gemm = None
 
     def prepare(self):
         started = time.perf_counter()
@@ -313,7 +313,7 @@ class Bench:
     def forward(self, precision):
         a = self.args
         cmd = [self.py, CHILD, "forward", "--precision", precision, "--batch-size", a.batch_size,
-               "--batches", a.batches, "--runs", self.runs, "--warmup", a.warmup]
+               "--batches", a.batches, "--runs", 1, "--warmup", a.warmup]
         if precision == "int8":
             cmd += ["--calibration", *self.calibration_paths(a.calib_images)]
         return run_json(list(map(str, cmd)))
@@ -332,7 +332,7 @@ class Bench:
         return done[:runs]
 
     def extract(self, flags):
-        results = self.extraction_runs(flags, self.args.images, self.runs)
+        results = self.extraction_runs(flags, self.args.images, 1)
         train = [r["folders"][0] for r in results]
         return {"runs": [f["img_per_s"] for f in train], "images": self.args.images,
                 "seconds": [round(f["seconds"], 3) for f in train],
@@ -345,8 +345,8 @@ class Bench:
         """Drop cached extraction runs so that measuring ``row`` again runs them again."""
         if row.key in ("e2e_fp32", "e2e_bf16", "e2e_int8", "mem_small", "mem_large"):
             self.extractions.clear()
-        if row.key.startswith("head_gemm") and hasattr(self, "_gemm"):
-            del self._gemm
+        if row.key.startswith("head_gemm"):
+            self.gemm = None
 
     def int8_extract(self):
         calibration = () if self.args.calib_images == TRAIN_PY_CALIB_IMAGES else \
@@ -354,7 +354,7 @@ class Bench:
         return self.extract(("--int8", *calibration))
 
     def memory(self, images):
-        runs = self.runs if images == self.args.images else self.args.mem_runs
+        runs = 1 if images == self.args.images else self.args.mem_runs
         results = self.extraction_runs((), images, runs)
         same = {"same_runs_as": "e2e_fp32"} if images == self.args.images and "e2e_fp32" in self.done else {}
         return {**same, "runs": [r["ru_maxrss_mib"] for r in results], "images": images,
@@ -363,12 +363,11 @@ class Bench:
                 "codes_mib": images * 512 * 7 * 7 * 4 / 2 ** 20}
 
     def ceiling(self):
-        outs = [run_json([self.py, CHILD, "ceiling"]) for _ in range(self.runs)]
-        return {"runs": [out["ceiling_img_per_s"] for out in outs], **outs[-1],
-                "best_gflops_runs": [out["best_gflops"] for out in outs]}
+        out = run_json([self.py, CHILD, "ceiling"])
+        return {"runs": [out["ceiling_img_per_s"]], **out, "best_gflops_runs": [out["best_gflops"]]}
 
     def decode(self):
-        out = run_json([self.py, CHILD, "decode", self.sets[self.args.images], "--runs", str(self.runs)])
+        out = run_json([self.py, CHILD, "decode", self.sets[self.args.images], "--runs", "1"])
         return {"runs": out["cpu_ms"], "wall_ms": out["wall_ms"], "images": out["images"],
                 "note": "CPU ms per image on one thread; end-to-end spends it on top of the forward pass's 2 cores"}
 
@@ -380,37 +379,35 @@ class Bench:
             check = self.calibration_paths(min(4, a.batch_size))
             self.export = run_json([self.py, CHILD, "export", weights, *check])
         out = run_json(list(map(str, [TORCH_PYTHON, TORCH_PEER, weights, "--batch-size", a.batch_size,
-                                      "--batches", a.batches, "--runs", self.runs, "--warmup", a.warmup,
+                                      "--batches", a.batches, "--runs", 1, "--warmup", a.warmup,
                                       "--threads", len(os.sched_getaffinity(0)),
                                       "--variants", variants or a.torch_variants])), timeout=1800)
         chosen = variants or out["best"]
         return {"runs": out["variants"][chosen]["runs"], "variant": chosen, "export": self.export, **out}
 
     def head_training(self):
-        """train_model.py in a fresh process per run on generated codes; samples/s = samples x epochs / wall time."""
+        """train_model.py in a fresh process on generated codes; samples/s = samples x epochs / wall time."""
         a = self.args
         images = self.sets[a.head_samples]
-        codes, labels = self.make_head_data(images)
-        runs, loops = [], []
-        for run in range(self.runs):
-            models_dir = os.path.join(self.work, f"head_{run}")
-            started = time.perf_counter()
-            result = subprocess.run([self.py, "train_model.py", images, codes, labels, models_dir,
-                                     "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--gpus", "none"],
-                                    cwd=REPO, capture_output=True, text=True, timeout=1800)
-            wall = time.perf_counter() - started
-            if result.returncode != 0:
-                raise RuntimeError(f"train_model.py failed: {result.stderr.strip().splitlines()[-5:]}")
-            with open(os.path.join(models_dir, "head.json")) as f:
-                history = json.load(f)["history"]
-            shutil.rmtree(models_dir, ignore_errors=True)
-            runs.append(a.head_samples * a.epochs / wall)
-            loops.append({"wall_s": round(wall, 2), "epoch_s_sum": round(sum(h["seconds"] for h in history), 2)})
-        return {"runs": runs, "samples": a.head_samples, "epochs": a.epochs, "batch_size": a.batch_size,
-                "per_run": loops, "loop_samples_per_s": [a.head_samples * a.epochs / r["epoch_s_sum"] for r in loops]}
+        codes, labels = self.head_data(images)
+        models_dir = os.path.join(self.work, "head")
+        started = time.perf_counter()
+        result = subprocess.run([self.py, "train_model.py", images, codes, labels, models_dir,
+                                 "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--gpus", "none"],
+                                cwd=REPO, capture_output=True, text=True, timeout=1800)
+        wall = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"train_model.py failed: {result.stderr.strip().splitlines()[-5:]}")
+        with open(os.path.join(models_dir, "head.json")) as f:
+            epoch_s_sum = sum(h["seconds"] for h in json.load(f)["history"])
+        shutil.rmtree(models_dir, ignore_errors=True)
+        samples = a.head_samples * a.epochs
+        return {"runs": [samples / wall], "samples": a.head_samples, "epochs": a.epochs, "batch_size": a.batch_size,
+                "per_run": [{"wall_s": round(wall, 2), "epoch_s_sum": round(epoch_s_sum, 2)}],
+                "loop_samples_per_s": [samples / epoch_s_sum]}
 
-    def make_head_data(self, images):
-        """Codes (ReLU'd Gaussian, shape 512x7x7) and a two-class label file for every image of ``images``."""
+    def head_data(self, images):
+        """Codes (ReLU'd Gaussian, 512x7x7) and a two-class label file for every image of ``images``, made once."""
         import numpy as np
 
         from models.codes import CodeWriter
@@ -418,9 +415,10 @@ class Bench:
         from models.labels import save_labels
         from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
 
+        codes_dir, labels = os.path.join(self.work, "head_codes"), os.path.join(self.work, "head_labels.json")
+        if os.path.exists(labels):  # written last
+            return codes_dir, labels
         names = list_images(images)
-        codes_dir = os.path.join(self.work, "head_codes")
-        shutil.rmtree(codes_dir, ignore_errors=True)  # made again each round
         meta = {"model": DEFAULT_PREFIX, "model_sha256": "bench-generated-codes", "layer": DEFAULT_LAYER,
                 "input_size": 224, "resize": "crop", "input": "RGB 0..255, NCHW"}
         writer = CodeWriter(codes_dir, names, (512, 7, 7), meta)
@@ -428,33 +426,31 @@ class Bench:
         for start in range(0, len(names), 256):
             count = min(256, len(names) - start)
             writer.write(np.maximum(rng.standard_normal((count, 512, 7, 7), dtype=np.float32), 0))
-        labels = os.path.join(self.work, "head_labels.json")
         save_labels(labels, ["normal", "abnormal"], {n: ("normal", "abnormal")[i % 2] for i, n in enumerate(names)})
         return codes_dir, labels
 
-    def gemm_runs(self):
-        """The head's GEMM timings (child.py gemm), ``runs`` times, measured once for both GEMM-bound rows."""
+    def gemm_timings(self):
+        """The head's GEMM timings (child.py gemm), measured once a round for both GEMM-bound rows."""
         a = self.args
-        if not hasattr(self, "_gemm"):
-            self._gemm = [run_json([self.py, CHILD, "gemm", "--batch-size", str(a.batch_size)]) for _ in range(self.runs)]
+        if self.gemm is None:
+            self.gemm = run_json([self.py, CHILD, "gemm", "--batch-size", str(a.batch_size)])
         batches = max(1, a.head_samples // a.batch_size)  # a trailing batch of one joins the previous one
         batches = batches + (1 if a.head_samples - batches * a.batch_size > 1 else 0)
-        return self._gemm, batches, a.head_samples * a.epochs
+        return self.gemm, batches, a.head_samples * a.epochs
 
     def head_gemm_bound(self):
         """The issue's GEMM-bound: forward + backward = 3x the forward GEMMs, at the best measured rate per shape."""
-        outs, batches, samples = self.gemm_runs()
-        seconds = [3 * sum(layer["best_fwd_s"] for layer in o["layers"]) * batches * self.args.epochs for o in outs]
-        return {"runs": [samples / s for s in seconds], "seconds": seconds, "batches_per_epoch": batches,
+        out, batches, samples = self.gemm_timings()
+        seconds = 3 * sum(layer["best_fwd_s"] for layer in out["layers"]) * batches * self.args.epochs
+        return {"runs": [samples / seconds], "seconds": [seconds], "batches_per_epoch": batches,
                 "definition": "3 x the forward GEMMs (x W^T per Dense layer) at the fastest of numpy / MXNet dot / "
                               "oneDNN for each shape, x batches x epochs"}
 
     def head_gemm_tight(self):
         """Every GEMM of a training step timed alone (forward, weight and input gradients), best implementation each."""
-        outs, batches, samples = self.gemm_runs()
-        seconds = [o["seconds_per_batch"] * batches * self.args.epochs for o in outs]
-        best = min(outs, key=lambda o: o["seconds_per_batch"])
-        return {"runs": [samples / s for s in seconds], "seconds": seconds, "batches_per_epoch": batches, **best}
+        out, batches, samples = self.gemm_timings()
+        seconds = out["seconds_per_batch"] * batches * self.args.epochs
+        return {"runs": [samples / seconds], "seconds": [seconds], "batches_per_epoch": batches, **out}
 
 
 # ------------------------------------------------------------------------------------------------ report
