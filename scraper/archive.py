@@ -39,18 +39,20 @@ def parse_report(xml_bytes):
     major = _texts(root, "MeSH/major")
     sections = {(e.get("Label") or "").lower(): " ".join((e.text or "").split())
                 for e in root.iter("AbstractText")}
+    report = {  # the same for every image of the report
+        "uid": uid, "major": major, "minor": _texts(root, "MeSH/minor"), "automatic": _texts(root, "MeSH/automatic"),
+        "findings": sections.get("findings", ""), "impression": sections.get("impression", ""),
+        "license": " ".join((root.findtext("ccLicense") or "").split()),
+        "license_url": " ".join((root.findtext("licenseURL") or "").split()),
+    }
     entries = {}
     for parent in root.findall("parentImage"):
         image_id = store.safe_id(parent.get("id"))
         if image_id is None:
             continue
         entries[image_id] = {
-            "id": image_id, "uid": uid, "major": major, "minor": _texts(root, "MeSH/minor"),
-            "automatic": _texts(root, "MeSH/automatic"),
-            "findings": sections.get("findings", ""), "impression": sections.get("impression", ""),
+            "id": image_id, **report,
             "img": None, "file": store.image_file(image_id),  # no Open-i URL: the image came from the archive
-            "license": " ".join((root.findtext("ccLicense") or "").split()),
-            "license_url": " ".join((root.findtext("licenseURL") or "").split()),
             "type": "Major", "items": major,
         }
     return entries

@@ -252,8 +252,9 @@ def main(argv=None):
         info["source"] = {"datas": os.path.join(source, "datas.json")}
     present = {i.label for i in items}
     empty = [c for c in classes if c not in present]
+    dropped_by_reason = dict(Counter(d["reason"] for d in dropped))
     if empty:
-        reasons = ", ".join(f"{n} {r}" for r, n in Counter(d["reason"] for d in dropped).items()) or "none dropped"
+        reasons = ", ".join(f"{n} {r}" for r, n in dropped_by_reason.items()) or "none dropped"
         raise UserError(f"no usable images for class(es) {empty} in {source} ({reasons}); check --classes "
                         f"against the MeSH terms, and that the images are in {os.path.join(source, 'images')}")
     if args.protocol == "xvision":
@@ -261,7 +262,7 @@ def main(argv=None):
     else:
         sides, shortfall = split_full(items, classes, args.test_fraction, args.seed)
         info["test_fraction"] = args.test_fraction
-    info.update(unlabelled_images=unlabelled, dropped_by_reason=dict(Counter(d["reason"] for d in dropped)),
+    info.update(unlabelled_images=unlabelled, dropped_by_reason=dropped_by_reason,
                 dropped=dropped, shortfall=shortfall)
     counts = write_split(out, sides, classes, info)
     for side in SIDES:
