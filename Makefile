@@ -8,10 +8,16 @@ REQUIREMENTS := $(if $(HAS_NVIDIA),requirements-gpu.txt,requirements.txt)
 WEIGHTS := models/resnet-50-0000.params
 # make pipeline: Open-i into data/openi, or DATA=folder-of-class-folders into data/<folder name>
 DATA ?=
+# with DATA: files whose names give the same first capture group are one patient, e.g. GROUP_PATTERN='^(\d+)_'
+GROUP_PATTERN ?=
+GROUP_ARG = $(if $(GROUP_PATTERN),--group-pattern '$(GROUP_PATTERN)')
 OUT ?= data/$(if $(DATA),$(notdir $(abspath $(DATA))),openi)
+# make reproduce: where it writes, and extra scraper.py options (e.g. --base-url of a mirror)
+REPRO_OUT ?= data/reproduce
+SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pipeline bench clean
+.PHONY: help setup test pipeline reproduce bench accuracy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,12 +45,20 @@ ifeq ($(DATA),)
 	$(PY) scraper.py "$(OUT)/download"
 	$(PY) -m scraper.process "$(OUT)/download" "$(OUT)/split"
 else
-	$(PY) -m scraper.process --from-folders "$(DATA)" "$(OUT)/split"
+	$(PY) -m scraper.process --from-folders "$(DATA)" "$(OUT)/split" $(GROUP_ARG)
 endif
 	$(PY) train.py "$(OUT)/split/train" "$(OUT)/split/test" "$(OUT)/codes/train" "$(OUT)/codes/test"
 	$(PY) train_model.py "$(OUT)/split/train" "$(OUT)/codes/train" "$(OUT)/split/train_labels.json" "$(OUT)/models" --resume
 	$(PY) test_model.py "$(OUT)/split/test" "$(OUT)/codes/test" "$(OUT)/split/test_labels.json" "$(OUT)/models"
 	@echo "done: report $(OUT)/models/eval/report.json; plots $(OUT)/models/eval/*.png and $(OUT)/models/training_curve.png"
+
+reproduce: setup ## the paper's experiment: scrape Open-i, its split sizes, the original recipe; the paper's figures beside ours in $(REPRO_OUT)/reproduce.json
+	$(PY) scraper.py "$(REPRO_OUT)/download" $(SCRAPER_ARGS)
+	$(PY) -m scraper.process "$(REPRO_OUT)/download" "$(REPRO_OUT)/split" --protocol xvision
+	$(PY) train.py "$(REPRO_OUT)/split/train" "$(REPRO_OUT)/split/test" "$(REPRO_OUT)/codes/train" "$(REPRO_OUT)/codes/test"
+	$(PY) train_model.py "$(REPRO_OUT)/split/train" "$(REPRO_OUT)/codes/train" "$(REPRO_OUT)/split/train_labels.json" "$(REPRO_OUT)/models" --recipe xvision --resume
+	$(PY) test_model.py "$(REPRO_OUT)/split/test" "$(REPRO_OUT)/codes/test" "$(REPRO_OUT)/split/test_labels.json" "$(REPRO_OUT)/models"
+	$(PY) bench/reproduce.py "$(REPRO_OUT)/models/eval/report.json" "$(REPRO_OUT)/reproduce.json"
 
 bench/.venv/.installed: bench/requirements.txt
 	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
@@ -54,6 +68,10 @@ bench/.venv/.installed: bench/requirements.txt
 bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction (fp32, bf16, int8) against PyTorch, head training, memory; writes bench/*.json
 	$(PY) bench/run.py
 	$(PY) bench/fidelity.py
+
+accuracy: setup ## DATA=class folders [GROUP_PATTERN=regex]: cross-validate the head's defaults against a linear probe; writes bench/accuracy.json
+	@test -n "$(DATA)" || { echo "error: give DATA=folder of class folders, e.g. make accuracy DATA=../shared/data/nih-cxr8-pa GROUP_PATTERN='^(\d+)_'"; exit 2; }
+	$(PY) bench/accuracy.py "$(DATA)" $(GROUP_ARG)
 
 clean: ## remove the venv, the weights cache and the converted checkpoint
 	rm -rf $(VENV) bench/.venv models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json

@@ -13,8 +13,11 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python test_model.py",
         description="Predict every test image with a head trained by train_model.py; write report.json (accuracy with "
-                    "95% Wilson interval, per-class precision/recall/F1, confusion matrix, ROC-AUC), predictions.csv, "
-                    "confusion_matrix.png, roc_curve.png and predictions.png, and print the precision/recall table.")
+                    "95% Wilson interval, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC-AUC "
+                    "with a 95% bootstrap interval), predictions.csv, confusion_matrix.png, roc_curve.png and "
+                    "predictions.png, and print the precision/recall table. With two classes, an image is predicted "
+                    "positive when its probability reaches the threshold chosen on the validation images for that "
+                    "epoch (0.5 without validation); the scores at 0.5 are reported beside.")
     parser.add_argument("test_imgs", metavar="TEST_IMGS", help="folder of test images: every one needs a label and a code")
     parser.add_argument("test_codes", metavar="TEST_CODES",
                         help="codes folder made by train.py for TEST_IMGS, with the same --model and --layer as the "
@@ -22,7 +25,10 @@ def build_parser():
     parser.add_argument("test_labels", metavar="TEST_LABELS",
                         help="label file of the test images; its classes must be among the model's")
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
-    parser.add_argument("--epoch", default="last", help="which epoch's checkpoint to evaluate: N or last (default)")
+    parser.add_argument("--epoch", default="last",
+                        help="which epoch's checkpoint to evaluate: last (default), best (highest validation ROC-AUC; "
+                             "on a validation set of a few images this picks noise: see README Accuracy), or a kept "
+                             "epoch number")
     parser.add_argument("--out", metavar="DIR", help="folder for the report files (default: MODELS_DIR/eval)")
     return parser
 

@@ -6,13 +6,16 @@ Example: python train_model.py data/train data/codes/train data/train_labels.jso
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 from models import head
 from models.devices import GPU_SPEC_HELP
 from models.errors import run_cli
-from models.training import TrainSettings
+from models.training import RECIPES, TrainSettings
 
 DEFAULTS = TrainSettings()
+XVISION = ", ".join(f"--{key.replace('_', '-')} {value if not isinstance(value, bool) else 'on' if value else 'off'}"
+                    for key, value in RECIPES["xvision"].items())
 
 
 def build_parser():
@@ -20,7 +23,11 @@ def build_parser():
         prog="python train_model.py",
         description="Train the head (Dense-BatchNorm-ReLU x2 -> Dense, plain SGD) on cached codes. Saves a checkpoint "
                     "after every epoch into MODELS_DIR (head-symbol.json, head-NNNN.params, head.json) and draws "
-                    "training_curve.png there.")
+                    "training_curve.png there. The defaults learn on small, imbalanced sets: class-balanced loss, "
+                    "codes averaged over their grid and standardised, input dropout, a validation hold-out (whole "
+                    "groups per class) scored every epoch that sets the two-class threshold and records the best "
+                    "epoch. --recipe xvision trains exactly as the "
+                    f"original Xvision ({XVISION}).")
     parser.add_argument("train_imgs", metavar="TRAIN_IMGS", help="folder of training images: every one needs a label and a code")
     parser.add_argument("train_codes", metavar="TRAIN_CODES", help="codes folder made by train.py for TRAIN_IMGS")
     parser.add_argument("train_labels", metavar="TRAIN_LABELS",
@@ -34,6 +41,32 @@ def build_parser():
                         help="images per SGD step (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
                         help="seed of the initial weights and of each epoch's shuffle (default: %(default)s)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES),
+                        help=f"start from a named set of settings; xvision = the original exactly ({XVISION}); "
+                             "options given beside it still apply")
+    parser.add_argument("--class-weight", choices=("balanced", "none"),
+                        help="balanced: each class weighs n / (classes x n_class) in the loss, so a rare class counts "
+                             "as much as a common one (equal classes: no change); none: plain loss (default: "
+                             f"{DEFAULTS.class_weight})")
+    parser.add_argument("--val-fraction", type=float, metavar="F",
+                        help="share of each class's training images held out for validation, in whole groups (the "
+                             "label file's 'groups': report, patient); scored every epoch, it sets each epoch's "
+                             f"two-class threshold and finds the best epoch; 0: train on everything, no validation (default: {DEFAULTS.val_fraction})")
+    parser.add_argument("--pool", choices=("avg", "none"),
+                        help="avg: average each code channel over its grid (512 features); none: the whole flattened "
+                             f"code (25,088 features for the default layer) (default: {DEFAULTS.pool})")
+    parser.add_argument("--standardize", choices=("on", "off"),
+                        help="on: scale each feature by the training codes' mean and std, inside the saved head "
+                             f"(default: {'on' if DEFAULTS.standardize else 'off'})")
+    parser.add_argument("--dropout", type=float, metavar="P",
+                        help="share of the head's input features dropped at random in each training step, against "
+                             f"over-fitting a few hundred images; 0: none (default: {DEFAULTS.dropout})")
+    parser.add_argument("--positive", metavar="CLASS",
+                        help="two classes: the class the ROC-AUC and the threshold are about (default: the class not "
+                             "named like normal / no finding when exactly one is, else the second)")
+    parser.add_argument("--keep", type=int, default=DEFAULTS.keep,
+                        help="epoch checkpoints kept besides the best one; older ones are removed once a newer one is "
+                             "safely written (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue MODELS_DIR from its last finished epoch (same settings and data: the result "
                              "equals an uninterrupted run); without it an existing MODELS_DIR is refused")
@@ -50,7 +83,13 @@ def main(argv=None):
     contexts, notice = select_contexts(args.gpus)
     if notice:
         print(f"notice: {notice}", file=sys.stderr)
-    settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    settings = TrainSettings(**RECIPES.get(args.recipe, {}))
+    chosen = {"class_weight": args.class_weight, "val_fraction": args.val_fraction, "pool": args.pool,
+              "dropout": args.dropout,
+              "standardize": None if args.standardize is None else args.standardize == "on"}
+    settings = replace(settings, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                       keep=args.keep, positive=args.positive,
+                       **{key: value for key, value in chosen.items() if value is not None})
     try:
         meta = train(args.train_imgs, args.train_codes, args.train_labels, args.models_dir, settings,
                      resume=args.resume, context=contexts[0])
@@ -62,7 +101,8 @@ def main(argv=None):
         return 130
     if meta["history"]:
         last = meta["history"][-1]
-        print(f"done: epoch {last['epoch']} in {args.models_dir} (training accuracy {last['accuracy']:.3f}); "
+        best = f"; best epoch by validation: {meta['best_epoch']}" if meta["best_epoch"] else ""
+        print(f"done: epoch {last['epoch']} in {args.models_dir} (training accuracy {last['accuracy']:.3f}){best}; "
               f"evaluate with: python test_model.py TEST_IMGS TEST_CODES TEST_LABELS {args.models_dir}")
 
 

@@ -15,10 +15,12 @@ import numpy as np
 
 from models.errors import UserError
 from models.fileio import read_json, write_json
+from models.images import list_images
 
 FORMAT = "xvision-mx codes v1"
 CODES_FILE = "codes.npy"
 INDEX_FILE = "index.json"
+MAX_NAMED = 10  # offending files named in an error message
 
 
 class CodeStore:
@@ -56,6 +58,10 @@ class CodeStore:
         """File names that have a code, in row order."""
         return list(self.rows)
 
+    def rows_of(self, names):
+        """The codes of ``names`` as an array-like: ``rows[[2, 0]]`` reads the 3rd and 1st only."""
+        return CodeRows(self, names)
+
     def read(self, names):
         """Codes of ``names`` as a float32 array (copied out of the memory map)."""
         rows = [self.rows[n] for n in names]
@@ -63,6 +69,39 @@ class CodeStore:
         out = np.empty((len(rows),) + self.shape, dtype=np.float32)
         out[order] = self.array[np.asarray(rows)[order]]
         return out
+
+
+class CodeRows:
+    """Codes of a list of names, indexed by position like a numpy array, read from the store on demand."""
+
+    def __init__(self, store, names):
+        self.store, self.names = store, list(names)
+        self.shape = (len(self.names),) + store.shape
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, positions):
+        return self.store.read([self.names[i] for i in np.atleast_1d(np.arange(len(self))[positions])])
+
+
+def check_examples(image_dir, store, labels, labels_path, codes_dir):
+    """Names of the images in ``image_dir``; UserError naming those without a label or without a code."""
+    names = list_images(image_dir)
+    problems = []
+    for name in names:
+        if name not in labels.labels:
+            problems.append(f"{name} (no label in {os.path.basename(labels_path)})")
+        elif name in store.skipped:
+            problems.append(f"{name} (no code: {store.skipped[name]})")
+        elif name not in store.rows:
+            problems.append(f"{name} (no code in {codes_dir})")
+    if problems:
+        more = f" and {len(problems) - MAX_NAMED} more" if len(problems) > MAX_NAMED else ""
+        raise UserError(f"{len(problems)} of {len(names)} images in {image_dir} cannot be used: "
+                        f"{', '.join(problems[:MAX_NAMED])}{more}; label them in {labels_path} and/or re-run train.py "
+                        f"so every image has a code (or move the unusable images out of {image_dir})")
+    return names
 
 
 class CodeWriter:

@@ -1,99 +1,127 @@
 """Evaluate a trained head on test codes: predictions, metrics, report.json, CSV and plots."""
 
 import csv
-import math
 import os
 
 import numpy as np
 
-from models import head
-from models.codes import CodeStore
+from models import head, metrics
+from models.codes import CodeStore, check_examples
 from models.errors import UserError
 from models.fileio import atomic_path, write_json
 from models.images import ImageReadError, load_image
 from models.labels import load_labels
-from models.training import check_examples
 
-PREDICT_BATCH = 64
 GRID_IMAGES = 15
-Z_95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-def wilson_interval(successes, n, z=Z_95):
-    """Wilson score interval of a binomial proportion (sensible near 0 and 1, unlike the normal approximation)."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+EPOCH_CHOICES = "best, last or an epoch number"
 
 
 def resolve_epoch(meta, epoch, models_dir):
-    finished = head.finished_epochs(meta)
-    if not finished:
+    """(epoch number, how it was chosen) for --epoch best|last|N; UserError for one without a kept checkpoint."""
+    history = meta["history"]
+    if not history:
         raise UserError(f"{models_dir} holds no finished epoch: train with train_model.py first")
+    kept = [entry["epoch"] for entry in history if entry.get("params", True)]
+    if epoch == "best":
+        if meta.get("best_epoch") is None:
+            raise UserError(f"the head in {models_dir} was trained without validation (--val-fraction 0), so it "
+                            f"has no best epoch; use --epoch last or a number ({_kept_text(meta)})")
+        return meta["best_epoch"], f"best ({meta['validation']['best_epoch_by']})"
     if epoch in (None, "last"):
-        return finished[-1]
+        return history[-1]["epoch"], "last"
     try:
-        epoch = int(epoch)
+        number = int(epoch)
     except ValueError:
-        raise UserError(f"--epoch must be a number or 'last', not {epoch!r}") from None
-    if epoch not in finished:
-        raise UserError(f"no checkpoint for epoch {epoch} in {models_dir}; finished epochs: "
-                        f"{finished[0]}..{finished[-1]} (or use --epoch last)")
-    return epoch
+        raise UserError(f"--epoch must be {EPOCH_CHOICES}, not {epoch!r}") from None
+    if number not in kept:
+        finished = number in [entry["epoch"] for entry in history]
+        why = "its checkpoint was removed (--keep)" if finished else "no such epoch was trained"
+        raise UserError(f"no checkpoint for epoch {number} in {models_dir}: {why}; {_kept_text(meta)}")
+    return number, f"epoch {number}"
 
 
-def predict(net, store, names, context=None):
-    """Class probabilities (n, classes) of the codes of ``names``, read batch by batch."""
-    import mxnet as mx
-
-    parts = []
-    for start in range(0, len(names), PREDICT_BATCH):
-        codes = mx.nd.array(store.read(names[start:start + PREDICT_BATCH]), ctx=context or mx.cpu())
-        parts.append(mx.nd.softmax(net(codes), axis=1).asnumpy())
-    return np.concatenate(parts).astype(np.float64)
+def _kept_text(meta):
+    kept = [entry["epoch"] for entry in meta["history"] if entry.get("params", True)]
+    best = f", best {meta['best_epoch']}" if meta.get("best_epoch") else ""
+    return f"kept checkpoints: epochs {', '.join(map(str, kept))}{best} (finished: 1..{meta['history'][-1]['epoch']})"
 
 
-def compute_metrics(truth, probabilities, classes):
-    """The numbers of report.json from true class indices and predicted probabilities."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
+def operating_point(meta, epoch):
+    """(positive class index or None, threshold, where the threshold comes from) for the chosen epoch."""
+    classes = meta["classes"]
+    positive = meta.get("positive_class")
+    if len(classes) != 2:
+        return None, None, "argmax (more than two classes)"
+    positive = classes.index(positive) if positive in classes else 1  # heads from before positive_class: the second
+    entry = next(e for e in meta["history"] if e["epoch"] == epoch)
+    if entry.get("threshold") is None:
+        return positive, 0.5, "0.5 (no validation images to choose one on)"
+    return positive, entry["threshold"], f"Youden's J on the validation images at epoch {epoch}"
+
+
+def scores_at(truth, probabilities, classes, positive, threshold):
+    """Accuracy (with its Wilson interval), balanced accuracy, per-class scores and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = list(range(len(classes)))
-    predicted = probabilities.argmax(axis=1)
+    predicted = metrics.decide(probabilities, positive, threshold)
     correct = int((predicted == truth).sum())
     # zero_division=0: a class without test examples or predictions gets 0, reported as such, without a warning
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
-    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                        "support": int(support[i])} for i, name in enumerate(classes)}
-    present = set(truth.tolist())
-    curves = []
-    if len(classes) == 2 and present == {0, 1}:
-        auc = roc_auc_score(truth == 1, probabilities[:, 1])
-        fpr, tpr, _ = roc_curve(truth == 1, probabilities[:, 1])
-        curves.append((f"{classes[1]} vs {classes[0]}", fpr, tpr, auc))
-        roc = {"value": float(auc), "method": f"binary, positive class {classes[1]!r}"}
-    elif len(classes) > 2 and present == set(labels):
-        auc = roc_auc_score(truth, probabilities, multi_class="ovr", average="macro", labels=labels)
-        for i, name in enumerate(classes):
-            fpr, tpr, _ = roc_curve(truth == i, probabilities[:, i])
-            curves.append((f"{name} vs rest", fpr, tpr, roc_auc_score(truth == i, probabilities[:, i])))
-        roc = {"value": float(auc), "method": "macro average of one-vs-rest AUCs"}
-    else:
-        missing = [classes[i] for i in labels if i not in present]
-        roc = {"value": None, "method": f"undefined: no test images of {missing}"}
-    report = {
-        "n": int(len(truth)),
-        "classes": list(classes),
+    return predicted, {
         "accuracy": {"value": correct / len(truth), "correct": correct,
-                     "ci95": wilson_interval(correct, len(truth)), "ci_method": "Wilson score"},
-        "per_class": per_class,
+                     "ci95": metrics.wilson_interval(correct, len(truth)), "ci_method": "Wilson score"},
+        "balanced_accuracy": metrics.balanced_accuracy(truth, predicted, len(classes)),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                             "support": int(support[i])} for i, name in enumerate(classes)},
         "confusion_matrix": {"rows": "true class", "columns": "predicted class", "order": list(classes),
                              "counts": confusion_matrix(truth, predicted, labels=labels).tolist()},
-        "roc_auc": roc,
     }
-    return report, curves
+
+
+def _rates(truth, probabilities, positive, threshold):
+    """(false positive rate, true positive rate) of deciding at ``threshold``."""
+    said_positive = probabilities[:, positive] >= threshold
+    is_positive = truth == positive
+    return float(np.mean(said_positive[~is_positive])), float(np.mean(said_positive[is_positive]))
+
+
+def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5, threshold_source="0.5"):
+    """The numbers of report.json (scores at the operating threshold, and at 0.5 for two classes), the ROC curves
+    to draw and the predicted classes."""
+    from sklearn.metrics import roc_curve
+
+    predicted, report = scores_at(truth, probabilities, classes, positive, threshold)
+    report = {"n": int(len(truth)), "classes": list(classes), **report}
+    curves = []
+    auc = metrics.roc_auc(truth, probabilities, positive)
+    if positive is not None:
+        report["operating_point"] = {"positive_class": classes[positive], "threshold": threshold,
+                                     "chosen_by": threshold_source}
+        report["at_0.5"] = scores_at(truth, probabilities, classes, positive, 0.5)[1]
+        if auc is not None:
+            fpr, tpr, _ = roc_curve(truth == positive, probabilities[:, positive])
+            marks = [(label, _rates(truth, probabilities, positive, t)) for label, t in
+                     ((f"threshold {threshold:.3f}", threshold), ("threshold 0.5", 0.5))]
+            curves.append((f"{classes[positive]} vs {classes[1 - positive]}", fpr, tpr, auc, marks))
+        method = f"binary, positive class {classes[positive]!r}"
+    else:
+        if auc is not None:
+            for i, name in enumerate(classes):
+                fpr, tpr, _ = roc_curve(truth == i, probabilities[:, i])
+                one_vs_rest = np.stack([1 - probabilities[:, i], probabilities[:, i]], axis=1)
+                curves.append((f"{name} vs rest", fpr, tpr, metrics.roc_auc((truth == i).astype(int), one_vs_rest, 1),
+                               []))
+        method = "macro average of one-vs-rest AUCs"
+    if auc is None:
+        missing = [classes[i] for i in range(len(classes)) if not np.any(truth == i)]
+        report["roc_auc"] = {"value": None, "method": f"undefined: no test images of {missing}"}
+    else:
+        report["roc_auc"] = {"value": auc, "method": method,
+                             "ci95": metrics.bootstrap_auc_interval(truth, probabilities, positive),
+                             "ci_method": f"percentile, {metrics.BOOTSTRAP_RESAMPLES} bootstrap resamples drawn "
+                                          f"within each class, seed 0"}
+    return report, curves, predicted
 
 
 def format_table(report):
@@ -106,18 +134,30 @@ def format_table(report):
     acc = report["accuracy"]
     low, high = acc["ci95"]
     lines += ["", f"{'accuracy':>{width}}  {100 * acc['value']:.2f} % ({acc['correct']} of {report['n']}; "
-                  f"95% CI {100 * low:.1f}-{100 * high:.1f} %, Wilson)"]
-    if report["roc_auc"]["value"] is not None:
-        lines.append(f"{'ROC-AUC':>{width}}  {report['roc_auc']['value']:.4f} ({report['roc_auc']['method']})")
+                  f"95% CI {100 * low:.1f}-{100 * high:.1f} %, Wilson)",
+              f"{'balanced':>{width}}  {100 * report['balanced_accuracy']:.2f} % (mean of the class recalls)"]
+    point = report.get("operating_point")
+    if point:
+        at_half = report["at_0.5"]
+        recalls = ", ".join(f"{name} {row['recall']:.4f}" for name, row in at_half["per_class"].items())
+        lines.append(f"{'':>{width}}  positive class {point['positive_class']!r}, threshold {point['threshold']:.4f} "
+                     f"({point['chosen_by']})")
+        lines.append(f"{'at 0.5':>{width}}  accuracy {100 * at_half['accuracy']['value']:.2f} %, balanced "
+                     f"{100 * at_half['balanced_accuracy']:.2f} %, recall {recalls}")
+    roc = report["roc_auc"]
+    if roc["value"] is not None:
+        low, high = roc["ci95"]
+        lines.append(f"{'ROC-AUC':>{width}}  {roc['value']:.4f} (95% CI {low:.3f}-{high:.3f}, bootstrap; "
+                     f"{roc['method']})")
     return "\n".join(lines)
 
 
-def write_predictions_csv(path, names, truth, probabilities, classes):
+def write_predictions_csv(path, names, truth, predicted, probabilities, classes):
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "true_class", "predicted_class"] + [f"p_{name}" for name in classes])
-        for name, true, probs in zip(names, truth, probabilities):
-            writer.writerow([name, classes[true], classes[int(np.argmax(probs))]] + [repr(float(p)) for p in probs])
+        for name, true, guess, probs in zip(names, truth, predicted, probabilities):
+            writer.writerow([name, classes[true], classes[guess]] + [repr(float(p)) for p in probs])
 
 
 def _grid_choice(truth, count):
@@ -127,11 +167,16 @@ def _grid_choice(truth, count):
 
 
 def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_dir=None, context=None, log=print):
-    """Predict every test image with the chosen epoch's head and write the report files; returns the report."""
+    """Predict every test image with the chosen epoch's head and write the report files; returns the report.
+
+    ``epoch``: "last", "best" (by validation) or a number.
+    Two classes are decided at that epoch's validation threshold (0.5 without validation). Raises UserError for
+    codes or labels that do not fit the head, and for an epoch whose checkpoint is not kept.
+    """
     from models.plots import plot_confusion_matrix, plot_predictions, plot_roc
 
     meta = head.read_meta(models_dir)
-    epoch = resolve_epoch(meta, epoch, models_dir)
+    epoch, epoch_choice = resolve_epoch(meta, epoch, models_dir)
     classes = meta["classes"]
     labels = load_labels(labels_path)
     unknown = [name for name in labels.classes if name not in classes]
@@ -146,14 +191,16 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     names = check_examples(image_dir, store, labels, labels_path, codes_dir)
     truth = np.array([classes.index(labels.labels[name]) for name in names])
 
-    probabilities = predict(head.load_predictor(models_dir, epoch, context), store, names, context)
-    report, curves = compute_metrics(truth, probabilities, classes)
-    report = dict(n=report.pop("n"), epoch=epoch, models_dir=models_dir, test_imgs=image_dir, **report)
+    probabilities = head.predict_proba(head.load_predictor(models_dir, epoch, context), store.rows_of(names), context)
+    positive, threshold, threshold_source = operating_point(meta, epoch)
+    report, curves, predicted = compute_metrics(truth, probabilities, classes, positive, threshold, threshold_source)
+    report = dict(n=report.pop("n"), epoch=epoch, epoch_choice=epoch_choice, models_dir=models_dir,
+                  test_imgs=image_dir, **report)
 
     out_dir = out_dir or os.path.join(models_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "report.json"), report)
-    write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, probabilities, classes)
+    write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, predicted, probabilities, classes)
     plot_confusion_matrix(report["confusion_matrix"]["counts"], classes, os.path.join(out_dir, "confusion_matrix.png"))
     if curves:
         plot_roc(curves, os.path.join(out_dir, "roc_curve.png"))
@@ -166,6 +213,7 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
             images.append(load_image(os.path.join(image_dir, names[i]), resize=resize))
         except ImageReadError:  # it has a code, so it was readable when the codes were made
             images.append(np.zeros((224, 224, 3), np.uint8))
-    plot_predictions(images, [classes[truth[i]] for i in shown], probabilities[shown], classes,
+    plot_predictions(images, [classes[truth[i]] for i in shown], [classes[predicted[i]] for i in shown],
+                     probabilities[shown], classes,
                      os.path.join(out_dir, "predictions.png"))
     return report, out_dir

@@ -3,13 +3,17 @@
 A models folder holds
 - ``head-symbol.json``: the network as an MXNet symbol (input ``data``: a batch of codes; output: class logits);
 - ``head-NNNN.params``: the weights after epoch NNNN, in MXNet's own array format (``arg:``/``aux:`` names, no pickle);
-- ``head.json``: classes, code shape, what made the codes, the training arguments and per-epoch loss and accuracy.
+- ``head.json``: classes, code shape, the head's layout (pooling, standardisation), what made the codes, the training
+  arguments, per-epoch training and validation scores with the two-class threshold, the best epoch, and which
+  epochs' params are still kept (``params``: null for a removed one).
 
 Every file is written under a temporary name and renamed, and an epoch counts as finished only once ``head.json``
 lists it, so a run stopped at any moment leaves a consistent folder. No training code is needed to use a checkpoint::
 
     net = mxnet.gluon.SymbolBlock.imports("head-symbol.json", ["data"], "head-0020.params")
     probabilities = mxnet.nd.softmax(net(codes))
+
+The symbol includes the pooling and the standardisation of the codes, so the raw codes of train.py go in as they are.
 """
 
 import os
@@ -26,6 +30,7 @@ META_FILE = "head.json"
 CHECKPOINT_PREFIX = "head"  # head-symbol.json + head-NNNN.params, the MXNet checkpoint naming
 SYMBOL_FILE = f"{CHECKPOINT_PREFIX}-symbol.json"
 HIDDEN_UNITS = 512
+PREDICT_BATCH = 64
 PARAMS_PATTERN = re.compile(r"^head-(\d{4})\.params$")
 # what must be equal between the codes a head was trained on and the codes it is given
 CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision")  # codes must match in all of these
@@ -35,19 +40,79 @@ def params_file(epoch):
     return f"{CHECKPOINT_PREFIX}-{epoch:04d}.params"
 
 
-def build_head(n_classes, code_shape):
-    """flatten -> Dense(512) -> BatchNorm -> ReLU -> Dense(512) -> BatchNorm -> ReLU -> Dense(n_classes), uninitialized."""
+POOLS = ("none", "avg")  # what the head does to the code grid first: nothing (flatten) or average it per channel
+
+
+def head_input_size(code_shape, pool):
+    """Features the first Dense layer sees: the flattened code, or one mean per channel with --pool avg."""
+    return int(code_shape[0]) if pool == "avg" and len(code_shape) == 3 else int(np.prod(code_shape))
+
+
+def pool_codes(codes, pool):
+    """What the exported head does before its Dense layers, in numpy: (n, *code_shape) -> (n, features)."""
+    codes = np.asarray(codes, dtype=np.float32)
+    if pool == "avg" and codes.ndim == 4:
+        return codes.mean(axis=(2, 3))
+    return codes.reshape(len(codes), -1)
+
+
+def standardize_block(size):
+    """A block mapping each of ``size`` features to (x - mean) * scale, both constants stored as parameters.
+
+    It is part of the head's symbol, so ``SymbolBlock.imports`` of a checkpoint standardises by itself.
+    """
+    from mxnet.gluon import HybridBlock
+
+    class Standardize(HybridBlock):
+        def __init__(self):
+            super().__init__(prefix="standardize_")
+            with self.name_scope():
+                self.mean = self.params.get("mean", shape=(1, size), init="zeros", grad_req="null",
+                                            differentiable=False)
+                self.scale = self.params.get("scale", shape=(1, size), init="ones", grad_req="null",
+                                             differentiable=False)
+
+        def hybrid_forward(self, F, x, mean, scale):
+            return F.broadcast_mul(F.broadcast_sub(x, mean), scale)
+
+    return Standardize()
+
+
+def build_head(n_classes, code_shape, pool="none", standardize=False, dropout=0.0):
+    """[global average pool] -> flatten -> [standardise] -> [dropout] -> Dense(512) -> BatchNorm -> ReLU -> Dense(512)
+    -> BatchNorm -> ReLU -> Dense(n_classes), uninitialized. The defaults are the original Xvision head."""
     from mxnet.gluon import nn
 
+    size = head_input_size(code_shape, pool)
     net = nn.HybridSequential(prefix="head_")  # fixed names: checkpoints load by parameter name
     with net.name_scope():
-        net.add(nn.Flatten(),
-                nn.Dense(HIDDEN_UNITS, in_units=int(np.prod(code_shape))),
+        if pool == "avg" and len(code_shape) == 3:
+            net.add(nn.GlobalAvgPool2D())
+        net.add(nn.Flatten())
+        if standardize:
+            net.add(standardize_block(size))
+        if dropout:
+            net.add(nn.Dropout(dropout))  # identity outside training, so the exported head needs no flag
+        net.add(nn.Dense(HIDDEN_UNITS, in_units=size),
                 nn.BatchNorm(in_channels=HIDDEN_UNITS), nn.Activation("relu"),
                 nn.Dense(HIDDEN_UNITS, in_units=HIDDEN_UNITS),
                 nn.BatchNorm(in_channels=HIDDEN_UNITS), nn.Activation("relu"),
                 nn.Dense(n_classes, in_units=HIDDEN_UNITS))
     return net
+
+
+def set_standardization(net, mean, scale):
+    """Put the training codes' per-feature mean and scale (1 / std) into the head's standardise block."""
+    block = next(child for child in net if child.prefix.endswith("standardize_"))
+    block.mean.set_data(np.asarray(mean, np.float32).reshape(1, -1))
+    block.scale.set_data(np.asarray(scale, np.float32).reshape(1, -1))
+
+
+def build_from_meta(meta):
+    """The head described by a head.json (heads trained before pooling and standardisation existed have neither)."""
+    layout = meta.get("head", {})
+    return build_head(len(meta["classes"]), meta["code_shape"], pool=layout.get("pool", "none"),
+                      standardize=layout.get("standardize", False), dropout=layout.get("dropout", 0.0))
 
 
 def has_checkpoints(folder):
@@ -122,6 +187,17 @@ def load_predictor(folder, epoch, context=None):
                                                 ctx=context or mx.cpu())
     except mx.base.MXNetError as err:
         raise UserError(f"cannot load epoch {epoch} from {folder}: {str(err).strip().splitlines()[0]}") from None
+
+
+def predict_proba(net, codes, context=None):
+    """Class probabilities (n, classes) in float64 of ``codes`` (an array or ``CodeStore.rows_of``), batch by batch."""
+    import mxnet as mx
+
+    parts = []
+    for start in range(0, len(codes), PREDICT_BATCH):
+        batch = codes[np.arange(start, min(start + PREDICT_BATCH, len(codes)))]
+        parts.append(mx.nd.softmax(net(mx.nd.array(batch, ctx=context or mx.cpu())), axis=1).asnumpy())
+    return np.concatenate(parts).astype(np.float64)
 
 
 def code_identity(codes_meta):

@@ -1,10 +1,11 @@
 """The label file every step reads and writes.
 
-Format: ``{"classes": ["normal", "nodule"], "labels": {"<image file name>": "<class>", ...}}``.
-The order of ``classes`` fixes each class's index.
+Format: ``{"classes": ["normal", "nodule"], "labels": {"<image file name>": "<class>", ...}}``, optionally with
+``"groups": {"<image file name>": "<group id>", ...}`` (the Open-i report, the patient): images of one group are
+never split between training and validation. The order of ``classes`` fixes each class's index.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from models.errors import UserError
 from models.fileio import read_json, write_json
@@ -14,10 +15,10 @@ from models.fileio import read_json, write_json
 class LabelSet:
     classes: tuple  # class names; position = class index
     labels: dict  # image file name -> class name
+    groups: dict = field(default_factory=dict)  # image file name -> group id; an image not listed is its own group
 
-    def index_of(self, name):
-        """Class index of one image file name."""
-        return self.classes.index(self.labels[name])
+    def group_of(self, name):
+        return self.groups.get(name, f"image:{name}")
 
     def indices(self, names):
         lookup = {c: i for i, c in enumerate(self.classes)}
@@ -40,12 +41,18 @@ def load_labels(path):
     unknown = sorted({str(c) for c in labels.values() if c not in classes})
     if unknown:
         raise UserError(f"label file {path}: labels use classes not listed in 'classes': {unknown[:10]}")
-    return LabelSet(tuple(classes), dict(labels))
+    groups = data.get("groups", {})
+    if not isinstance(groups, dict) or not all(isinstance(g, (str, int)) for g in groups.values()):
+        raise UserError(f"label file {path}: 'groups' must map image file names to group ids (strings)")
+    return LabelSet(tuple(classes), dict(labels), {name: str(g) for name, g in groups.items()})
 
 
-def save_labels(path, classes, labels):
-    """Write a label file atomically (``labels`` maps file name -> class name)."""
+def save_labels(path, classes, labels, groups=None):
+    """Write a label file atomically (``labels`` maps file name -> class name, ``groups`` file name -> group id)."""
     unknown = sorted(set(labels.values()) - set(classes))
     if unknown:
         raise ValueError(f"labels use classes not in {classes}: {unknown}")
-    write_json(path, {"classes": list(classes), "labels": dict(sorted(labels.items()))})
+    data = {"classes": list(classes), "labels": dict(sorted(labels.items()))}
+    if groups:
+        data["groups"] = dict(sorted(groups.items()))
+    write_json(path, data)

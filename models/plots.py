@@ -16,17 +16,29 @@ def _save(fig, path):
         fig.savefig(tmp, format="png")
 
 
-def plot_training_curve(history, path):
-    """Loss and training accuracy per epoch (the original's "training error graph")."""
+def plot_training_curve(history, path, best=None):
+    """Loss and accuracy per epoch, training and (when there is one) validation; the best epoch marked."""
     epochs = [entry["epoch"] for entry in history]
+    validated = [entry for entry in history if entry.get("val_loss") is not None]
     fig = _figure(9, 3.5)
     loss_ax, acc_ax = fig.subplots(1, 2)
-    loss_ax.plot(epochs, [entry["loss"] for entry in history], marker="o")
-    loss_ax.set(title="training loss", xlabel="epoch", ylabel="mean cross-entropy")
-    acc_ax.plot(epochs, [entry["accuracy"] for entry in history], marker="o", color="tab:green")
-    acc_ax.set(title="training accuracy", xlabel="epoch", ylabel="accuracy", ylim=(-0.02, 1.02))
+    loss_ax.plot(epochs, [entry["loss"] for entry in history], marker="o", label="training")
+    acc_ax.plot(epochs, [entry["accuracy"] for entry in history], marker="o", label="training accuracy")
+    if validated:
+        val_epochs = [entry["epoch"] for entry in validated]
+        loss_ax.plot(val_epochs, [entry["val_loss"] for entry in validated], marker="s", label="validation")
+        acc_ax.plot(val_epochs, [entry["val_balanced_accuracy"] for entry in validated], marker="s",
+                    label="validation balanced accuracy")
+        aucs = [(entry["epoch"], entry["val_roc_auc"]) for entry in validated if entry.get("val_roc_auc") is not None]
+        if aucs:
+            acc_ax.plot(*zip(*aucs), marker="^", label="validation ROC-AUC")
+    loss_ax.set(title="loss", xlabel="epoch", ylabel="mean cross-entropy (class-weighted)")
+    acc_ax.set(title="accuracy", xlabel="epoch", ylabel="score", ylim=(-0.02, 1.02))
     for ax in (loss_ax, acc_ax):
+        if best is not None:
+            ax.axvline(best, color="gray", linestyle=":", label=f"best epoch ({best})")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
         ax.xaxis.get_major_locator().set_params(integer=True)
     _save(fig, path)
 
@@ -49,28 +61,32 @@ def plot_confusion_matrix(matrix, classes, path):
 
 
 def plot_roc(curves, path):
-    """``curves``: [(label, false positive rates, true positive rates, auc)]."""
+    """``curves``: [(label, false positive rates, true positive rates, auc, marks)], ``marks`` a list of
+    (label, (false positive rate, true positive rate)) operating points drawn on the curve."""
     fig = _figure(5, 5)
     ax = fig.subplots()
-    for label, fpr, tpr, auc in curves:
+    for label, fpr, tpr, auc, marks in curves:
         ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+        for (mark, (x, y)), style in zip(marks, ("o", "s", "^")):
+            ax.plot([x], [y], marker=style, linestyle="none", markersize=8, label=f"{mark}: FPR {x:.2f}, TPR {y:.2f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize="small")
     _save(fig, path)
 
 
-def plot_predictions(images, true_classes, probabilities, classes, path, columns=5):
-    """A grid of images, each captioned with its true class and the predicted probabilities (green: right)."""
+def plot_predictions(images, true_classes, predicted_classes, probabilities, classes, path, columns=5):
+    """A grid of images, each captioned with its true class and the predicted probabilities; green where the
+    predicted class (at the operating threshold) is right."""
     rows = max(1, -(-len(images) // columns))
     fig = _figure(2.6 * columns, 3.1 * rows)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, image, truth, probs in zip(axes, images, true_classes, probabilities):
+    for ax, image, truth, guess, probs in zip(axes, images, true_classes, predicted_classes, probabilities):
         ax.imshow(image)
         top = np.argsort(probs)[::-1][:3]
-        caption = f"true: {truth}\n" + "\n".join(f"{classes[i]}: {probs[i]:.2f}" for i in top)
-        ax.set_title(caption, fontsize=8, color="tab:green" if classes[top[0]] == truth else "tab:red")
+        caption = f"true: {truth}, said: {guess}\n" + "\n".join(f"{classes[i]}: {probs[i]:.2f}" for i in top)
+        ax.set_title(caption, fontsize=8, color="tab:green" if guess == truth else "tab:red")
     fig.suptitle("some predictions")
     _save(fig, path)

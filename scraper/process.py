@@ -2,25 +2,26 @@
 
     python -m scraper.process DATA_DIR OUT [--classes normal nodule] [--test-fraction 0.3] [--seed 0]
                               [--protocol full|xvision]
-    python -m scraper.process --from-folders ROOT OUT [--test-fraction 0.3] [--seed 0]
+    python -m scraper.process --from-folders ROOT OUT [--group-pattern REGEX] [--test-fraction 0.3] [--seed 0]
 
 Writes OUT/train/, OUT/test/ (hard links, or copies across file systems), OUT/train_labels.json,
-OUT/test_labels.json and OUT/split.json (counts per class and side, seed, reports per side, dropped images).
-All views of one report go to the same side, so no report is both trained and tested on.
+OUT/test_labels.json (with each image's group: its report, or its --group-pattern id) and OUT/split.json (counts per
+class and side, seed, reports per side, dropped images). All views of one report (all images of one group) go to the
+same side, so no report is both trained and tested on; train_model.py keeps the groups whole in its validation too.
 """
 
 import argparse
 import os
-import random
 import shutil
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 
 from models.errors import UserError, run_cli
 from models.fileio import write_json
 from models.images import IMAGE_EXTENSIONS
 from models.labels import save_labels
+from models.splits import grouped_holdout, groups_from_pattern, shuffled_groups
 from scraper import mesh
 
 SIDES = ("train", "test")
@@ -60,8 +61,9 @@ def labelled_items(data_dir, classes):
     return items, dropped, unlabelled
 
 
-def folder_items(root):
-    """Items of ROOT/<class>/<image>: classes are the sub-folders (sorted), each file is its own report."""
+def folder_items(root, group_pattern=None):
+    """Items of ROOT/<class>/<image>: classes are the sub-folders (sorted); each file is its own report (group), or,
+    with ``group_pattern``, the files whose names give the same first capture group form one."""
     if not os.path.isdir(root):
         raise UserError(f"--from-folders: folder not found: {root}")
     found = {}
@@ -75,51 +77,25 @@ def folder_items(root):
         raise UserError(f"--from-folders needs at least 2 sub-folders of {root} with images "
                         f"({', '.join(IMAGE_EXTENSIONS)}), one per class; found {sorted(found) or 'none'}")
     counts = Counter(name for files in found.values() for name in files)
+    listed = [(label, name) for label, files in found.items() for name in files]
+    if group_pattern:
+        groups = groups_from_pattern([name for _, name in listed], group_pattern)
+    else:
+        groups = [f"{label}/{name}" for label, name in listed]
     items = []
-    for label, files in found.items():
-        for name in files:
-            out_name = f"{label}_{name}" if counts[name] > 1 else name  # same file name in several classes
-            items.append(Item(out_name, os.path.join(root, label, name), label, f"{label}/{name}"))
+    for (label, name), group in zip(listed, groups):
+        out_name = f"{label}_{name}" if counts[name] > 1 else name  # same file name in several classes
+        items.append(Item(out_name, os.path.join(root, label, name), label, group))
     clashes = [n for n, c in Counter(i.name for i in items).items() if c > 1]
     if clashes:
         raise UserError(f"--from-folders: file names still clash after prefixing the class: {clashes[:5]}; rename them")
     return list(found), items
 
 
-def _shuffled_reports(items, classes, seed):
-    """class -> its report ids in a seeded random order (a report's class: the first of its images' classes)."""
-    report_images = defaultdict(list)
-    for item in items:
-        report_images[item.report].append(item)
-    by_class = defaultdict(list)
-    for report in sorted(report_images):
-        labels = {i.label for i in report_images[report]}
-        by_class[next(c for c in classes if c in labels)].append(report)
-    for label in classes:
-        random.Random(f"{seed}/{label}").shuffle(by_class[label])
-    return by_class, {r: sorted(imgs, key=lambda i: i.name) for r, imgs in report_images.items()}
-
-
 def split_full(items, classes, test_fraction, seed):
     """Every image: per class, whole reports go to test until it holds ``test_fraction`` of the images."""
-    by_class, report_images = _shuffled_reports(items, classes, seed)
-    sides = {side: [] for side in SIDES}
-    for label in classes:
-        reports = by_class[label]
-        target = round(test_fraction * sum(len(report_images[r]) for r in reports))
-        test, count = [], 0
-        for report in reports:
-            if count >= target:
-                break
-            test.append(report)
-            count += len(report_images[report])
-        if len(reports) > 1:  # keep both sides of a class non-empty when it has two reports or more
-            test = test or reports[:1]
-            test = test[:-1] if len(test) == len(reports) else test
-        chosen = set(test)
-        for report in reports:
-            sides["test" if report in chosen else "train"].extend(report_images[report])
-    return sides, []
+    kept, held = grouped_holdout([i.label for i in items], [i.report for i in items], classes, test_fraction, seed)
+    return {"train": [items[i] for i in kept], "test": [items[i] for i in held]}, []
 
 
 def split_xvision(items, classes, seed):
@@ -127,7 +103,9 @@ def split_xvision(items, classes, seed):
 
     A report that is only partly needed gives its first views and leaves the rest unused (never on the other side).
     """
-    by_class, report_images = _shuffled_reports(items, classes, seed)
+    by_class, members = shuffled_groups([i.label for i in items], [i.report for i in items], classes, seed)
+    report_images = {report: sorted((items[i] for i in indices), key=lambda i: i.name)
+                     for report, indices in members.items()}
     sides, shortfall = {side: [] for side in SIDES}, []
     for label in classes:
         reports = iter(by_class[label])
@@ -175,7 +153,8 @@ def write_split(out, sides, classes, info):
         os.makedirs(folder)
         for item in sides[side]:
             _place(item.source, os.path.join(folder, item.name))
-        save_labels(os.path.join(out, f"{side}_labels.json"), classes, {i.name: i.label for i in sides[side]})
+        save_labels(os.path.join(out, f"{side}_labels.json"), classes, {i.name: i.label for i in sides[side]},
+                    groups={i.name: i.report for i in sides[side]})
         counts[side] = {label: {"images": sum(i.label == label for i in sides[side]),
                                 "reports": len({i.report for i in sides[side] if i.label == label})}
                         for label in classes}
@@ -208,7 +187,11 @@ def parse_args(argv):
     parser.add_argument("out", metavar="OUT", help="output folder for train/, test/, *_labels.json and split.json")
     parser.add_argument("--from-folders", metavar="ROOT",
                         help="instead of DATA_DIR: ROOT/<class>/<image> folders; classes in sorted order, "
-                             "every file its own report")
+                             "every file its own group unless --group-pattern says otherwise")
+    parser.add_argument("--group-pattern", metavar="REGEX",
+                        help="with --from-folders: files whose names give the same first capture group (re.search) "
+                             r"are one group (a patient), kept on one side of the split, e.g. '^(\d+)_' for NIH "
+                             "file names like 00001234_000.png; a file it does not match is an error")
     parser.add_argument("--classes", nargs="+", metavar="CLASS",
                         help="class names matched on MeSH major terms: 'normal' = the term 'normal', others = "
                              "the term's first part, case-insensitive (default: normal nodule)")
@@ -234,12 +217,14 @@ def main(argv=None):
     if overlap:
         raise UserError(f"the output folder {args.out} and the input folder {source} overlap; "
                         "write the split to a separate folder")
-    info = {"protocol": args.protocol, "seed": args.seed}
+    if args.group_pattern and not args.from_folders:
+        raise UserError("--group-pattern applies to --from-folders; Open-i images are grouped by report already")
+    info = {"protocol": args.protocol, "seed": args.seed, "group_pattern": args.group_pattern}
     if args.from_folders:
         if args.classes or args.protocol != "full":
             raise UserError("--classes and --protocol xvision do not apply to --from-folders "
                             "(the sub-folders are the classes)")
-        classes, items = folder_items(source)
+        classes, items = folder_items(source, args.group_pattern)
         dropped, unlabelled = [], 0
         info["source"] = {"folders": source}
     else:

@@ -95,8 +95,13 @@ def test_training_writes_checkpoints_metadata_and_curve(two_class, trained, caps
     assert meta["training"]["epochs"] == 6 and meta["training"]["lr"] == 0.01 and meta["training"]["seed"] == 0
     assert [e["epoch"] for e in meta["history"]] == list(range(1, 7))
     assert meta["history"][-1]["loss"] < meta["history"][0]["loss"]
+    assert meta["head"] == {"pool": "avg", "standardize": True, "dropout": 0.5, "hidden_units": 512}
+    assert meta["training"]["class_weight"] == "balanced" and meta["positive_class"] == "nodule"
+    # --keep 5: epoch 1's params were removed once epoch 6 was written, unless epoch 1 is the best
+    kept = {e["epoch"] for e in meta["history"] if e["params"]}
+    assert kept == set(range(2, 7)) | {meta["best_epoch"]}
     for epoch in range(1, 7):
-        assert os.path.exists(os.path.join(trained, head.params_file(epoch)))
+        assert os.path.exists(os.path.join(trained, head.params_file(epoch))) == (epoch in kept)
     assert os.path.getsize(os.path.join(trained, "training_curve.png")) > 0
     assert not [n for n in os.listdir(trained) if n.startswith(".tmp-")]
 
@@ -111,6 +116,15 @@ def test_checkpoint_loads_without_training_code_and_batchnorm_uses_running_stats
     batch = net(codes).asnumpy()
     one_by_one = np.concatenate([net(codes[i:i + 1]).asnumpy() for i in range(len(codes))])
     np.testing.assert_allclose(one_by_one, batch, rtol=1e-4, atol=1e-5)  # no dependence on the batch's statistics
+
+    # the exported symbol pools and standardises by itself: the same logits as the head rebuilt by this code
+    meta = json.load(open(os.path.join(trained, head.META_FILE)))
+    rebuilt = head.build_from_meta(meta)
+    rebuilt.initialize()
+    head.load_weights(trained, rebuilt, 6)
+    np.testing.assert_allclose(rebuilt(codes).asnumpy(), batch, rtol=1e-4, atol=1e-5)
+    params = read_params(os.path.join(trained, "head-0006.params"))
+    assert {"arg:head_standardize_mean", "arg:head_standardize_scale"} <= set(params)
 
 
 def test_two_classes_evaluate_and_report_agrees_with_predictions_csv(two_class, trained, tmp_path, capsys):
@@ -160,44 +174,59 @@ def check_report_against_csv(out_dir):
         rows = list(csv.DictReader(f))
     truth = np.array([classes.index(r["true_class"]) for r in rows])
     probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
-    predicted = probs.argmax(axis=1)
-    assert [classes[i] for i in predicted] == [r["predicted_class"] for r in rows]
     assert report["n"] == len(rows)
+    if len(classes) == 2:
+        positive = classes.index(report["operating_point"]["positive_class"])
+        threshold = report["operating_point"]["threshold"]
+        predicted = np.where(probs[:, positive] >= threshold, positive, 1 - positive)
+        check_scores(report["at_0.5"], truth, np.where(probs[:, positive] >= 0.5, positive, 1 - positive), classes)
+    else:
+        positive, predicted = None, probs.argmax(axis=1)
+    assert [classes[i] for i in predicted] == [r["predicted_class"] for r in rows]
+    check_scores(report, truth, predicted, classes)
 
+    def rank_auc(hits, scores):  # Mann-Whitney: P(score of a positive > score of a negative)
+        pos, neg = scores[hits], scores[~hits]
+        return ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+
+    if positive is not None:
+        expected_auc = rank_auc(truth == positive, probs[:, positive])
+    else:
+        expected_auc = np.mean([rank_auc(truth == i, probs[:, i]) for i in range(len(classes))])
+    assert report["roc_auc"]["value"] == pytest.approx(expected_auc)
+    low, high = report["roc_auc"]["ci95"]
+    assert low <= expected_auc <= high and high - low < 1
+    return report
+
+
+def check_scores(scores, truth, predicted, classes):
+    """Accuracy with its Wilson interval, balanced accuracy, confusion matrix and per-class scores of ``predicted``."""
     correct = int((truth == predicted).sum())
-    n = len(rows)
-    assert report["accuracy"]["correct"] == correct
-    assert report["accuracy"]["value"] == pytest.approx(correct / n)
+    n = len(truth)
+    assert scores["accuracy"]["correct"] == correct
+    assert scores["accuracy"]["value"] == pytest.approx(correct / n)
     # Wilson interval: the p with |p_hat - p| = z sqrt(p (1 - p) / n), i.e. the roots of a quadratic in p
     z, p_hat = 1.959963984540054, correct / n
     a, b, c = 1 + z * z / n, -(2 * p_hat + z * z / n), p_hat * p_hat
     roots = sorted((-b + s * math.sqrt(b * b - 4 * a * c)) / (2 * a) for s in (-1, 1))
-    assert report["accuracy"]["ci95"] == pytest.approx(roots, abs=1e-9)
+    assert scores["accuracy"]["ci95"] == pytest.approx(roots, abs=1e-9)
 
     matrix = np.zeros((len(classes), len(classes)), int)
     for t, p in zip(truth, predicted):
         matrix[t, p] += 1
-    assert report["confusion_matrix"]["counts"] == matrix.tolist()
-    assert report["confusion_matrix"]["order"] == classes
+    assert scores["confusion_matrix"]["counts"] == matrix.tolist()
+    assert scores["confusion_matrix"]["order"] == classes
+    recalls = []
     for i, name in enumerate(classes):
-        row = report["per_class"][name]
+        row = scores["per_class"][name]
         tp = matrix[i, i]
         precision = tp / matrix[:, i].sum() if matrix[:, i].sum() else 0.0
         recall = tp / matrix[i].sum()
+        recalls.append(recall)
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((precision, recall, f1))
         assert row["support"] == matrix[i].sum()
-
-    def rank_auc(positive, scores):  # Mann-Whitney: P(score of a positive > score of a negative)
-        pos, neg = scores[positive], scores[~positive]
-        return ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
-
-    if len(classes) == 2:
-        expected_auc = rank_auc(truth == 1, probs[:, 1])
-    else:
-        expected_auc = np.mean([rank_auc(truth == i, probs[:, i]) for i in range(len(classes))])
-    assert report["roc_auc"]["value"] == pytest.approx(expected_auc)
-    return report
+    assert scores["balanced_accuracy"] == pytest.approx(np.mean(recalls))
 
 
 def test_resume_after_ctrl_c_equals_uninterrupted_run(two_class, tmp_path, monkeypatch, capsys):
@@ -310,9 +339,9 @@ def test_evaluation_error_paths(two_class, trained, tmp_path, capsys):
     line = fail(test_model.main, [images, codes, labels, tmp_path / "empty"], capsys)
     assert "no trained head" in line
     line = fail(test_model.main, [images, codes, labels, trained, "--epoch", 99], capsys)
-    assert "epoch 99" in line and "1..6" in line
-    line = fail(test_model.main, [images, codes, labels, trained, "--epoch", "best"], capsys)
-    assert "--epoch" in line
+    assert "epoch 99" in line and "no such epoch" in line and "1..6" in line
+    line = fail(test_model.main, [images, codes, labels, trained, "--epoch", "first"], capsys)
+    assert "--epoch" in line and "best, last" in line
 
 
 def test_missing_params_file(two_class, tmp_path, capsys):

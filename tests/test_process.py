@@ -61,6 +61,8 @@ def test_split_is_by_report_stratified_and_matches_split_json(tmp_path, capsys):
     split, sides = read_output(tmp_path / "out")
     reports = {side: {report_id_of(n[:-4]) for n in sides[side].labels} for side in sides}
     assert not reports["train"] & reports["test"]
+    for labels in sides.values():  # the label files carry each image's report, for train_model.py's validation split
+        assert labels.groups == {n: report_id_of(n[:-4]) for n in labels.labels}
     assert reports["train"] == set(split["reports"]["train"]) and reports["test"] == set(split["reports"]["test"])
     for side, labels in sides.items():
         assert labels.classes == ("normal", "nodule")
@@ -203,3 +205,32 @@ def test_existing_foreign_folder_is_not_replaced(tmp_path, capsys):
     assert status == 0, err
     status, _, err = run_process(["--from-folders", tmp_path / "data", tmp_path / "data" / "split"], capsys)
     assert status == 2 and "overlap" in err
+
+
+def test_from_folders_group_pattern_keeps_each_patient_on_one_side(tmp_path, capsys):
+    root = tmp_path / "root"
+    files = {"normal": [f"{p:08d}_{f:03d}.png" for p in range(1, 13) for f in range(1 + p % 3)],
+             "pneumonia": [f"{p:08d}_{f:03d}.png" for p in range(20, 32) for f in range(1 + p % 2)]}
+    for label, names in files.items():
+        (root / label).mkdir(parents=True)
+        for name in names:
+            (root / label / name).write_bytes(PNG)
+    status, _, err = run_process(["--from-folders", root, tmp_path / "out", "--group-pattern", r"^(\d+)_"], capsys)
+    assert status == 0, err
+    split, sides = read_output(tmp_path / "out")
+    patients = {side: {labels.groups[name] for name in labels.labels} for side, labels in sides.items()}
+    assert patients["train"] and patients["test"] and not patients["train"] & patients["test"]
+    assert all(labels.groups[name] == name.split("_")[0] for labels in sides.values() for name in labels.labels)
+    assert split["group_pattern"] == r"^(\d+)_" and not set(split["reports"]["train"]) & set(split["reports"]["test"])
+
+    # without a pattern each file is its own group, and the label files say so
+    status, _, err = run_process(["--from-folders", root, tmp_path / "out2"], capsys)
+    assert status == 0, err
+    labels = load_labels(tmp_path / "out2" / "train_labels.json")
+    assert all(labels.groups[name] == f"{label}/{name}" for name, label in labels.labels.items())
+
+    (root / "normal" / "scan-7.png").write_bytes(PNG)
+    status, _, err = run_process(["--from-folders", root, tmp_path / "out3", "--group-pattern", r"^(\d+)_"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "'scan-7.png'" in err and "--group-pattern" in err
+    status, _, err = run_process([tmp_path / "x", tmp_path / "out4", "--group-pattern", r"^(\d+)_"], capsys)
+    assert status == 2 and "applies to --from-folders" in err

@@ -1,0 +1,102 @@
+"""Scores of predicted probabilities, shared by validation (every epoch) and the test report.
+
+Two-class scores are about one positive class (``positive``: its column in the probabilities); an image counts as
+positive when its probability reaches the threshold.
+"""
+
+import math
+import re
+
+import numpy as np
+
+from models.errors import UserError
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+BOOTSTRAP_RESAMPLES = 2000
+NEGATIVE_NAMES = re.compile(r"^(normal|healthy|negative|no[ _-]?findings?)$", re.IGNORECASE)
+
+
+def positive_class(classes, requested=None):
+    """Index of the positive class of a two-class problem: ``requested``, else the one class not named like
+    normal / no finding when exactly one is, else the second. None for more than two classes."""
+    if requested is not None:
+        if requested not in classes:
+            raise UserError(f"--positive {requested!r} is not one of the classes {list(classes)}")
+        if len(classes) != 2:
+            raise UserError(f"--positive applies to two classes; these are {len(classes)}: {list(classes)}")
+        return list(classes).index(requested)
+    if len(classes) != 2:
+        return None
+    negatives = [i for i, name in enumerate(classes) if NEGATIVE_NAMES.match(name.strip())]
+    return 1 - negatives[0] if len(negatives) == 1 else 1
+
+
+def decide(probabilities, positive=None, threshold=0.5):
+    """Predicted class indices: with a positive class, positive where its probability >= threshold; else argmax."""
+    if positive is None:
+        return probabilities.argmax(axis=1)
+    return np.where(probabilities[:, positive] >= threshold, positive, 1 - positive)
+
+
+def balanced_accuracy(truth, predicted, n_classes):
+    """Mean recall over the classes present in ``truth``."""
+    recalls = [np.mean(predicted[truth == c] == c) for c in range(n_classes) if np.any(truth == c)]
+    return float(np.mean(recalls))
+
+
+def roc_auc(truth, probabilities, positive=None):
+    """Binary AUC of the positive class, or the macro one-vs-rest AUC; None when a class has no example."""
+    from sklearn.metrics import roc_auc_score
+
+    n_classes = probabilities.shape[1]
+    if positive is not None:
+        hits = truth == positive
+        return float(roc_auc_score(hits, probabilities[:, positive])) if 0 < hits.sum() < len(hits) else None
+    if set(truth.tolist()) != set(range(n_classes)):
+        return None
+    return float(roc_auc_score(truth, probabilities, multi_class="ovr", average="macro", labels=list(range(n_classes))))
+
+
+def youden_threshold(truth, probabilities, positive):
+    """The threshold maximising sensitivity + specificity - 1 on these examples, placed halfway between the score it
+    admits and the next lower one (so the scores it was chosen on are not on the edge)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(truth == positive, probabilities[:, positive], drop_intermediate=False)
+    best = int(np.argmax(tpr - fpr))
+    if best == 0:  # roc_curve's first threshold is above every score: predict nothing positive
+        return 1.0
+    lower = thresholds[best + 1] if best + 1 < len(thresholds) else 0.0
+    return float((thresholds[best] + lower) / 2)
+
+
+def weighted_log_loss(truth, probabilities, class_weights):
+    """Mean cross-entropy, each example weighted by its class's weight (the training objective)."""
+    picked = np.clip(probabilities[np.arange(len(truth)), truth], 1e-12, 1.0)
+    weights = np.asarray(class_weights, dtype=np.float64)[truth]
+    return float(np.sum(-np.log(picked) * weights) / len(truth))
+
+
+def wilson_interval(successes, n, z=Z_95):
+    """Wilson score interval of a binomial proportion (sensible near 0 and 1, unlike the normal approximation)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def bootstrap_auc_interval(truth, probabilities, positive=None, resamples=BOOTSTRAP_RESAMPLES, seed=0):
+    """95% percentile interval of the ROC-AUC over seeded bootstrap resamples drawn within each class (so every
+    resample has both classes); None where the AUC itself is undefined."""
+    if roc_auc(truth, probabilities, positive) is None:
+        return None
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(truth == c) for c in range(probabilities.shape[1]) if np.any(truth == c)]
+    values = []
+    for _ in range(resamples):
+        sample = np.concatenate([rng.choice(members, len(members)) for members in by_class])
+        values.append(roc_auc(truth[sample], probabilities[sample], positive))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [float(low), float(high)]

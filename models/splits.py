@@ -1,0 +1,77 @@
+"""Stratified splits that keep every group (an Open-i report, a patient) on one side.
+
+Used for the train/test split (``scraper.process``), the validation hold-out (``train_model.py --val-fraction``) and
+the cross-validation of ``make accuracy``, so no group is ever both learned from and scored on.
+"""
+
+import random
+import re
+from collections import defaultdict
+
+from models.errors import UserError
+
+
+def shuffled_groups(labels, groups, classes, seed):
+    """class -> its group ids in a seeded random order, and group id -> its item indices (ascending).
+
+    A group's class is the first of ``classes`` among its items' labels, so a group whose items carry several
+    classes is still drawn once.
+    """
+    members = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    by_class = {label: [] for label in classes}
+    for group in sorted(members):
+        present = {labels[i] for i in members[group]}
+        by_class[next(c for c in classes if c in present)].append(group)
+    for label in classes:
+        random.Random(f"{seed}/{label}").shuffle(by_class[label])
+    return by_class, dict(members)
+
+
+def grouped_holdout(labels, groups, classes, fraction, seed):
+    """Split item indices into (kept, held out): per class, whole groups are held out until they hold ``fraction`` of
+    that class's items; a class with two groups or more keeps at least one group on each side.
+
+    ``labels[i]`` and ``groups[i]`` are item i's class and group; both returned lists are sorted.
+    """
+    by_class, members = shuffled_groups(labels, groups, classes, seed)
+    held = []
+    for label in classes:
+        class_groups = by_class[label]
+        target = round(fraction * sum(len(members[g]) for g in class_groups))
+        chosen, count = [], 0
+        for group in class_groups:
+            if count >= target:
+                break
+            chosen.append(group)
+            count += len(members[group])
+        if len(class_groups) > 1:
+            chosen = chosen or class_groups[:1]
+            chosen = chosen[:-1] if len(chosen) == len(class_groups) else chosen
+        held.extend(i for g in chosen for i in members[g])
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def groups_from_pattern(names, pattern):
+    """Group id of each file name: the first capture group of ``pattern`` (``re.search``); UserError naming the
+    files it does not match."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise UserError(f"--group-pattern {pattern!r} is not a regular expression ({err})") from None
+    if regex.groups < 1:
+        raise UserError(f"--group-pattern {pattern!r} has no capture group: put the group id in parentheses, "
+                        r"e.g. '^(\d+)_' for NIH file names like 00001234_000.png")
+    found, unmatched = [], []
+    for name in names:
+        match = regex.search(name)
+        if match is None or not match.group(1):
+            unmatched.append(name)
+        found.append(match.group(1) if match else None)
+    if unmatched:
+        shown = ", ".join(repr(n) for n in unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        raise UserError(f"--group-pattern {pattern!r} matches no group id in {len(unmatched)} of {len(names)} file "
+                        f"names: {shown}; fix the pattern (its first capture group is the group id) or rename them")
+    return found

@@ -1,0 +1,209 @@
+"""How the head learns on small, imbalanced data: class weights, standardisation, validation by group, the operating
+point, checkpoint keeping, and the original recipe kept exact. Small generated codes; the real radiographs are in
+`make accuracy`."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import test_model
+import train_model
+from models import head, metrics, training
+from models.errors import UserError
+from models.labels import load_labels, save_labels
+from models.splits import grouped_holdout, groups_from_pattern
+from models.training import RECIPES, TrainSettings, fit_and_select
+from test_head import CODE_SHAPE, check_report_against_csv, cli, fail, make_split, read_params
+
+
+def imbalanced_codes(n_major, n_minor, seed, signal=0.45):
+    """Gamma-distributed (ReLU-like) codes; the minority class is shifted a little along a fixed direction."""
+    rng = np.random.default_rng(seed)
+    shape = (16, 3, 3)
+    direction = np.abs(np.random.default_rng(99).normal(size=shape[0]))
+    targets = np.array([0] * n_major + [1] * n_minor)
+    codes = rng.gamma(2.0, 1.0, size=(len(targets),) + shape) + (signal * targets[:, None] * direction)[:, :, None, None]
+    return codes.astype(np.float32), targets
+
+
+def recalls(net, threshold, codes, targets):
+    decided = metrics.decide(head.predict_proba(net, codes), 1, 0.5 if threshold is None else threshold)
+    return [float(np.mean(decided[targets == c] == c)) for c in (0, 1)]
+
+
+def test_defaults_learn_the_rare_class_where_the_original_recipe_collapses():
+    codes, targets = imbalanced_codes(260, 20, seed=3)  # 13:1, the shape of Open-i normal vs nodule
+    test_codes, test_targets = imbalanced_codes(130, 10, seed=4)
+    groups = [f"g{i}" for i in range(len(targets))]
+    net, threshold, history = fit_and_select(codes, targets, groups, ["normal", "nodule"], TrainSettings())
+    normal, nodule = recalls(net, threshold, test_codes, test_targets)
+    assert normal > 0.6 and nodule > 0.6, (normal, nodule)
+    assert all("val_roc_auc" in entry for entry in history) and threshold is not None
+    net, threshold, _ = fit_and_select(codes, targets, groups, ["normal", "nodule"], TrainSettings(**RECIPES["xvision"]))
+    assert threshold is None and recalls(net, threshold, test_codes, test_targets)[1] <= 0.3  # nodules missed
+
+
+def test_class_weights_are_scikit_learns_balanced_and_a_no_op_for_equal_classes(tmp_path, capsys):
+    np.testing.assert_allclose(training.class_weights([0, 0, 0, 1], 2, "balanced"), [4 / 6, 4 / 2])
+    np.testing.assert_allclose(training.class_weights([0, 1, 2, 2], 3, "balanced"), [4 / 3, 4 / 3, 4 / 6])
+    assert training.class_weights([0, 0, 1, 1], 2, "balanced").tolist() == [1.0, 1.0]
+    assert training.class_weights([0, 0, 0, 1], 2, "none").tolist() == [1.0, 1.0]
+    train = make_split(tmp_path / "d", ["normal", "nodule"], 12, seed=1)  # equal classes
+    common = ["--epochs", 2, "--batch-size", 8, "--val-fraction", 0]
+    for weight in ("balanced", "none"):
+        assert cli(train_model.main, [*train, tmp_path / weight, *common, "--class-weight", weight], capsys)[0] == 0
+    a, b = (read_params(tmp_path / w / head.params_file(2)) for w in ("balanced", "none"))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_standardisation_is_streamed_exactly_and_leaves_constant_features_alone(monkeypatch):
+    rng = np.random.default_rng(0)
+    codes = (rng.gamma(2.0, 3.0, size=(50, 4, 2, 2)) + 100).astype(np.float32)
+    codes[:, 3] = 7.0  # a channel that never varies
+    monkeypatch.setattr(training, "STATS_BATCH", 7)  # several partial batches
+    for pool in ("avg", "none"):
+        features = head.pool_codes(codes, pool).astype(np.float64)
+        mean, scale = training.feature_scaling(codes, pool)
+        np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-9)
+        varying = features.std(axis=0) > 0
+        np.testing.assert_allclose(scale[varying], 1 / features.std(axis=0)[varying], rtol=1e-6)
+        assert np.all(scale[~varying] == 1.0) and (~varying).sum() == (1 if pool == "avg" else 4)
+
+
+def test_original_recipe_is_plain_sgd_on_flat_codes_exactly(tmp_path, capsys):
+    """--recipe xvision against the original's loop written out with gluon.Trainer: the same weights, bit for bit."""
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    images, codes_dir, labels_path = make_split(tmp_path / "d", ["normal", "nodule"], 17, seed=2)
+    os.remove(os.path.join(images, "nodule_016.png"))  # 33 images: batches of 8, 8, 8 and 9 (no batch of one)
+    assert cli(train_model.main, [images, codes_dir, labels_path, tmp_path / "m", "--recipe", "xvision", "--epochs", 3,
+                                  "--batch-size", 8, "--seed", 4], capsys)[0] == 0
+    meta = json.load(open(tmp_path / "m" / head.META_FILE))
+    assert meta["head"]["pool"] == "none" and not meta["head"]["standardize"] and meta["best_epoch"] is None
+    assert meta["validation"]["images"] == [] and meta["training"]["class_weights"] == {"normal": 1.0, "nodule": 1.0}
+
+    from models.codes import CodeStore
+    store, labels = CodeStore(codes_dir), load_labels(labels_path)
+    names = sorted(os.listdir(images))
+    codes, truth = store.read(names), np.array(labels.indices(names), dtype=np.float32)
+    net = head.build_head(2, CODE_SHAPE)
+    mx.random.seed(4)
+    net.initialize(mx.init.Xavier())
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01})
+    for epoch in (1, 2, 3):
+        order = np.random.default_rng([4, epoch]).permutation(len(names))
+        for batch in (order[:8], order[8:16], order[16:24], order[24:]):
+            with autograd.record():
+                loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(mx.nd.array(codes[batch])), mx.nd.array(truth[batch]))
+            loss.backward()
+            trainer.step(len(batch))
+    saved = read_params(tmp_path / "m" / head.params_file(3))
+    for name, param in net.collect_params().items():
+        prefix = "aux:" if "running" in name else "arg:"
+        np.testing.assert_array_equal(saved[prefix + name], param.data().asnumpy(), err_msg=name)
+
+
+def test_validation_keeps_groups_whole_and_scores_every_epoch(tmp_path, capsys):
+    images, codes, labels_path = make_split(tmp_path / "d", ["normal", "nodule"], 20, seed=3)
+    data = json.load(open(labels_path))
+    groups = {name: f"patient{i // 3}" for i, name in enumerate(sorted(data["labels"]))}  # 3 images a patient
+    save_labels(tmp_path / "grouped.json", data["classes"], data["labels"], groups)
+    models_dir = tmp_path / "m"
+    status, out, _ = cli(train_model.main, [images, codes, tmp_path / "grouped.json", models_dir, "--epochs", 3,
+                                            "--batch-size", 8, "--val-fraction", 0.3], capsys)
+    assert status == 0 and "validation:" in out
+    meta = json.load(open(models_dir / head.META_FILE))
+    held = set(meta["validation"]["images"])
+    assert 6 <= len(held) <= 18 and meta["training"]["n_images"] == 40 - len(held)
+    assert not {groups[n] for n in held} & {groups[n] for n in data["labels"] if n not in held}
+    for c in ("normal", "nodule"):
+        assert any(data["labels"][n] == c for n in held)
+    for entry in meta["history"]:
+        assert {"val_loss", "val_accuracy", "val_balanced_accuracy", "val_roc_auc", "threshold"} <= set(entry)
+    best = max(meta["history"], key=lambda e: (e["val_roc_auc"], -e["val_loss"]))["epoch"]
+    assert meta["best_epoch"] == best
+    assert os.path.getsize(models_dir / "training_curve.png") > 0
+
+    # a class that is one group cannot be split: one clear line, nothing written
+    save_labels(tmp_path / "one.json", data["classes"], data["labels"],
+                {n: ("all-normal" if c == "normal" else n) for n, c in data["labels"].items()})
+    line = fail(train_model.main, [images, codes, tmp_path / "one.json", tmp_path / "m2"], capsys)
+    assert "--val-fraction 0.2 leaves class 'normal' with no training images left" in line and "1 groups" in line
+    assert not (tmp_path / "m2").exists()
+
+
+def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
+    assert metrics.positive_class(["normal", "nodule"]) == 1 and metrics.positive_class(["nodule", "normal"]) == 0
+    assert metrics.positive_class(["No Finding", "effusion"]) == 1 and metrics.positive_class(["a", "b"]) == 1
+    assert metrics.positive_class(["normal", "healthy"]) == 1 and metrics.positive_class(["a", "b", "c"]) is None
+    truth, scores = np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.2, 0.6, 0.7, 0.9])
+    threshold = metrics.youden_threshold(truth, np.stack([1 - scores, scores], axis=1), 1)
+    assert threshold == pytest.approx(0.65)  # halfway between the lowest positive and the highest negative
+
+    train = make_split(tmp_path / "train", ["nodule", "normal"], 20, seed=5, separation=1.0)
+    test = make_split(tmp_path / "test", ["nodule", "normal"], 12, seed=6, separation=1.0)
+    models_dir = tmp_path / "m"
+    assert cli(train_model.main, [*train, models_dir, "--epochs", 4, "--batch-size", 8], capsys)[0] == 0
+    meta = json.load(open(models_dir / head.META_FILE))
+    assert meta["positive_class"] == "nodule"  # the class not named like normal, though it sorts first
+    status, out, _ = cli(test_model.main, [*test, models_dir, "--epoch", "best", "--out", tmp_path / "eval"], capsys)
+    assert status == 0 and "threshold" in out and "at 0.5" in out and "95% CI" in out
+    report = check_report_against_csv(tmp_path / "eval")
+    entry = next(e for e in meta["history"] if e["epoch"] == meta["best_epoch"])
+    assert report["epoch"] == meta["best_epoch"] and report["epoch_choice"].startswith("best")
+    assert report["operating_point"] == {"positive_class": "nodule", "threshold": entry["threshold"],
+                                         "chosen_by": f"Youden's J on the validation images at epoch {entry['epoch']}"}
+    assert "binary, positive class 'nodule'" == report["roc_auc"]["method"]
+    assert os.path.getsize(tmp_path / "eval" / "roc_curve.png") > 0
+
+    line = fail(train_model.main, [*train, tmp_path / "m2", "--positive", "effusion"], capsys)
+    assert "--positive 'effusion'" in line and "nodule" in line
+    assert cli(train_model.main, [*train, tmp_path / "m3", "--epochs", 1, "--batch-size", 8, "--positive", "normal"],
+               capsys)[0] == 0
+    assert json.load(open(tmp_path / "m3" / head.META_FILE))["positive_class"] == "normal"
+
+
+def test_keep_removes_old_checkpoints_but_never_the_best(tmp_path, capsys):
+    train = make_split(tmp_path / "d", ["normal", "nodule"], 16, seed=7)
+    models_dir = tmp_path / "m"
+    assert cli(train_model.main, [*train, models_dir, "--epochs", 6, "--batch-size", 8, "--keep", 2], capsys)[0] == 0
+    meta = json.load(open(models_dir / head.META_FILE))
+    kept = {5, 6, meta["best_epoch"]}
+    assert {e["epoch"] for e in meta["history"] if e["params"]} == kept
+    assert {n for n in os.listdir(models_dir) if n.endswith(".params")} == {head.params_file(e) for e in kept}
+    gone = min(set(range(1, 7)) - kept)
+    line = fail(test_model.main, [*train, models_dir, "--epoch", gone], capsys)
+    assert "removed (--keep)" in line and "kept checkpoints: epochs" in line
+    # resuming longer goes on pruning; the best stays whatever its age
+    assert cli(train_model.main, [*train, models_dir, "--epochs", 8, "--batch-size", 8, "--keep", 2, "--resume"],
+               capsys)[0] == 0
+    meta = json.load(open(models_dir / head.META_FILE))
+    assert {e["epoch"] for e in meta["history"] if e["params"]} == {7, 8, meta["best_epoch"]}
+    for bad in (["--keep", 0], ["--val-fraction", 1], ["--dropout", -0.1], ["--lr", "inf"]):
+        line = fail(train_model.main, [*train, tmp_path / "bad", *bad], capsys)
+        assert bad[0] in line
+    assert not (tmp_path / "bad").exists()
+
+
+def test_grouped_holdout_and_group_patterns():
+    labels = ["a"] * 12 + ["b"] * 6
+    groups = [f"p{i // 2}" for i in range(18)]  # pairs
+    kept, held = grouped_holdout(labels, groups, ["a", "b"], 0.34, seed=1)
+    assert sorted(kept + held) == list(range(18))
+    assert not {groups[i] for i in kept} & {groups[i] for i in held}
+    assert sum(labels[i] == "a" for i in held) == 4 and sum(labels[i] == "b" for i in held) == 2
+    assert grouped_holdout(labels, groups, ["a", "b"], 0.34, seed=1) == (kept, held)
+    assert grouped_holdout(labels, groups, ["a", "b"], 0.34, seed=2) != (kept, held)
+
+    assert groups_from_pattern(["00001_000.png", "00001_001.png", "00002_000.png"], r"^(\d+)_") == \
+        ["00001", "00001", "00002"]
+    with pytest.raises(UserError, match=r"matches no group id in 1 of 2 file names: 'scan.png'"):
+        groups_from_pattern(["00001_000.png", "scan.png"], r"^(\d+)_")
+    with pytest.raises(UserError, match="no capture group"):
+        groups_from_pattern(["00001_000.png"], r"^\d+_")
+    with pytest.raises(UserError, match="not a regular expression"):
+        groups_from_pattern(["00001_000.png"], r"^(\d+_")
