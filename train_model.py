@@ -51,7 +51,8 @@ def build_parser():
     parser.add_argument("--val-fraction", type=float, metavar="F",
                         help="share of each class's training images held out for validation, in whole groups (the "
                              "label file's 'groups': report, patient); scored every epoch, it sets each epoch's "
-                             f"two-class threshold and finds the best epoch; 0: train on everything, no validation (default: {DEFAULTS.val_fraction})")
+                             "two-class threshold and finds the best epoch; 0: train on everything, no validation "
+                             f"(default: {DEFAULTS.val_fraction})")
     parser.add_argument("--pool", choices=("avg", "none"),
                         help="avg: average each code channel over its grid (512 features); none: the whole flattened "
                              f"code (25,088 features for the default layer) (default: {DEFAULTS.pool})")

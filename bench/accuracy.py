@@ -16,7 +16,6 @@ like normal), the shape of Open-i normal vs nodule. Writes the table to stdout a
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -151,7 +150,8 @@ def parse_args(argv):
                         help="imbalanced subset: every Nth image of the negative class (default: %(default)s)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the folds (default: %(default)s)")
-    parser.add_argument("--out", default=os.path.join(BENCH, "accuracy.json"), help="JSON results (default: %(default)s)")
+    parser.add_argument("--out", default=os.path.join(BENCH, "accuracy.json"),
+                        help="JSON results (default: %(default)s)")
     parser.add_argument("--cache", default=os.path.join(BENCH, ".cache"),
                         help="folder for the codes, one sub-folder per DATA name (default: %(default)s)")
     return parser.parse_args(argv)
@@ -173,7 +173,8 @@ def main(argv=None):
                "data": root, "classes": classes, "positive_class": classes[1 - negative],
                "group_pattern": args.group_pattern, "folds": args.folds, "seed": args.seed,
                "cv": "StratifiedGroupKFold (scikit-learn), shuffled; no group in two folds",
-               "head_settings": {name: dict(asdict(settings), epoch=epoch) for name, (settings, epoch) in HEADS.items()},
+               "head_settings": {name: dict(asdict(settings), epoch=epoch)
+                                 for name, (settings, epoch) in HEADS.items()},
                "probe": "StandardScaler + LogisticRegression(class_weight='balanced'), threshold 0.5",
                "machine": platform.processor() or platform.machine(), "datasets": {}}
     tables = []

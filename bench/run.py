@@ -14,8 +14,9 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
 - the fp32 ceiling: the best fp32 GFLOP/s oneDNN reaches here (3x3 conv, GEMM) / GFLOP per image of the cut network;
 - the CPU cost of decoding one PNG into a float32 input batch (read_image + put_image, one thread), which end-to-end
   pays on top of the network;
-- head training samples/s of train_model.py (20 epochs on generated codes), and two GEMM-bound rates: the issue's
-  (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy / MXNet dot / oneDNN);
+- head training samples/s of train_model.py --recipe xvision (20 epochs on generated codes), and two GEMM-bound
+  rates: the issue's (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy /
+  MXNet dot / oneDNN);
 - peak memory (ru_maxrss of a child train.py) for two image counts.
 Every row is measured once per round, --runs rounds one after the other, and reported as the median; a ratio is the
 median of its per-round ratios, so that a machine drifting in speed during the bench moves both sides of it together.
@@ -386,13 +387,14 @@ class Bench:
         return {"runs": out["variants"][chosen]["runs"], "variant": chosen, "export": self.export, **out}
 
     def head_training(self):
-        """train_model.py in a fresh process on generated codes; samples/s = samples x epochs / wall time."""
+        """train_model.py --recipe xvision (the flat 25,088-feature head the GEMM bounds are computed for) in a fresh
+        process on generated codes; samples/s = samples x epochs / wall time."""
         a = self.args
         images = self.sets[a.head_samples]
         codes, labels = self.head_data(images)
         models_dir = os.path.join(self.work, "head")
         started = time.perf_counter()
-        result = subprocess.run([self.py, "train_model.py", images, codes, labels, models_dir,
+        result = subprocess.run([self.py, "train_model.py", images, codes, labels, models_dir, "--recipe", "xvision",
                                  "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--gpus", "none"],
                                 cwd=REPO, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - started

@@ -55,7 +55,7 @@ def operating_point(meta, epoch):
     positive = classes.index(positive) if positive in classes else 1  # heads from before positive_class: the second
     entry = next(e for e in meta["history"] if e["epoch"] == epoch)
     if entry.get("threshold") is None:
-        return positive, 0.5, "0.5 (no validation images to choose one on)"
+        return positive, 0.5, "the default: the head was trained without validation images"
     return positive, entry["threshold"], f"Youden's J on the validation images at epoch {epoch}"
 
 

@@ -71,7 +71,8 @@ def groups_from_pattern(names, pattern):
             unmatched.append(name)
         found.append(match.group(1) if match else None)
     if unmatched:
-        shown = ", ".join(repr(n) for n in unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+        shown = ", ".join(repr(n) for n in unmatched[:5]) + more
         raise UserError(f"--group-pattern {pattern!r} matches no group id in {len(unmatched)} of {len(names)} file "
                         f"names: {shown}; fix the pattern (its first capture group is the group id) or rename them")
     return found

@@ -7,8 +7,8 @@ flattened code, no standardisation, every training image trained on.
 
 Resuming gives exactly the weights of an uninterrupted run because nothing else carries over between epochs: plain SGD
 without momentum has no optimizer state, the initial weights come from the seed, epoch e's shuffle and dropout masks
-come from (seed, e) alone, and the validation split and standardisation follow from the data and the seed. So params + epoch
-number are the whole training state.
+come from (seed, e) alone, and the validation split and standardisation follow from the data and the seed. So params +
+epoch number are the whole training state.
 """
 
 import hashlib
@@ -174,8 +174,8 @@ def fit(net, codes, targets, settings, *, weights, validation=None, positive=Non
         entry = {"epoch": epoch, "loss": loss_value, "accuracy": int(correct.asscalar()) / len(targets)}
         if validation is not None:
             val_codes, val_targets = validation
-            entry.update(validation_scores(np.asarray(val_targets, dtype=int), head.predict_proba(net, val_codes, context),
-                                           weights, positive))
+            val_proba = head.predict_proba(net, val_codes, context)
+            entry.update(validation_scores(np.asarray(val_targets, dtype=int), val_proba, weights, positive))
         entry["seconds"] = round(time.time() - started, 2)
         if on_epoch is not None:
             on_epoch(entry)
@@ -265,7 +265,8 @@ def _check_resumable(meta, expected, models_dir):
     differ += [f"codes' {key}: now {now_codes[key]!r}, checkpoints {was_codes[key]!r}"
                for key in head.CODE_IDENTITY if was_codes[key] != now_codes[key]]
     was, now = dict(asdict(TrainSettings(**RECIPES["xvision"])), **meta["training"]), expected["training"]
-    differ += [f"{key}: now {now[key]!r}, checkpoints {was.get(key)!r}" for key in RESUME_KEYS if was.get(key) != now[key]]
+    differ += [f"{key}: now {now[key]!r}, checkpoints {was.get(key)!r}"
+               for key in RESUME_KEYS if was.get(key) != now[key]]
     if differ:
         raise UserError(f"cannot --resume in {models_dir}: it was trained with other settings or data "
                         f"({'; '.join(differ)}); resume with the original settings or train into a new MODELS_DIR")
@@ -373,7 +374,8 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
                       f"{entry['val_balanced_accuracy']:.3f} ROC-AUC {auc}"
                       + (" (best so far)" if meta["best_epoch"] == entry["epoch"] else ""))
         log(f"epoch {entry['epoch']}/{settings.epochs}: loss {entry['loss']:.4f}  training accuracy "
-            f"{entry['accuracy']:.3f}{scores}  {entry['seconds']:.1f} s  -> {os.path.join(models_dir, entry['params'])}")
+            f"{entry['accuracy']:.3f}{scores}  {entry['seconds']:.1f} s  "
+            f"-> {os.path.join(models_dir, entry['params'])}")
 
     try:
         fit(net, train_codes, targets[train_pos], settings, weights=weights, validation=validation,

@@ -24,7 +24,8 @@ def imbalanced_codes(n_major, n_minor, seed, signal=0.45):
     shape = (16, 3, 3)
     direction = np.abs(np.random.default_rng(99).normal(size=shape[0]))
     targets = np.array([0] * n_major + [1] * n_minor)
-    codes = rng.gamma(2.0, 1.0, size=(len(targets),) + shape) + (signal * targets[:, None] * direction)[:, :, None, None]
+    shift = (signal * targets[:, None] * direction)[:, :, None, None]
+    codes = rng.gamma(2.0, 1.0, size=(len(targets),) + shape) + shift
     return codes.astype(np.float32), targets
 
 
@@ -41,7 +42,8 @@ def test_defaults_learn_the_rare_class_where_the_original_recipe_collapses():
     normal, nodule = recalls(net, threshold, test_codes, test_targets)
     assert normal > 0.6 and nodule > 0.6, (normal, nodule)
     assert all("val_roc_auc" in entry for entry in history) and threshold is not None
-    net, threshold, _ = fit_and_select(codes, targets, groups, ["normal", "nodule"], TrainSettings(**RECIPES["xvision"]))
+    original = TrainSettings(**RECIPES["xvision"])
+    net, threshold, _ = fit_and_select(codes, targets, groups, ["normal", "nodule"], original)
     assert threshold is None and recalls(net, threshold, test_codes, test_targets)[1] <= 0.3  # nodules missed
 
 
