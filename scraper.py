@@ -10,6 +10,7 @@ The images are CC BY-NC-ND 4.0 (Indiana University / National Library of Medicin
 import argparse
 
 from models.errors import UserError, run_cli
+from models.fileio import check_output_folder
 from scraper import archive, openi
 
 
@@ -44,13 +45,23 @@ def parse_args(argv):
     api.add_argument("--base-url", default=openi.DEFAULT_BASE_URL,
                      help=f"Open-i server; images must be on the same host (default {openi.DEFAULT_BASE_URL})")
     api.add_argument("--retries", type=_positive(int, 0), default=5,
-                     help="retries per request on connection errors, timeouts, HTTP 429/5xx and broken "
-                          "bodies (default 5)")
+                     help="retries per request on connection errors, timeouts, HTTP 429/5xx, broken bodies and "
+                          "answers over --deadline (default 5)")
     api.add_argument("--backoff", type=_positive(float, 0), default=1.0,
                      help="retry backoff factor in seconds: waits factor*2^n between tries; a server's "
                           "Retry-After is obeyed (up to 120 s) (default 1.0)")
     api.add_argument("--timeout", type=_positive(float, 0.01), default=30.0,
-                     help="seconds to wait for the server to connect or answer (default 30)")
+                     help="seconds to wait for the server to connect or for its next bytes, per read; a server "
+                          "that trickles is stopped by --deadline instead (default 30)")
+    api.add_argument("--deadline", type=_positive(float, 0.01), default=120.0,
+                     help="seconds one answer (an API page or an image) may take in all, from the request to "
+                          "the body's last byte; a slower one is abandoned and retried like a timeout "
+                          "(--retries), then the run stops (API page: run again to resume) or the image is "
+                          "reported as not saved (default 120)")
+    api.add_argument("--max-api-mb", type=_positive(float, 0.001), default=8.0,
+                     help="refuse an API answer bigger than this many MiB: reading stops at the cap and the run "
+                          "stops with an error, without retrying (default 8; Open-i's pages of 100 results "
+                          "are ~0.1-0.3)")
     parser.add_argument("--max-image-mb", type=_positive(float, 0.001), default=10.0,
                         help="refuse images bigger than this many MiB (default 10; Open-i's are ~0.1-0.3)")
     offline = parser.add_argument_group("offline route (official bulk archives)")
@@ -64,6 +75,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_output_folder(args.out, "OUT")
     max_bytes = int(args.max_image_mb * 2**20)
     progress = False if args.quiet else None
     if bool(args.from_archive) != bool(args.reports):
@@ -78,7 +90,8 @@ def main(argv=None):
     else:
         scraper = openi.Scraper(args.out, base_url=args.base_url, collection=args.collection, query=args.query,
                                 limit=args.limit, delay=args.delay, workers=args.workers, retries=args.retries,
-                                backoff=args.backoff, timeout=args.timeout, max_image_bytes=max_bytes,
+                                backoff=args.backoff, timeout=args.timeout, deadline=args.deadline,
+                                max_image_bytes=max_bytes, max_api_bytes=int(args.max_api_mb * 2**20),
                                 progress=progress)
         try:
             result = scraper.run()

@@ -3,19 +3,28 @@
 Resuming: the next page window is saved in ``OUT/.scraper-state.json`` after the page's entries are saved in
 datas.json (re-reading a page is harmless: entries are keyed by image id), and an image counts as done when its
 verified file exists, so a rerun fetches only the pages and images that are still missing.
+
+Hostile or broken servers: every answer (API page or image) is streamed and read only up to a byte cap, and must
+come in whole within a wall-clock deadline from its request; ``--timeout`` alone bounds each socket read, which a
+server sending a byte now and then never trips.
 """
 
+import json
 import os
 import re
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from bs4 import BeautifulSoup
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util.retry import Retry
 
 from models.errors import UserError
@@ -37,6 +46,141 @@ class ImageFailed(Exception):
     """One image could not be downloaded; the others go on."""
 
 
+class DeadlinePassed(Exception):
+    """An answer did not come in whole within the deadline; it was abandoned (worth another try)."""
+
+
+class _BrokenBody(Exception):
+    """Reading a body failed midway (connection lost, truncated, undecodable; worth another try)."""
+
+
+class _Deadline:
+    """The wall-clock limit on one request's answer: its headers and its whole body within ``seconds``.
+
+    The time starts when the request goes out on a connection (see _DeadlineConnection; each HTTP try, urllib3's
+    retries and redirects included, gets the full time, so waits between tries do not count). When it is up, the
+    answer's socket is shut down: any read blocked on it ends at once, and ``expired`` tells that this was why.
+    """
+
+    _lock = threading.Lock()  # one for all: a connection may pass to another thread's request
+
+    def __init__(self, seconds):
+        self.seconds, self.expired = seconds, False
+        self._conn = self._sock = self._timer = None
+        self._try = 0  # which HTTP try the running timer is for
+
+    def __enter__(self):
+        _active.deadline = self
+        return self
+
+    def __exit__(self, *exc):
+        _active.deadline = None
+        self._release()
+
+    def _release(self):
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._conn is not None and self._conn.deadline is self:
+                self._conn.deadline = None
+            self._conn = self._sock = self._timer = None
+
+    def sending(self, conn):
+        """A request of this thread goes out on ``conn``: its time starts now."""
+        self._release()
+        with self._lock:
+            self.expired, self._try = False, self._try + 1
+            self._conn, conn.deadline = conn, self
+            self._timer = threading.Timer(self.seconds, self._expire, (self._try,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def receiving(self, conn):
+        """The answer is about to be read from ``conn``'s socket (which http.client drops from ``conn`` after the
+        headers of an answer that ends with the connection, while the body is still read from it)."""
+        with self._lock:
+            if self._conn is conn and conn.deadline is self:
+                self._sock = conn.sock
+
+    def _expire(self, try_):
+        with self._lock:
+            if try_ != self._try or self._conn is None or self._conn.deadline is not self:
+                return  # answered, the connection moved on, or this timer was for an earlier try
+            self.expired = True
+            sock = self._sock or self._conn.sock  # None while connecting (bounded by --timeout): see getresponse
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def passed(self):
+        return DeadlinePassed(f"no complete answer within the {self.seconds:g} s deadline (--deadline)")
+
+
+_active = threading.local()  # .deadline: the _Deadline of the request this thread is making, if any
+
+
+class _DeadlineConnection:
+    """Mixed into urllib3's connections: a request sent while this thread has an active _Deadline is held to it."""
+
+    deadline = None
+
+    def request(self, *args, **kwargs):
+        deadline = getattr(_active, "deadline", None)
+        if deadline is not None:
+            deadline.sending(self)
+        return super().request(*args, **kwargs)
+
+    def getresponse(self):
+        deadline = self.deadline
+        try:
+            if deadline is not None:
+                deadline.receiving(self)
+                if deadline.expired:  # it ran out while connecting or sending
+                    raise deadline.passed()
+            response = super().getresponse()
+        except Exception:
+            if deadline is not None and deadline.expired:
+                raise deadline.passed() from None  # not an OSError: urllib3 passes it on without retrying
+            raise
+        if response.status >= 300:  # urllib3 reads the whole body of one it retries (429/5xx), however long: drop it
+            response.drain_conn = lambda: (response.close(), response.release_conn())
+        return response
+
+
+class _HTTPConnection(_DeadlineConnection, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineConnection, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections (direct or through an HTTP proxy) obey the thread's _Deadline."""
+
+    pools = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self.pools
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is ProxyManager:  # not SOCKS, whose pools are its own
+            manager.pool_classes_by_scheme = self.pools
+        return manager
+
+
 class _CappedRetry(Retry):
     def get_retry_after(self, response):
         seconds = super().get_retry_after(response)
@@ -52,6 +196,8 @@ class _SameHostSession(requests.Session):
         target = super().get_redirect_target(resp)
         if target and origin_of(urljoin(resp.url, target)) != self.origin:
             raise requests.exceptions.InvalidURL(f"refused redirect off {self.origin} to {target}")
+        if target:  # requests would read the redirect's whole body, however long: drop it unread
+            resp.close()
         return target
 
 
@@ -67,7 +213,7 @@ def make_session(base_url, retries, backoff, workers):
     session = _SameHostSession()
     session.origin = origin_of(base_url)
     session.headers["User-Agent"] = USER_AGENT
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=max(4, workers))
+    adapter = _DeadlineAdapter(max_retries=retry, pool_connections=2, pool_maxsize=max(4, workers))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -82,6 +228,28 @@ def image_url(base_url, path):
     else:  # a path; Open-i's own links may start with '//' (e.g. '//imgs/512/...'), which is still a path here
         url = origin_of(base_url) + "/" + path.lstrip("/")
     return url if origin_of(url) == origin_of(base_url) and urlsplit(url).scheme in ("http", "https") else None
+
+
+def _body(response, cap, deadline):
+    """The byte chunks of streamed ``response``'s body, read up to ``cap`` bytes and within ``deadline``.
+
+    Raises store.TooLarge past the cap (as soon as Content-Length says so, else once the bytes read pass it),
+    DeadlinePassed when the deadline cut the body short, and _BrokenBody when reading it failed otherwise.
+    """
+    length = _int_or_none(response.headers.get("Content-Length"))
+    if length is not None and length > cap:
+        raise store.TooLarge(f"{length} bytes, over the {_mib(cap)} MiB cap")
+    received = 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            received += len(chunk)
+            if received > cap:
+                raise store.TooLarge(f"larger than the {_mib(cap)} MiB cap")
+            yield chunk
+    except requests.RequestException as err:
+        raise deadline.passed() if deadline.expired else _BrokenBody(_short(err)) from None
+    if deadline.expired:  # the socket was shut down: a body without a length just ends there, incomplete
+        raise deadline.passed()
 
 
 def abstract_sections(html):
@@ -130,11 +298,13 @@ def entry_from_item(item, base_url):
 
 class Scraper:
     def __init__(self, out, base_url=DEFAULT_BASE_URL, collection="cxr", query="", limit=None, delay=1.0,
-                 workers=4, retries=5, backoff=1.0, timeout=30.0, max_image_bytes=10 * 2**20, progress=None):
+                 workers=4, retries=5, backoff=1.0, timeout=30.0, max_image_bytes=10 * 2**20, max_api_bytes=8 * 2**20,
+                 deadline=120.0, progress=None):
         self.out, self.base_url = os.fspath(out), base_url.rstrip("/")
         self.collection, self.query, self.limit = collection, query, limit
         self.delay, self.workers, self.retries, self.backoff = delay, workers, retries, backoff
-        self.timeout, self.max_image_bytes = timeout, max_image_bytes
+        self.timeout, self.deadline = timeout, deadline
+        self.max_image_bytes, self.max_api_bytes = max_image_bytes, max_api_bytes
         self._no_bar = None if progress is None else not progress  # None: tqdm shows bars only on a terminal
         self.session = make_session(self.base_url, retries, backoff, workers)
         self.datas = {}
@@ -162,6 +332,14 @@ class Scraper:
         except (requests.ConnectionError, requests.Timeout) as err:
             raise ScrapeStopped(f"cannot reach {origin_of(self.base_url)} ({_short(err)})") from None
 
+    @contextmanager
+    def _open(self, url, cap, **kwargs):
+        """GET ``url`` streamed, under the deadline: ``(response, chunks of its body)``, the body read by _body."""
+        with _Deadline(self.deadline) as deadline:
+            response = self._get(url, stream=True, **kwargs)
+            with response:
+                yield response, _body(response, cap, deadline)
+
     def fetch_page(self, first, last):
         """The ``list`` of results ``first``..``last`` and the reported total; a bad body is asked for again."""
         params = {"query": self.query, "coll": self.collection, "m": first, "n": last}
@@ -169,19 +347,25 @@ class Scraper:
             if attempt:
                 time.sleep(self._backoff_seconds(attempt - 1))
             try:
-                response = self._get(self.base_url + "/api/search", params=params)
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
-                reason = f"a broken body ({_short(err)})"
+                with self._open(self.base_url + "/api/search", self.max_api_bytes, params=params) as (response, body):
+                    if response.status_code != 200:
+                        raise ScrapeStopped(f"the API answered HTTP {response.status_code} for {response.url}; "
+                                            "check --base-url, --collection and --query")
+                    content = b"".join(body)
+            except _BrokenBody as err:
+                reason = f"a broken body ({err})"
                 continue
+            except DeadlinePassed as err:
+                reason = str(err)
+                continue
+            except store.TooLarge as err:  # asking again would get the same
+                raise ScrapeStopped(f"the API answer for results {first}-{last} is {err} (--max-api-mb)") from None
             except requests.exceptions.RetryError:
                 raise ScrapeStopped(f"the API kept failing for results {first}-{last} (HTTP 5xx/429)") from None
             except requests.RequestException as err:
                 raise ScrapeStopped(f"the API request failed ({_short(err)})") from None
-            if response.status_code != 200:
-                raise ScrapeStopped(f"the API answered HTTP {response.status_code} for {response.url}; "
-                                    "check --base-url, --collection and --query")
             try:
-                data = response.json()
+                data = json.loads(content)  # JSON is UTF-8 (or -16/-32, which json detects)
             except ValueError as err:
                 reason = f"invalid JSON ({_short(err)})"
                 continue
@@ -240,24 +424,19 @@ class Scraper:
             if attempt:
                 time.sleep(self._backoff_seconds(attempt - 1))
             try:
-                response = self._get(url, stream=True)
+                with self._open(url, self.max_image_bytes) as (response, body):
+                    if response.status_code != 200:
+                        raise ImageFailed(f"HTTP {response.status_code} for {url}")
+                    store.save_image(self.out, image_id, body, self.max_image_bytes)
+                    return
             except requests.exceptions.RetryError:
                 raise ImageFailed(f"the server kept failing (HTTP 5xx/429) for {url}") from None
             except requests.RequestException as err:
                 raise ImageFailed(f"{url}: {_short(err)}") from None
-            with response:
-                if response.status_code != 200:
-                    raise ImageFailed(f"HTTP {response.status_code} for {url}")
-                length = _int_or_none(response.headers.get("Content-Length"))
-                if length is not None and length > self.max_image_bytes:
-                    raise ImageFailed(f"{url} is {length} bytes, over the {self.max_image_bytes} byte cap")
-                try:
-                    store.save_image(self.out, image_id, response.iter_content(64 * 1024), self.max_image_bytes)
-                    return
-                except store.TooLarge as err:
-                    raise ImageFailed(f"{url}: {err}") from None
-                except (store.BadImage, requests.RequestException) as err:
-                    reason = _short(err)  # broken or truncated body: try again
+            except store.TooLarge as err:
+                raise ImageFailed(f"{url}: {err} (--max-image-mb)") from None
+            except (store.BadImage, _BrokenBody, DeadlinePassed) as err:
+                reason = _short(err)  # broken, truncated or too slow: try again
         raise ImageFailed(f"{url}: {reason} (after {self.retries + 1} tries)")
 
     def download_missing(self):
@@ -321,6 +500,10 @@ def saved_summary(out):
         datas = {}
     images = len(store.finished_images(out) & set(datas))
     return f"{len(datas)} catalogued results and {images} images are saved in {out}"
+
+
+def _mib(size):
+    return f"{size / 2**20:g}"
 
 
 def _int_or_none(value):

@@ -4,11 +4,20 @@ Faults are queued per request key (``"page:<m>"`` for an API page, the URL path 
 request: ``500``, ``429`` (with Retry-After), ``timeout`` (answers only after ``stall`` seconds), ``truncate``
 (half the promised body, then the connection closes), ``close`` (no answer at all), ``badjson``, ``notpng``,
 ``redirect`` (to another host) and ``404``. ``hits`` counts requests per key and ``times`` records when they came.
+
+Hostile faults stream their answer, and ``streams`` records per key what each one managed to send (``sent`` bytes, in
+``seconds``): ``endless`` (HTTP 200 whose body never ends), ``endless-500`` (the same as HTTP 500, which the client
+retries), ``endless-redirect`` (a redirect to the same URL with a never-ending body), ``trickle`` (the real answer,
+its body one byte every ``trickle`` seconds) and ``trickle-head`` (the real answer, headers included, one byte every
+``trickle`` seconds). A stream stops by itself when the client hangs up, after ``endless_limit`` bytes, after
+``stream_seconds`` seconds or when the server closes.
 """
 
 import io
+import itertools
 import json
 import random
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -64,15 +73,32 @@ def make_items(reports):
     return items, pngs
 
 
+def _trickled(data, interval):
+    for i in range(len(data)):
+        yield data[i:i + 1]
+        time.sleep(interval)
+
+
+def _endless(limit):
+    yield b'{"list": ['  # then JSON whitespace that never ends (cheap for a client that does read it all)
+    block = b" " * (64 * 1024)
+    for _ in range(limit // len(block)):
+        yield block
+
+
 class FakeOpenI:
-    def __init__(self, items, pngs, page_cap=10, api_delay=0.0, image_delay=0.0, stall=1.0, retry_after="1"):
+    def __init__(self, items, pngs, page_cap=10, api_delay=0.0, image_delay=0.0, stall=1.0, retry_after="1",
+                 trickle=0.2, endless_limit=64 * 2**20, stream_seconds=30.0):
         self.items, self.pngs = items, pngs
         self.page_cap, self.api_delay, self.image_delay = page_cap, api_delay, image_delay
         self.stall, self.retry_after = stall, retry_after
+        self.trickle, self.endless_limit, self.stream_seconds = trickle, endless_limit, stream_seconds
         self.faults = defaultdict(list)
         self.hits = Counter()
         self.times = defaultdict(list)
+        self.streams = defaultdict(list)
         self.lock = threading.Lock()
+        self.closed = threading.Event()
         self.server = None
 
     def fail(self, key, *faults):
@@ -99,6 +125,7 @@ class FakeOpenI:
         return self
 
     def __exit__(self, *exc):
+        self.closed.set()  # ends the hostile streams still running
         self.server.shutdown()
         self.server.server_close()
 
@@ -138,6 +165,17 @@ class FakeOpenI:
         if fault == "close":
             request.close_connection = True
             return
+        if fault in ("endless", "endless-500", "endless-redirect"):
+            status, headers = {"endless": (200, {}), "endless-500": (500, {}),
+                               "endless-redirect": (302, {"Location": request.path})}[fault]
+            head = self._head(status, kind, headers)  # no Content-Length: the body ends when the connection does
+            return self._stream(request, key, itertools.chain([head], _endless(self.endless_limit)))
+        if fault == "trickle":
+            head = self._head(200, kind, {"Content-Length": len(body)})
+            return self._stream(request, key, itertools.chain([head], _trickled(body, self.trickle)))
+        if fault == "trickle-head":
+            head = self._head(200, kind, {"Content-Length": len(body)})
+            return self._stream(request, key, _trickled(head + body, self.trickle))
         if fault == "badjson":
             body = b'{"list": [{"uid": '
         if fault == "notpng":
@@ -145,6 +183,29 @@ class FakeOpenI:
         if fault == "truncate":
             return self._send(request, 200, body[: len(body) // 2], kind, length=len(body))
         self._send(request, 200, body, kind)
+
+    @staticmethod
+    def _head(status, kind, headers):
+        lines = [f"HTTP/1.0 {status} Hostile", f"Content-Type: {kind}", *(f"{k}: {v}" for k, v in headers.items())]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def _stream(self, request, key, chunks):
+        """Send the byte strings ``chunks`` until they end, the client hangs up or a limit is hit."""
+        start, sent = time.monotonic(), 0
+        request.close_connection = True
+        try:
+            # a small send buffer, so that what was sent is close to what the client received
+            request.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+            request.connection.settimeout(5)  # a client that neither reads nor hangs up
+            for chunk in chunks:
+                if self.closed.is_set() or time.monotonic() - start > self.stream_seconds:
+                    break
+                request.wfile.write(chunk)
+                sent += len(chunk)
+        except OSError:  # the client hung up (or stopped reading for 5 s)
+            pass
+        with self.lock:
+            self.streams[key].append({"sent": sent, "seconds": time.monotonic() - start})
 
     @staticmethod
     def _send(request, status, body, kind, headers=None, length=None):

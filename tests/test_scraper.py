@@ -199,6 +199,66 @@ def test_killed_twice_and_resumed_equals_an_uninterrupted_run(tmp_path):
     assert snapshot(out) == snapshot(tmp_path / "whole")
 
 
+def _run_guarded(out, base_url, *args, timeout):
+    """scraper.py in a subprocess, killed (and the test failed) if it runs past ``timeout`` s: (status, out, err, s)."""
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "scraper.py"), str(out), "--base-url", base_url,
+                               *FAST, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"scraper.py still ran after {timeout} s")
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - start
+
+
+def _streams(server, key, count, timeout=10):
+    """The ``count`` hostile streams of ``key`` once the server has seen each one end."""
+    deadline = time.monotonic() + timeout
+    while len(server.streams[key]) < count:
+        assert time.monotonic() < deadline, f"{key}: {server.streams[key]} of {count} streams ended"
+        time.sleep(0.05)
+    return server.streams[key]
+
+
+def test_endless_api_bodies_are_cut_at_the_cap(tmp_path):
+    items, pngs = make_items(2)  # 5 images, one page
+    with FakeOpenI(items, pngs, endless_limit=64 * 2**20) as server:
+        # a (retried) HTTP 500, a redirect to the same page and then the answer: every body goes on and on
+        server.fail("page:1", "endless-500", "endless-redirect", "endless")
+        status, out, err, _ = _run_guarded(tmp_path / "out", server.base_url, "--max-api-mb", "1", timeout=60)
+        assert status == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: the API answer for results 1-100 is larger than the 1 MiB cap (--max-api-mb)")
+        assert "run the same command again" in err
+        assert server.hits["page:1"] == 3  # an answer over the cap is not asked for again
+        sent = [stream["sent"] for stream in _streams(server, "page:1", 3)]
+        assert max(sent) < 16 * 2**20, sent  # cut near the 1 MiB cap, not read on to the server's 64 MiB
+        status, out, err, _ = _run_guarded(tmp_path / "out", server.base_url, "--max-api-mb", "1", timeout=60)
+    assert status == 0 and "saved 5 results and 5 images" in out, err
+
+
+def test_trickling_answers_are_abandoned_at_the_deadline(tmp_path):
+    items, pngs = make_items(2)  # 5 images, one page
+    paths = sorted(pngs)
+    with FakeOpenI(items, pngs, trickle=0.2, stream_seconds=30) as server:  # 1 byte every 0.2 s, for up to 30 s
+        server.fail("page:1", "trickle")
+        server.fail(paths[0], "trickle", "trickle")  # every try: a lasting failure
+        server.fail(paths[1], "trickle-head")  # the headers too trickle in
+        server.fail(paths[2], "trickle")
+        status, out, err, seconds = _run_guarded(tmp_path / "out", server.base_url, "--deadline", "1",
+                                                 "--retries", "1", timeout=20)
+        assert status == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: 1 images could not be saved ({server.base_url}{paths[0]}: no complete "
+                              "answer within the 1 s deadline (--deadline) (after 2 tries))"), err
+        assert seconds < 12
+        for key, count in (("page:1", 1), (paths[0], 2), (paths[1], 1), (paths[2], 1)):
+            for stream in _streams(server, key, count):  # the scraper hung up at its deadline
+                assert stream["seconds"] < 2.5, (key, stream)
+            assert server.hits[key] == count + (key != paths[0])
+    images = tmp_path / "out" / "images"
+    assert sorted(os.listdir(images)) == sorted(os.path.basename(p) for p in paths[1:])
+    for path in paths[1:]:
+        assert (images / os.path.basename(path)).read_bytes() == pngs[path]
+
+
 def _report_xml(uid, major, images, findings="Clear lungs.", impression="Normal chest."):
     mesh = "".join(f"\n      <major>{term}</major>" for term in major) + "\n      <automatic>auto term</automatic>"
     parents = "".join(f'\n   <parentImage id="{i}">\n      <figureId>F1</figureId>\n      <panel type="single">'
