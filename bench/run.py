@@ -17,7 +17,8 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
 - head training samples/s of train_model.py --recipe xvision (20 epochs on generated codes), and two GEMM-bound
   rates: the issue's (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy /
   MXNet dot / oneDNN);
-- peak memory (ru_maxrss of a child train.py) for two image counts.
+- peak memory (ru_maxrss of a child train.py) for two image counts, and for two large (--big-size, 9400x9400: under
+  PIL's pixel cap) gray PNGs in 8 bits and the same picture in 16 bits, which must cost at most 1.5x the 8-bit peak.
 Every row is measured once per round, --runs rounds one after the other, and reported as the median; a ratio is the
 median of its per-round ratios, so that a machine drifting in speed during the bench moves both sides of it together.
 Nothing here asserts a time. The CPU time other processes took during each row is recorded, since a busy machine makes
@@ -120,6 +121,10 @@ ROWS = [
     Row("mem_small", "extraction peak memory (ru_maxrss), small set", "MiB", lambda b: b.memory(b.args.images)),
     Row("mem_large", "extraction peak memory (ru_maxrss), large set", "MiB", lambda b: b.memory(b.args.mem_images),
         every_round=False),
+    Row("mem_8bit_large", "extraction peak memory, 2 large 8-bit PNGs", "MiB", lambda b: b.big_memory(8),
+        every_round=False),
+    Row("mem_16bit", "extraction peak memory, the same 2 PNGs in 16-bit", "MiB", lambda b: b.big_memory(16),
+        every_round=False),
 ]
 
 RATIOS = [
@@ -145,6 +150,8 @@ RATIOS = [
           meaning="head training vs its step's GEMMs at their fastest"),
     Ratio("mem_large - mem_small (MiB)", "mem_large", "mem_small", 16, at_most=True, difference=True,
           meaning="peak memory flat in the number of images (codes are 98 KiB/image)"),
+    Ratio("mem_16bit / mem_8bit_large", "mem_16bit", "mem_8bit_large", 1.5, at_most=True,
+          meaning="16-bit images decoded without wide copies (2 decode threads)"),
 ]
 
 
@@ -259,6 +266,20 @@ def make_image_set(folder, count, size=512):
     return sum(sizes) / len(sizes)
 
 
+def make_big_png(job):
+    """One large gray PNG of big blocks (~200 KB at 9400x9400, as such scans compress), 8-bit or the same x 257 in
+    16-bit, so that both depths give the same 8-bit pixels; returns its size in bytes."""
+    import numpy as np
+    from PIL import Image
+
+    path, seed, size, depth = job
+    blocks = np.random.default_rng(seed).integers(0, 256, (47, 47), dtype=np.uint8)
+    side = -(-size // 47)
+    gray = np.kron(blocks, np.ones((side, side), np.uint8))[:size, :size]
+    Image.fromarray(gray if depth == 8 else gray.astype(np.uint16) * 257).save(path)
+    return os.path.getsize(path)
+
+
 def link_subset(source, folder, count):
     """A folder holding the first ``count`` images of ``source`` (hard links: no copy, same bytes)."""
     os.makedirs(folder, exist_ok=True)
@@ -288,6 +309,7 @@ class Bench:
         self.gemm = None  # child.py gemm's timings, for both GEMM-bound rows
         self.settings = {}
         self.done = set()  # rows measured so far in this round
+        self.big_sets = {}  # depth -> (folder of BIG_IMAGES large PNGs, their mean size), made when first measured
 
     def new_round(self):
         """Forget what the last round measured, so that every row runs again."""
@@ -363,6 +385,35 @@ class Bench:
                 "end_rss_file_mib": [round(r["end_rss_file_mib"], 1) for r in results],
                 "codes_mib": images * 512 * 7 * 7 * 4 / 2 ** 20}
 
+    BIG_IMAGES = 2  # as many as train.py's decode threads (models.extract.DECODE_THREADS): their peaks add up
+
+    def big_set(self, depth):
+        """The folder of the large PNGs of ``depth`` bits, made in worker processes (a parent's peak RSS would show in
+        its children's ru_maxrss)."""
+        if depth not in self.big_sets:
+            folder = os.path.join(self.work, f"png_big{depth}")
+            os.makedirs(folder)
+            jobs = [(os.path.join(folder, f"big{i}.png"), i, self.args.big_size, depth) for i in range(self.BIG_IMAGES)]
+            with ProcessPoolExecutor(min(len(jobs), len(os.sched_getaffinity(0)))) as pool:
+                sizes = list(pool.map(make_big_png, jobs))
+            self.big_sets[depth] = folder, sum(sizes) / len(sizes)
+        return self.big_sets[depth]
+
+    def big_memory(self, depth):
+        """Peak memory of a fresh train.py over the large PNGs of ``depth`` bits (TEST_IMGS: one small image)."""
+        folder, png_bytes = self.big_set(depth)
+        out = os.path.join(self.work, f"codes_big{depth}")
+        cmd = [self.py, CHILD, "extract", "--", folder, self.one_image, f"{out}/train", f"{out}/test",
+               "--batch-size", str(self.args.batch_size), "--gpus", "none"]
+        result = run_json(cmd)
+        shutil.rmtree(out, ignore_errors=True)
+        size = self.args.big_size
+        return {"runs": [result["ru_maxrss_mib"]], "images": self.BIG_IMAGES,
+                "png": f"{size}x{size} gray, {depth}-bit", "png_mean_bytes": round(png_bytes),
+                "decoded_mib_per_image": size * size * depth // 8 / 2 ** 20,
+                "peak_rss_anon_mib": [round(result["peak_rss_anon_mib"], 1)],
+                "end_rss_file_mib": [round(result["end_rss_file_mib"], 1)]}
+
     def ceiling(self):
         out = run_json([self.py, CHILD, "ceiling"])
         return {"runs": [out["ceiling_img_per_s"]], **out, "best_gflops_runs": [out["best_gflops"]]}
@@ -423,7 +474,7 @@ class Bench:
         names = list_images(images)
         meta = {"model": DEFAULT_PREFIX, "model_sha256": "bench-generated-codes", "layer": DEFAULT_LAYER,
                 "input_size": 224, "resize": "crop", "input": "RGB 0..255, NCHW"}
-        writer = CodeWriter(codes_dir, names, (512, 7, 7), meta)
+        writer = CodeWriter(codes_dir, names, (512, 7, 7), meta, image_dir=images)
         rng = np.random.default_rng(0)
         for start in range(0, len(names), 256):
             count = min(256, len(names) - start)
@@ -555,6 +606,8 @@ def parse_args(argv=None):
                         help="rounds: each measures every row once, in turn; medians and per-round ratios are "
                              "reported (default: %(default)s)")
     parser.add_argument("--mem-runs", type=int, default=1, help="runs of the large memory set (first round only)")
+    parser.add_argument("--big-size", type=int, default=9400,
+                        help="side of the two large PNGs of mem_8bit_large / mem_16bit (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=8, help="batches per timed forward-only run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forward-only batches first")
@@ -578,6 +631,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.mem_images, args.head_samples, args.epochs, args.batch_size = 32, 64, 32, 2, 8
+        args.big_size = 2048
         args.runs, args.mem_runs, args.batches, args.warmup = 1, 1, 1, 1
         args.torch_variants, args.torch_bf16_variant = "eager", "eager_bf16"
         args.calib_images, args.wait_idle, args.retries = 8, 0, 0

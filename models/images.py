@@ -17,33 +17,75 @@ class ImageReadError(Exception):
 
 
 def list_images(folder):
-    """Sorted file names (not paths) of the images directly inside ``folder``."""
+    """Sorted names (not paths) of the entries directly inside ``folder`` named like images.
+
+    Hidden names (.name: macOS's ._name.png companions, editors' files) are not images, here as in
+    ``scraper.process --from-folders``. An entry that is named like an image but cannot be read as one (a broken link,
+    a folder) is listed, so the step reading it skips it with a warning and names it, instead of dropping it unseen.
+    """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise UserError(f"image folder not found: {folder}")
-    names = sorted(n for n in os.listdir(folder)
-                   if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)))
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
     if not names:
         raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     return names
 
 
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+STRIP_PIXELS = 1 << 18  # high-depth pixels converted at a time: 2 MiB of float64 at most, whatever the image size
+SIXTEEN_BIT_SCALE = 255.0 / 65535.0
+
+
+def _scaled_to_8bit(pixels, scale):
+    """The one formula of the depth conversion: clip(round(pixels x scale)) in float64, as uint8."""
+    return np.clip(pixels.astype(np.float64) * scale, 0, 255).round().astype(np.uint8)
+
+
+# that formula for every 16-bit value, so that a 16-bit row converts by table lookup, exactly
+_SIXTEEN_BIT_TABLE = _scaled_to_8bit(np.arange(65536), SIXTEEN_BIT_SCALE)
+
+
+def _strips(image, first=0, last=None):
+    """(top, bottom, pixels) of rows ``first``..``last`` of a high-depth image, as numpy in strips of STRIP_PIXELS:
+    the only copies of its pixels ever made (np.asarray(image) would copy it whole, and again to convert it)."""
+    width = image.size[0]
+    last = image.size[1] if last is None else last
+    step = max(1, STRIP_PIXELS // max(width, 1))
+    for top in range(first, last, step):
+        bottom = min(top + step, last)
+        yield top, bottom, np.asarray(image.crop((0, top, width, bottom)))
+
+
+def _depth_converter(image):
+    """A function from a strip of ``image`` (numpy, its own dtype) to uint8 pixels, for a 16-bit, 32-bit or float one.
+
+    16-bit and 32-bit integers are scaled from the 16-bit range, so one density keeps one gray level in every image of
+    a set; float images are taken as 0..1 when they fit in it (their maximum is found strip by strip), else as 0..255.
+    """
+    if image.mode.startswith("I;16"):
+        return lambda pixels: _SIXTEEN_BIT_TABLE[pixels]
+    if image.mode == "F":
+        high = np.max([0.0] + [pixels.max(initial=0.0) for _, _, pixels in _strips(image)])  # NaN stays NaN
+        scale = 255.0 if high <= 1.0 else 1.0
+    else:
+        scale = SIXTEEN_BIT_SCALE
+    return lambda pixels: _scaled_to_8bit(pixels, scale)
 
 
 def to_8bit(image):
     """Gray stays 'L' (3x less resize work than RGB), colour -> 'RGB' with alpha dropped, 16-bit/float -> 'L'.
 
     16-bit and 32-bit integers are scaled from the 16-bit range, so one density keeps one gray level in every
-    image of a set; float images are taken as 0..1 when they fit in it, else as 0..255.
+    image of a set; float images are taken as 0..1 when they fit in it, else as 0..255. A high-depth image is
+    converted in strips, into the one full-size 8-bit copy (``read_image`` does not even make that one).
     """
     if image.mode in HIGH_DEPTH_MODES:
-        pixels = np.asarray(image, dtype=np.float64)
-        if image.mode == "F":
-            scale = 255.0 if pixels.max(initial=0.0) <= 1.0 else 1.0
-        else:
-            scale = 255.0 / 65535.0
-        return Image.fromarray(np.clip(pixels * scale, 0, 255).round().astype(np.uint8), mode="L")
+        convert = _depth_converter(image)
+        out = np.empty((image.size[1], image.size[0]), np.uint8)
+        for top, bottom, pixels in _strips(image):
+            out[top:bottom] = convert(pixels)
+        return Image.fromarray(out, mode="L")
     if image.mode in ("RGB", "L"):
         return image
     if image.mode in ("LA", "1"):
@@ -53,18 +95,44 @@ def to_8bit(image):
     return image.convert("RGB")
 
 
-def resize_image(image, size, resize):
-    """Centre square crop then resize (``crop``, the original's way) or resize the whole image (``squash``)."""
+def crop_box(width, height, resize):
+    """The part of a ``width`` x ``height`` image that is resized: its centre square (``crop``) or all of it."""
     if resize == "crop":
-        width, height = image.size
         side = min(width, height)
         left, top = (width - side) // 2, (height - side) // 2
-        box = (left, top, left + side, top + side)
-    elif resize == "squash":
-        box = None
-    else:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
-    return image.resize((size, size), Image.BILINEAR, box=box)
+        return left, top, left + side, top + side
+    if resize == "squash":
+        return 0, 0, width, height
+    raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
+
+
+def resize_image(image, size, resize):
+    """Centre square crop then resize (``crop``, the original's way) or resize the whole image (``squash``)."""
+    return image.resize((size, size), Image.BILINEAR, box=crop_box(*image.size, resize))
+
+
+def resize_high_depth(image, size, resize):
+    """``resize_image(to_8bit(image), size, resize)``, pixel for pixel, without a full-size copy of a high-depth image.
+
+    PIL resizes an 8-bit image in two passes, each rounded to 8 bits: every row across (horizontal pass), then the
+    columns of that (vertical pass). Rows are independent in the first, so it is made here strip by strip on rows
+    just converted to 8 bits, with the same box and so the same coefficients; its output (``size`` x height, zero in
+    the rows the vertical pass never reads) then goes through the vertical pass alone. The memory on top of the
+    decoded image is a strip and that ``size``-wide column, not the 8-bit image nor any float64 copy of it.
+    """
+    width, height = image.size
+    left, top, right, bottom = crop_box(width, height, resize)
+    # rows the vertical pass reads: its bilinear filter reaches max(1, scale) rows past the box, clipped to the image
+    reach = int(max(1.0, (bottom - top) / size)) + 2
+    first, last = max(0, top - reach), min(height, bottom + reach)
+    convert = _depth_converter(image)
+    across = np.zeros((height, size), np.uint8)
+    for strip_top, strip_bottom, pixels in _strips(image, first, last):
+        rows = strip_bottom - strip_top
+        strip = Image.fromarray(convert(pixels), mode="L")
+        across[strip_top:strip_bottom] = np.asarray(strip.resize((size, rows), Image.BILINEAR,
+                                                                box=(left, 0, right, rows)))
+    return Image.fromarray(across, mode="L").resize((size, size), Image.BILINEAR, box=(0, top, size, bottom))
 
 
 def read_image(path, size=224, resize="crop"):
@@ -77,8 +145,11 @@ def read_image(path, size=224, resize="crop"):
             with Image.open(path) as image:
                 if image.format == "JPEG":
                     image.draft("RGB", (size, size))  # decode at a reduced scale when the file allows it
-                image.load()
-                resized = resize_image(to_8bit(image), size, resize)
+                image.load()  # a 16-bit PNG decodes as 'I;16': 2 bytes a pixel, no wider copy
+                if image.mode in HIGH_DEPTH_MODES:
+                    resized = resize_high_depth(image, size, resize)
+                else:
+                    resized = resize_image(to_8bit(image), size, resize)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
     return np.asarray(resized, dtype=np.uint8)
