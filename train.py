@@ -6,6 +6,7 @@ import sys
 
 from models.devices import CPU_SPECS, GPU_SPEC_HELP, select_contexts
 from models.errors import run_cli
+from models.fileio import check_output_folder
 from models.images import RESIZE_MODES, list_images
 from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
 
@@ -50,6 +51,9 @@ def main(argv=None):
     args = parse_args(argv)
     train_names = list_images(args.train_imgs)  # a missing or empty folder fails before any work starts
     list_images(args.test_imgs)
+    images = [("TRAIN_IMGS", args.train_imgs), ("TEST_IMGS", args.test_imgs)]
+    check_output_folder(args.train_codes, "TRAIN_CODES", images)
+    check_output_folder(args.test_codes, "TEST_CODES", images + [("TRAIN_CODES", args.train_codes)])
     from models.extract import extract_folder
     from models.pretrained import Backbone
 

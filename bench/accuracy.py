@@ -60,13 +60,15 @@ def load_dataset(root, cache):
     backbone, parts = None, []
     for c, name in enumerate(classes):
         codes_dir = os.path.join(cache, name)
+        folder = os.path.join(root, name)
         try:
             store = CodeStore(codes_dir)
-            if store.names + list(store.skipped) != list_images(os.path.join(root, name)):
-                raise UserError("stale")
+            if store.index["files"] != list_images(folder):
+                raise UserError("other files")
+            store.check_images(folder, store.names)
         except UserError:
             backbone = backbone or Backbone()
-            extract_folder(backbone, os.path.join(root, name), codes_dir)
+            extract_folder(backbone, folder, codes_dir)
             store = CodeStore(codes_dir)
         parts.append((store.read(store.names), [c] * len(store.names), store.names))
     codes = np.concatenate([p[0] for p in parts])

@@ -2,13 +2,14 @@
 
 import csv
 import os
+import sys
 
 import numpy as np
 
 from models import head, metrics
-from models.codes import CodeStore, check_examples
+from models.codes import CodeStore, check_examples, named
 from models.errors import UserError
-from models.fileio import atomic_path, write_json
+from models.fileio import atomic_path, check_output_folder, write_json
 from models.images import ImageReadError, load_image
 from models.labels import load_labels
 
@@ -166,6 +167,25 @@ def _grid_choice(truth, count):
     return by_class[np.unique(np.linspace(0, len(truth) - 1, min(count, len(truth))).round().astype(int))]
 
 
+def _check_not_training_data(store, names, meta, codes_dir):
+    """UserError for the training codes given as test codes; a warning for test images identical to training ones."""
+    train_codes = meta["training"].get("train_codes")
+    if not train_codes or not os.path.isdir(train_codes):
+        return
+    if os.path.samefile(train_codes, codes_dir):
+        raise UserError(f"TEST_CODES {codes_dir!r} holds the codes the head was trained on: give the codes of the "
+                        f"test images (train.py's TEST_CODES)")
+    try:
+        trained_on = {stamp[2] for stamp in CodeStore(train_codes).index["stamps"].values() if stamp}
+    except UserError:  # moved or remade since: nothing to compare with
+        return
+    stamps = store.index["stamps"]
+    same = [name for name in names if stamps.get(name) and stamps[name][2] in trained_on]
+    if same:
+        print(f"warning: {len(same)} of {len(names)} test images are byte for byte training images of this head "
+              f"({named(same, 5)}): their scores say nothing about new images", file=sys.stderr)
+
+
 def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_dir=None, context=None, log=print):
     """Predict every test image with the chosen epoch's head and write the report files; returns the report.
 
@@ -175,6 +195,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     """
     from models.plots import plot_confusion_matrix, plot_predictions, plot_roc
 
+    out_dir = out_dir or os.path.join(models_dir, "eval")
+    check_output_folder(out_dir, "the report folder", [("TEST_IMGS", image_dir), ("TEST_CODES", codes_dir)])
     meta = head.read_meta(models_dir)
     epoch, epoch_choice = resolve_epoch(meta, epoch, models_dir)
     classes = meta["classes"]
@@ -185,10 +207,11 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
                         f"the head in {models_dir} was trained on {classes}")
     store = CodeStore(codes_dir)
     head.check_codes_match(store.meta, meta, codes_dir)
+    names = check_examples(image_dir, store, labels, labels_path, codes_dir)
+    _check_not_training_data(store, names, meta, codes_dir)
     if store.meta.get("resize") != meta["backbone"].get("resize"):  # codes still comparable, not made the same way
         log(f"warning: test codes were made with resize {store.meta.get('resize')!r}, "
             f"the training codes with {meta['backbone'].get('resize')!r}")
-    names = check_examples(image_dir, store, labels, labels_path, codes_dir)
     truth = np.array([classes.index(labels.labels[name]) for name in names])
 
     probabilities = head.predict_proba(head.load_predictor(models_dir, epoch, context), store.rows_of(names), context)
@@ -197,7 +220,6 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     report = dict(n=report.pop("n"), epoch=epoch, epoch_choice=epoch_choice, models_dir=models_dir,
                   test_imgs=image_dir, **report)
 
-    out_dir = out_dir or os.path.join(models_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "report.json"), report)
     write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, predicted, probabilities, classes)

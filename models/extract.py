@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from models.codes import CodeWriter
+from models.codes import CodeWriter, named
+from models.errors import one_line
 from models.images import ImageReadError, list_images, read_image
 from models.pretrained import INPUT_SIZE, put_image
 
@@ -30,21 +31,14 @@ def read_into(batch, position, path, resize):
         return str(err)
 
 
-def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
-    """Encode every image in ``folder`` into ``codes_dir``, resuming an interrupted run; returns the CodeWriter."""
-    names = list_images(folder)
-    writer = CodeWriter(codes_dir, names, backbone.output_shape, codes_meta(backbone, resize))
-    if writer.complete:
-        log(f"{codes_dir}: codes for {len(names)} images already made, nothing to do")
-        return writer
-    if writer.resumed:
-        log(f"{codes_dir}: resuming after {writer.rows_done} of {len(names)} images")
+def encode(backbone, folder, names, resize, bar):
+    """(file names, codes, {name: why skipped}) batch by batch for ``names`` in ``folder``, the decoding of the next
+    batch overlapped with the network's work on this one."""
     size = backbone.batch_size
-    starts = range(writer.rows_done, len(names), size)
+    starts = range(0, len(names), size)
     # two input batches: the decode threads fill one while the network reads the other
     batches = [backbone.input_batch(), backbone.input_batch()]
-    with ThreadPoolExecutor(DECODE_THREADS) as pool, \
-            tqdm(total=len(names), initial=writer.rows_done, unit="img", desc=os.path.basename(folder.rstrip("/"))) as bar:
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
         def decode(i):
             start, batch = starts[i], batches[i % 2]
             chunk = names[start:start + size]
@@ -62,7 +56,29 @@ def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
             for position, error in enumerate(errors):
                 if error is not None:
                     codes[position] = 0
-                    bar.write(f"warning: skipped {error}", file=sys.stderr)
-            writer.write(codes, skipped)
+                    bar.write(f"warning: skipped {one_line(error)}", file=sys.stderr)
+            yield chunk, codes, skipped
             bar.update(len(chunk))
+
+
+def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
+    """Encode every image in ``folder`` into ``codes_dir``, resuming an interrupted run and re-encoding the images
+    that changed since their codes were made; returns the CodeWriter."""
+    names = list_images(folder)
+    writer = CodeWriter(codes_dir, names, backbone.output_shape, codes_meta(backbone, resize), image_dir=folder)
+    changed = writer.changed()
+    if writer.complete and not changed:
+        log(f"{codes_dir}: codes for {len(names)} images already made, nothing to do")
+        return writer
+    if changed:
+        log(f"{codes_dir}: {len(changed)} images changed since their codes were made ({named(changed)}): "
+            f"encoding them again")
+    elif writer.resumed:
+        log(f"{codes_dir}: resuming after {writer.rows_done} of {len(names)} images")
+    with tqdm(total=len(names) - writer.rows_done + len(changed), unit="img",
+              desc=os.path.basename(folder.rstrip("/"))) as bar:
+        for _, codes, skipped in encode(backbone, folder, names[writer.rows_done:], resize, bar):
+            writer.write(codes, skipped)
+        for chunk, codes, skipped in encode(backbone, folder, changed, resize, bar):
+            writer.rewrite(chunk, codes, skipped)
     return writer

@@ -46,3 +46,30 @@ def read_json(path, what="file"):
         raise UserError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{what} {path} is not valid JSON ({err})") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} is nested too deeply to be a file of this project") from None
+
+
+def check_output_folder(path, what, inputs=()):
+    """UserError unless ``path`` can be made as an output folder: no file is in its way, and it is none of the input
+    folders in ``inputs`` ((description, path) pairs), whose files a later run would then trip over."""
+    from models.errors import UserError
+
+    real = os.path.realpath(path)
+    for other_what, other in inputs:
+        if other is not None and os.path.realpath(other) == real:
+            raise UserError(f"{what} {os.fspath(path)!r} is the same folder as {other_what} {os.fspath(other)!r}: "
+                            f"give each its own folder")
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"cannot use {what} {os.fspath(path)!r}: {probe!r} is a file, not a folder")
+
+
+def remove_stale_temps(folder):
+    """Delete the temporary files an atomic write killed mid-way (kill -9, power cut) left in ``folder``."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-") and os.path.isfile(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from models.errors import UserError
+from models.errors import UserError, mxnet_reason
 from models.fileio import read_json, write_json
 
 FORMAT = "xvision-mx head v1"
@@ -128,6 +128,14 @@ def read_meta(folder):
     meta = read_json(path, "head metadata")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{path} is not a '{FORMAT}' file: point MODELS_DIR at a folder made by train_model.py")
+    history = meta.get("history")
+    damaged = [key for key, kind in (("classes", list), ("code_shape", list), ("backbone", dict), ("training", dict),
+                                     ("history", list)) if not isinstance(meta.get(key), kind)]
+    if not damaged and not all(isinstance(e, dict) and isinstance(e.get("epoch"), int) for e in history):
+        damaged.append("history entries")
+    if damaged:
+        raise UserError(f"{path} is damaged ({', '.join(damaged)} missing or malformed): train again into a new "
+                        f"MODELS_DIR")
     return meta
 
 
@@ -165,7 +173,12 @@ def load_weights(folder, net, epoch):
     """Put epoch ``epoch``'s weights into ``net`` (built by build_head with the same classes and code shape)."""
     import mxnet as mx
 
-    saved = {key.split(":", 1)[1]: value for key, value in mx.nd.load(_params_path(folder, epoch)).items()}
+    path = _params_path(folder, epoch)
+    try:
+        saved = {key.split(":", 1)[1]: value for key, value in mx.nd.load(path).items()}
+    except mx.base.MXNetError as err:
+        raise UserError(f"cannot read {path}: {mxnet_reason(err)} (a damaged or cut-off file); pick another "
+                        f"--epoch, or train again into a new MODELS_DIR") from None
     params = net.collect_params()
     if set(saved) != set(params.keys()):
         raise UserError(f"{params_file(epoch)} in {folder} does not fit the head described by {META_FILE}")
@@ -186,7 +199,8 @@ def load_predictor(folder, epoch, context=None):
             return mx.gluon.SymbolBlock.imports(symbol_path, ["data"], _params_path(folder, epoch),
                                                 ctx=context or mx.cpu())
     except mx.base.MXNetError as err:
-        raise UserError(f"cannot load epoch {epoch} from {folder}: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"cannot load epoch {epoch} from {folder}: {mxnet_reason(err)} (a damaged or cut-off "
+                        f"checkpoint); pick another --epoch or train again") from None
 
 
 def predict_proba(net, codes, context=None):

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from models.errors import UserError, run_cli
+from models.errors import UserError, mxnet_reason, run_cli
 from models.images import ImageReadError, load_image
 from models.weights import DEFAULT_PREFIX, sha256_of
 
@@ -42,7 +42,8 @@ def load_checkpoint(prefix, epoch=0):
         symbol = mx.sym.load(symbol_file)
         saved = mx.nd.load(params_file)
     except mx.base.MXNetError as err:
-        raise UserError(f"cannot load checkpoint {prefix}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"cannot load checkpoint {prefix}: {mxnet_reason(err)} (a damaged or cut-off file: "
+                        f"remake it, for the converted ResNet-50 with `make setup`)") from None
     args = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
     aux = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
     return symbol, args, aux

@@ -61,9 +61,15 @@ def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop"
     model_sha256 = sha256_of(require_checkpoint(prefix)[1])
     key = calibration_key(model_sha256, layer, resize, [p for p, _ in readable])
     cached = os.path.join(cache_dir, f"int8-{key}") if cache_dir else None
+    graph = None
     if cached and os.path.exists(f"{cached}-0000.params"):
-        symbol, args, aux = load_checkpoint(cached)
-        log(f"int8: using the calibrated network cached in {cached}-*")
+        try:
+            graph = load_checkpoint(cached)
+            log(f"int8: using the calibrated network cached in {cached}-*")
+        except UserError as err:  # a cut-off or damaged cache is remade, not trusted
+            log(f"int8: the cached calibration {cached}-* cannot be read ({err}): calibrating again")
+    if graph is not None:
+        symbol, args, aux = graph
     else:
         log(f"int8: calibrating on {len(readable)} images ({CALIBRATION_MODE})")
         symbol, args, aux = quantize(prefix, layer, np.stack([image for _, image in readable]))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from models import head, metrics
 from models.codes import CodeStore, check_examples
 from models.errors import UserError
+from models.fileio import check_output_folder, remove_stale_temps
 from models.labels import load_labels
 from models.splits import grouped_holdout
 
@@ -48,6 +49,8 @@ class TrainSettings:
         if self.epochs < 1 or self.batch_size < 2 or not 0 < self.lr < float("inf"):
             raise UserError(f"need --epochs >= 1, --batch-size >= 2 (BatchNorm needs 2 samples) and a finite --lr > 0; "
                             f"got {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be 0 or more, got {self.seed}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.dropout < 1:
             raise UserError(f"--val-fraction and --dropout must be at least 0 and below 1, got {self.val_fraction} "
                             f"and {self.dropout}")
@@ -300,6 +303,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     from models.plots import plot_training_curve
 
     settings.check()
+    check_output_folder(models_dir, "MODELS_DIR", [("TRAIN_IMGS", image_dir), ("TRAIN_CODES", codes_dir)])
     context = context or mx.cpu()
     labels = load_labels(labels_path)
     store = CodeStore(codes_dir)
@@ -351,6 +355,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     elif resume:
         log(f"nothing to resume in {models_dir}: starting at epoch 1")
     os.makedirs(models_dir, exist_ok=True)
+    remove_stale_temps(models_dir)
     net.hybridize(static_alloc=True)
     done = len(meta["history"])
     if done >= settings.epochs:

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from models.errors import UserError, run_cli
-from models.fileio import write_json
+from models.fileio import check_output_folder, write_json
 from models.images import IMAGE_EXTENSIONS
 from models.labels import save_labels
 from models.splits import grouped_holdout, groups_from_pattern, shuffled_groups
@@ -62,15 +62,23 @@ def labelled_items(data_dir, classes):
 
 
 def folder_items(root, group_pattern=None):
-    """Items of ROOT/<class>/<image>: classes are the sub-folders (sorted); each file is its own report (group), or,
-    with ``group_pattern``, the files whose names give the same first capture group form one."""
+    """Items of ROOT/<class>/<image>, the classes (the sub-folders, sorted) and the dropped entries (a broken link, a
+    folder named like an image). Each file is its own report (group), or, with ``group_pattern``, the files whose
+    names give the same first capture group form one. Hidden files (.name) are not images, as everywhere here."""
     if not os.path.isdir(root):
         raise UserError(f"--from-folders: folder not found: {root}")
-    found = {}
+    found, dropped = {}, []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir() and not entry.name.startswith("."):
-            files = sorted(f.name for f in os.scandir(entry.path)
-                           if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_EXTENSIONS))
+            files = []
+            for f in sorted(os.scandir(entry.path), key=lambda f: f.name):
+                if f.name.startswith(".") or not f.name.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                if f.is_file():  # follows links: a link to an image counts as the image
+                    files.append(f.name)
+                else:
+                    reason = "broken link" if f.is_symlink() and not os.path.exists(f.path) else "not a file"
+                    dropped.append({"image": f"{entry.name}/{f.name}", "reason": reason, "detail": f.path})
             if files:
                 found[entry.name] = files
     if len(found) < 2:
@@ -89,7 +97,7 @@ def folder_items(root, group_pattern=None):
     clashes = [n for n, c in Counter(i.name for i in items).items() if c > 1]
     if clashes:
         raise UserError(f"--from-folders: file names still clash after prefixing the class: {clashes[:5]}; rename them")
-    return list(found), items
+    return list(found), items, dropped
 
 
 def split_full(items, classes, test_fraction, seed):
@@ -124,6 +132,8 @@ def split_xvision(items, classes, seed):
 
 
 def _place(source, dest):
+    """A hard link to the file ``source`` names (the link's target when it is a symbolic link), else a copy."""
+    source = os.path.realpath(source)  # os.link's follow_symlinks is ignored on Linux before Python 3.13
     try:
         os.link(source, dest)
     except OSError:  # another file system, or links not allowed
@@ -208,6 +218,7 @@ def main(argv=None):
     args = parse_args(argv)
     if (args.data_dir is None) == (args.from_folders is None):
         raise UserError("give either DATA_DIR and OUT, or --from-folders ROOT and OUT (see --help)")
+    check_output_folder(args.out, "OUT")
     out = os.path.abspath(args.out)
     source = os.path.abspath(args.data_dir or args.from_folders)
     if args.from_folders:
@@ -224,8 +235,8 @@ def main(argv=None):
         if args.classes or args.protocol != "full":
             raise UserError("--classes and --protocol xvision do not apply to --from-folders "
                             "(the sub-folders are the classes)")
-        classes, items = folder_items(source, args.group_pattern)
-        dropped, unlabelled = [], 0
+        classes, items, dropped = folder_items(source, args.group_pattern)
+        unlabelled = 0
         info["source"] = {"folders": source}
     else:
         classes = args.classes or ["normal", "nodule"]

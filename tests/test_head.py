@@ -33,12 +33,14 @@ def make_split(folder, classes, per_class, seed, shape=CODE_SHAPE, meta=CODES_ME
     for c, name in enumerate(classes):
         for i in range(per_class):
             file = f"{name}_{i:03d}.png"
-            Image.new("RGB", (16, 16), PALETTE[c % len(PALETTE)]).save(images / file)
+            image = Image.new("RGB", (16, 16), PALETTE[c % len(PALETTE)])
+            image.putpixel((0, 0), (i % 256, seed % 256, c))  # every file's bytes differ, across splits too
+            image.save(images / file)
             names.append(file)
             labels[file] = name
             codes.append(separation * centres[c] + rng.normal(size=shape))
     order = np.argsort(names)
-    writer = CodeWriter(codes_dir, [names[i] for i in order], shape, meta)
+    writer = CodeWriter(codes_dir, [names[i] for i in order], shape, meta, image_dir=images)
     writer.write(np.asarray(codes, np.float32)[order])
     save_labels(labels_path, classes, labels)
     return str(images), str(codes_dir), str(labels_path)

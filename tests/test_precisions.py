@@ -66,6 +66,16 @@ def test_int8_codes_match_fp32_and_calibration_is_cached(photos):
     assert "int8: using the calibrated network cached in" in second.stdout
     np.testing.assert_array_equal(CodeStore(root / "int8").read(PHOTOS), quantized)
 
+    # a cut-off cache (a run killed while writing it, a full disk) is calibrated again, and says so
+    cache = next((root / "int8" / "int8-calibration").glob("int8-*-0000.params"))
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    for folder in ("int8", "int8_test"):
+        os.remove(root / folder / "index.json")
+    third = run_script(*args("int8", "--int8", "--calib-images", "8"))
+    assert third.returncode == 0, third.stderr
+    assert "cannot be read" in third.stdout and "calibrating again" in third.stdout and "Traceback" not in third.stdout
+    np.testing.assert_array_equal(CodeStore(root / "int8").read(PHOTOS), quantized)
+
 
 @pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)")
 def test_bf16_codes_match_fp32(photos):

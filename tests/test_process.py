@@ -234,3 +234,26 @@ def test_from_folders_group_pattern_keeps_each_patient_on_one_side(tmp_path, cap
     assert status == 2 and err.count("\n") == 1 and "'scan-7.png'" in err and "--group-pattern" in err
     status, _, err = run_process([tmp_path / "x", tmp_path / "out4", "--group-pattern", r"^(\d+)_"], capsys)
     assert status == 2 and "applies to --from-folders" in err
+
+
+def test_from_folders_resolves_links_and_lists_broken_ones(tmp_path, capsys):
+    store = tmp_path / "elsewhere"
+    store.mkdir()
+    root = tmp_path / "root"
+    for label in ("normal", "nodule"):
+        (root / label).mkdir(parents=True)
+        for n in range(4):
+            (store / f"{label}{n}.png").write_bytes(make_png(f"{label}{n}"))
+            os.symlink(os.path.join("..", "..", "elsewhere", f"{label}{n}.png"), root / label / f"{label}{n}.png")
+    os.symlink("missing.png", root / "normal" / "gone.png")
+    (root / "nodule" / "folder.png").mkdir()
+    status, out, err = run_process(["--from-folders", root, tmp_path / "out", "--test-fraction", "0.5"], capsys)
+    assert status == 0, err
+    split, sides = read_output(tmp_path / "out")
+    for side, labels in sides.items():
+        for name in labels.labels:  # real files with the linked images' bytes, not links that dangle in OUT
+            path = tmp_path / "out" / side / name
+            assert not path.is_symlink() and path.read_bytes() == (store / name).read_bytes()
+    assert {(d["image"], d["reason"]) for d in split["dropped"]} == {("normal/gone.png", "broken link"),
+                                                                    ("nodule/folder.png", "not a file")}
+    assert "dropped: 1 not a file, 1 broken link (listed in split.json)" in out
