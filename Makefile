@@ -12,12 +12,15 @@ DATA ?=
 GROUP_PATTERN ?=
 GROUP_ARG = $(if $(GROUP_PATTERN),--group-pattern '$(GROUP_PATTERN)')
 OUT ?= data/$(if $(DATA),$(notdir $(abspath $(DATA))),openi)
+# make demo: the bundled NIH sample (examples/nih-sample) into data/demo, or into OUT=dir given on the command line
+DEMO_DATA := examples/nih-sample
+DEMO_OUT = $(if $(filter command line,$(origin OUT)),$(OUT),data/demo)
 # make reproduce: where it writes, and extra scraper.py options (e.g. --base-url of a mirror)
 REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test pipeline reproduce bench accuracy clean
+.PHONY: help setup demo test pipeline reproduce bench accuracy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +40,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed $(REQUIREMENTS) requirements-dev.txt
 $(WEIGHTS): models/weights.py | $(VENV)/.installed
 	$(PY) -m models.weights --force
 
+demo: setup ## set up, then run steps 2-5 offline on the bundled NIH chest X-rays (examples/nih-sample) into data/demo (~20 s)
+	@$(MAKE) --no-print-directory pipeline DATA="$(DEMO_DATA)" OUT="$(DEMO_OUT)" GROUP_PATTERN='^(\d+)_'
+
 test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
 	$(PY) -m pytest tests
 
@@ -50,7 +56,9 @@ endif
 	$(PY) train.py "$(OUT)/split/train" "$(OUT)/split/test" "$(OUT)/codes/train" "$(OUT)/codes/test"
 	$(PY) train_model.py "$(OUT)/split/train" "$(OUT)/codes/train" "$(OUT)/split/train_labels.json" "$(OUT)/models" --resume
 	$(PY) test_model.py "$(OUT)/split/test" "$(OUT)/codes/test" "$(OUT)/split/test_labels.json" "$(OUT)/models"
-	@echo "done: report $(OUT)/models/eval/report.json; plots $(OUT)/models/eval/*.png and $(OUT)/models/training_curve.png"
+	@plots=""; for f in "$(OUT)"/models/eval/*.png "$(OUT)/models/training_curve.png"; do \
+		if [ -f "$$f" ]; then plots="$$plots $$f"; fi; done; \
+	echo "done: report $(OUT)/models/eval/report.json (per image: predictions.csv beside it); plots:$$plots"
 
 reproduce: setup ## the paper's experiment: scrape Open-i, its split sizes, the original recipe; the paper's figures beside ours in $(REPRO_OUT)/reproduce.json
 	$(PY) scraper.py "$(REPRO_OUT)/download" $(SCRAPER_ARGS)

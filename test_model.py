@@ -14,8 +14,9 @@ def build_parser():
         prog="python test_model.py",
         description="Predict every test image with a head trained by train_model.py; write report.json (accuracy with "
                     "95% Wilson interval, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC-AUC "
-                    "with a 95% bootstrap interval), predictions.csv, confusion_matrix.png, roc_curve.png and "
-                    "predictions.png, and print the precision/recall table. With two classes, an image is predicted "
+                    "with a 95% bootstrap interval), predictions.csv, confusion_matrix.png, roc_curve.png, "
+                    "predictions.png and Grad-CAM heatmaps (heatmaps.png, heatmaps.npz), and print the "
+                    "precision/recall table. With two classes, an image is predicted "
                     "positive when its probability reaches the threshold chosen on the validation images for that "
                     "epoch (0.5 without validation); the scores at 0.5 are reported beside.")
     parser.add_argument("test_imgs", metavar="TEST_IMGS", help="folder of test images: every one needs a label and a code")
@@ -30,6 +31,11 @@ def build_parser():
                              "on a validation set of a few images this picks noise: see README Accuracy), or a kept "
                              "epoch number")
     parser.add_argument("--out", metavar="DIR", help="folder for the report files (default: MODELS_DIR/eval)")
+    parser.add_argument("--heatmaps", choices=("grid", "all", "none"), default="grid",
+                        help="grid: heatmaps.npz (a Grad-CAM map of the predicted class for every test image, at the "
+                             "cut layer's 7x7 grid, with the region of the image it lies on) and heatmaps.png (the "
+                             "maps over the images of predictions.png); all: also one overlay PNG per image in "
+                             "OUT/heatmaps/; none: no heatmaps (default: %(default)s)")
     return parser
 
 
@@ -38,7 +44,7 @@ def main(argv=None):
     from models.evaluation import evaluate, format_table
 
     report, out_dir = evaluate(args.test_imgs, args.test_codes, args.test_labels, args.models_dir,
-                               epoch=args.epoch, out_dir=args.out)
+                               epoch=args.epoch, out_dir=args.out, heatmaps=args.heatmaps)
     print(f"epoch {report['epoch']} of {args.models_dir} on {report['n']} test images:\n")
     print(format_table(report))
     print(f"\nreport, predictions and plots in {os.path.join(out_dir, '')}")

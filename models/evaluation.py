@@ -186,10 +186,12 @@ def _check_not_training_data(store, names, meta, codes_dir):
               f"({named(same, 5)}): their scores say nothing about new images", file=sys.stderr)
 
 
-def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_dir=None, context=None, log=print):
+def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_dir=None, heatmaps="grid",
+             context=None, log=print):
     """Predict every test image with the chosen epoch's head and write the report files; returns the report.
 
-    ``epoch``: "last", "best" (by validation) or a number.
+    ``epoch``: "last", "best" (by validation) or a number. ``heatmaps``: "grid" (heatmaps.npz for every image and
+    heatmaps.png for the images of predictions.png), "all" (also one overlay PNG per image in heatmaps/), "none".
     Two classes are decided at that epoch's validation threshold (0.5 without validation). Raises UserError for
     codes or labels that do not fit the head, and for an epoch whose checkpoint is not kept.
     """
@@ -214,7 +216,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
             f"the training codes with {meta['backbone'].get('resize')!r}")
     truth = np.array([classes.index(labels.labels[name]) for name in names])
 
-    probabilities = head.predict_proba(head.load_predictor(models_dir, epoch, context), store.rows_of(names), context)
+    predictor = head.load_predictor(models_dir, epoch, context)
+    probabilities = head.predict_proba(predictor, store.rows_of(names), context)
     positive, threshold, threshold_source = operating_point(meta, epoch)
     report, curves, predicted = compute_metrics(truth, probabilities, classes, positive, threshold, threshold_source)
     report = dict(n=report.pop("n"), epoch=epoch, epoch_choice=epoch_choice, models_dir=models_dir,
@@ -229,13 +232,46 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     else:
         log(f"no roc_curve.png: ROC is {report['roc_auc']['method']}")
     shown = _grid_choice(truth, GRID_IMAGES)
-    images, resize = [], store.meta.get("resize", "crop")
-    for i in shown:
-        try:
-            images.append(load_image(os.path.join(image_dir, names[i]), resize=resize))
-        except ImageReadError:  # it has a code, so it was readable when the codes were made
-            images.append(np.zeros((224, 224, 3), np.uint8))
-    plot_predictions(images, [classes[truth[i]] for i in shown], [classes[predicted[i]] for i in shown],
-                     probabilities[shown], classes,
-                     os.path.join(out_dir, "predictions.png"))
+    resize = store.meta.get("resize", "crop")
+    images = [_view(os.path.join(image_dir, names[i]), resize) for i in shown]
+    grid = dict(true_classes=[classes[truth[i]] for i in shown], predicted_classes=[classes[predicted[i]] for i in shown],
+                probabilities=probabilities[shown], classes=classes)
+    plot_predictions(images, path=os.path.join(out_dir, "predictions.png"), **grid)
+    if heatmaps != "none" and len(store.shape) == 3:
+        maps = _write_heatmaps(head.gradient_net(meta, (models_dir, epoch), context), store, image_dir, names, truth,
+                               predicted, classes, resize, out_dir, shown, heatmaps == "all", context)
+        plot_predictions(images, path=os.path.join(out_dir, "heatmaps.png"), maps=maps,
+                         title="where the head looked (Grad-CAM of the predicted class at the cut layer)", **grid)
+    elif heatmaps != "none":
+        log(f"no heatmaps: the codes have shape {store.shape}, not a channels x height x width map")
     return report, out_dir
+
+
+def _view(path, resize):
+    """The image as the backbone saw it (224 x 224 RGB)."""
+    try:
+        return load_image(path, resize=resize)
+    except ImageReadError:  # it has a code, so it was readable when the codes were made
+        return np.zeros((224, 224, 3), np.uint8)
+
+
+def _write_heatmaps(net, store, image_dir, names, truth, predicted, classes, resize, out_dir, shown, overlays,
+                    context):
+    """heatmaps.npz (and with ``overlays`` heatmaps/<image>.png) batch by batch; returns the maps of ``shown``."""
+    from models.heatmaps import heatmap_batch, heatmap_file, overlay_name, save_overlay
+
+    kept = {int(i): None for i in shown}
+    with heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(names), store.shape[1:], classes) as writer:
+        for start in range(0, len(names), head.PREDICT_BATCH):
+            batch = np.arange(start, min(start + head.PREDICT_BATCH, len(names)))
+            paths = [os.path.join(image_dir, names[i]) for i in batch]
+            maps, boxes, sizes = heatmap_batch(net, store.read([names[i] for i in batch]), predicted[batch], paths,
+                                               resize, context)
+            writer.add(maps, [names[i] for i in batch], predicted[batch], boxes, sizes)
+            for i, heat, path in zip(batch, maps, paths):
+                if i in kept:
+                    kept[i] = heat
+                if overlays:
+                    save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(names[i])), _view(path, resize), heat,
+                                 f"{names[i]}\ntrue {classes[truth[i]]}, said {classes[predicted[i]]}")
+    return [kept[int(i)] for i in shown]

@@ -78,9 +78,12 @@ def standardize_block(size):
     return Standardize()
 
 
-def build_head(n_classes, code_shape, pool="none", standardize=False, dropout=0.0):
+def build_head(n_classes, code_shape, pool="none", standardize=False, dropout=0.0, use_global_stats=False):
     """[global average pool] -> flatten -> [standardise] -> [dropout] -> Dense(512) -> BatchNorm -> ReLU -> Dense(512)
-    -> BatchNorm -> ReLU -> Dense(n_classes), uninitialized. The defaults are the original Xvision head."""
+    -> BatchNorm -> ReLU -> Dense(n_classes), uninitialized. The defaults are the original Xvision head.
+
+    ``use_global_stats``: BatchNorm on its running statistics in the backward pass too; the network to take input
+    gradients of (MXNet's BatchNorm backward otherwise assumes batch statistics, even outside training)."""
     from mxnet.gluon import nn
 
     size = head_input_size(code_shape, pool)
@@ -94,9 +97,9 @@ def build_head(n_classes, code_shape, pool="none", standardize=False, dropout=0.
         if dropout:
             net.add(nn.Dropout(dropout))  # identity outside training, so the exported head needs no flag
         net.add(nn.Dense(HIDDEN_UNITS, in_units=size),
-                nn.BatchNorm(in_channels=HIDDEN_UNITS), nn.Activation("relu"),
+                nn.BatchNorm(in_channels=HIDDEN_UNITS, use_global_stats=use_global_stats), nn.Activation("relu"),
                 nn.Dense(HIDDEN_UNITS, in_units=HIDDEN_UNITS),
-                nn.BatchNorm(in_channels=HIDDEN_UNITS), nn.Activation("relu"),
+                nn.BatchNorm(in_channels=HIDDEN_UNITS, use_global_stats=use_global_stats), nn.Activation("relu"),
                 nn.Dense(n_classes, in_units=HIDDEN_UNITS))
     return net
 
@@ -108,11 +111,28 @@ def set_standardization(net, mean, scale):
     block.scale.set_data(np.asarray(scale, np.float32).reshape(1, -1))
 
 
-def build_from_meta(meta):
+def build_from_meta(meta, use_global_stats=False):
     """The head described by a head.json (heads trained before pooling and standardisation existed have neither)."""
     layout = meta.get("head", {})
     return build_head(len(meta["classes"]), meta["code_shape"], pool=layout.get("pool", "none"),
-                      standardize=layout.get("standardize", False), dropout=layout.get("dropout", 0.0))
+                      standardize=layout.get("standardize", False), dropout=layout.get("dropout", 0.0),
+                      use_global_stats=use_global_stats)
+
+
+def gradient_net(meta, weights, context=None):
+    """The head of ``meta`` with BatchNorm on its running statistics in both passes, holding ``weights`` (a models
+    folder and an epoch, or a trained head's parameters by name): for input gradients (Grad-CAM)."""
+    import mxnet as mx
+
+    net = build_from_meta(meta, use_global_stats=True)
+    net.initialize(ctx=context or mx.cpu())
+    if isinstance(weights, tuple):
+        folder, epoch = weights
+        load_weights(folder, net, epoch)
+    else:
+        for name, param in net.collect_params().items():
+            param.set_data(weights[name].data() if hasattr(weights[name], "data") else weights[name])
+    return net
 
 
 def has_checkpoints(folder):

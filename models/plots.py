@@ -75,18 +75,25 @@ def plot_roc(curves, path):
     _save(fig, path)
 
 
-def plot_predictions(images, true_classes, predicted_classes, probabilities, classes, path, columns=5):
+def plot_predictions(images, true_classes, predicted_classes, probabilities, classes, path, columns=5, maps=None,
+                     title="some predictions"):
     """A grid of images, each captioned with its true class and the predicted probabilities; green where the
-    predicted class (at the operating threshold) is right."""
+    predicted class (at the operating threshold) is right. With ``maps``, each image carries its heatmap."""
+    from models.heatmaps import draw_overlay
+
     rows = max(1, -(-len(images) // columns))
     fig = _figure(2.6 * columns, 3.1 * rows)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, image, truth, guess, probs in zip(axes, images, true_classes, predicted_classes, probabilities):
-        ax.imshow(image)
+    for i, (ax, image, truth, guess, probs) in enumerate(zip(axes, images, true_classes, predicted_classes,
+                                                          probabilities)):
+        if maps is None:
+            ax.imshow(image)
+        else:
+            draw_overlay(ax, image, maps[i])
         top = np.argsort(probs)[::-1][:3]
         caption = f"true: {truth}, said: {guess}\n" + "\n".join(f"{classes[i]}: {probs[i]:.2f}" for i in top)
         ax.set_title(caption, fontsize=8, color="tab:green" if guess == truth else "tab:red")
-    fig.suptitle("some predictions")
+    fig.suptitle(title)
     _save(fig, path)

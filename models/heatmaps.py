@@ -1,0 +1,136 @@
+"""Where the head looked: Grad-CAM at the cut layer, computed on the head alone from the stored codes.
+
+For one image and one class: the gradient of the class's logit with respect to the image's code map (C x H x W, 512 x
+7 x 7 at ``stage4_unit2_relu1``), averaged over the grid, weighs each channel; the map is the ReLU of the weighted sum
+of the channels (Selvaraju et al., 2017). No second pass through the backbone is needed. When the head averages the
+grid first (``--pool avg``, the default) the gradient is the same at every cell, so the map is exactly the code's
+channels weighted by how much each pooled feature moves the class's score: the class activation map (Zhou et al.,
+2016) of this head. With ``--pool none`` it is Grad-CAM in its usual, approximate sense: the head's cell-specific
+weights are averaged over the grid. The class's score is its logit minus the mean of the other logits (softmax sees
+only differences).
+
+``heatmaps.npz`` (written by ``test_model.py`` and ``python -m models.predict --heatmaps``), one row per image:
+- ``maps``: float32 (n, H, W), the map of the class the image was scored as, in the code's units (not normalised);
+- ``files``: the image file names (or paths, for ``models.predict``);
+- ``class_index``: int (n,), which class each map is for, an index into ``class_names``;
+- ``crop_boxes``: int (n, 4), (left, top, right, bottom) in the original image's pixels: the region the backbone saw
+  (the centre square with ``--resize crop``, the whole image with ``squash``), over which the map lies;
+- ``image_sizes``: int (n, 2), (width, height) of the original image; -1 where it could not be read again.
+"""
+
+import os
+import zipfile
+from contextlib import contextmanager
+
+import numpy as np
+from PIL import Image
+
+from models.fileio import atomic_path
+from models.images import crop_box
+
+OVERLAY_ALPHA = 0.45  # how much of the map shows over the radiograph
+
+
+def grad_cam(net, codes, class_index, context=None):
+    """Grad-CAM maps (n, H, W) float32 of the classes ``class_index`` (n,) for ``codes`` (n, C, H, W), batched.
+
+    ``net``: the head from ``head.gradient_net`` (BatchNorm on running statistics in the backward pass as well; the
+    exported head's BatchNorm would mix the images of a batch into each other's gradients)."""
+    import mxnet as mx
+    from mxnet import autograd
+
+    data = mx.nd.array(codes, ctx=context or mx.cpu())
+    data.attach_grad()
+    with autograd.record(train_mode=False):  # BatchNorm on its running statistics, dropout off: as at prediction
+        logits = net(data)
+        chosen = mx.nd.pick(logits, mx.nd.array(class_index, ctx=data.context), axis=1)
+        # softmax sees only differences of logits: score the class against the mean of the others
+        others = (logits.sum(axis=1) - chosen) / (logits.shape[1] - 1)
+        score = chosen - others
+    score.backward()  # the images do not interact, so one backward pass gives every image its own gradient
+    weights = data.grad.mean(axis=(2, 3), keepdims=True)
+    return mx.nd.relu((weights * data).sum(axis=1)).asnumpy().astype(np.float32)
+
+
+def heatmap_batch(net, codes, class_index, paths, resize, context=None):
+    """(maps, crop boxes, image sizes) of one batch: Grad-CAM of ``class_index`` and where each map lies."""
+    regions = [region_of(path, resize) for path in paths]
+    return grad_cam(net, codes, class_index, context), [r[0] for r in regions], [r[1] for r in regions]
+
+
+def region_of(path, resize):
+    """((left, top, right, bottom), (width, height)) of the part of the image file the backbone saw."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError):
+        return (-1, -1, -1, -1), (-1, -1)
+    return crop_box(width, height, resize), (width, height)
+
+
+def draw_overlay(ax, image, heat):
+    """``image`` (the backbone's view, size x size) with ``heat`` upsampled over it; colours relative to its maximum."""
+    size = image.shape[0]
+    ax.imshow(image)
+    top = float(heat.max())
+    ax.imshow(heat / top if top > 0 else heat, cmap="jet", vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
+              interpolation="bilinear", extent=(0, size, size, 0))
+    ax.axis("off")
+
+
+def save_overlay(path, image, heat, title):
+    """One image with its map, as a PNG of its own."""
+    from models.plots import _figure, _save
+
+    fig = _figure(3.2, 3.5)
+    ax = fig.subplots()
+    draw_overlay(ax, image, heat)
+    ax.set_title(title, fontsize=8)
+    _save(fig, path)
+
+
+class HeatmapWriter:
+    """Adds the maps to an open heatmaps.npz archive batch by batch (see ``heatmap_file``)."""
+
+    def __init__(self, archive, count, grid, class_names):
+        self.archive, self.count, self.written = archive, count, 0
+        self.class_names = list(class_names)
+        self.files, self.classes, self.boxes, self.sizes = [], [], [], []
+        self._maps = archive.open("maps.npy", "w", force_zip64=True)
+        np.lib.format.write_array_header_1_0(
+            self._maps, {"descr": "<f4", "fortran_order": False, "shape": (count,) + tuple(grid)})
+
+    def add(self, maps, files, class_index, boxes, sizes):
+        self._maps.write(np.ascontiguousarray(maps, dtype="<f4").tobytes())
+        self.written += len(maps)
+        self.files += list(files)
+        self.classes += list(class_index)
+        self.boxes += list(boxes)
+        self.sizes += list(sizes)
+
+    def finish(self):
+        self._maps.close()
+        if self.written != self.count:
+            raise ValueError(f"{self.written} maps written, {self.count} announced")
+        arrays = {"files": np.array(self.files, dtype=str), "class_index": np.array(self.classes, dtype=np.int64),
+                  "class_names": np.array(self.class_names, dtype=str),
+                  "crop_boxes": np.array(self.boxes, dtype=np.int64).reshape(-1, 4),
+                  "image_sizes": np.array(self.sizes, dtype=np.int64).reshape(-1, 2)}
+        for name, array in arrays.items():
+            with self.archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+@contextmanager
+def heatmap_file(path, count, grid, class_names):
+    """A HeatmapWriter for ``path``: the maps go straight into the archive as they are made, so memory does not grow
+    with the number of images (only names and boxes are kept, a few bytes each); the file appears only when whole."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        writer = HeatmapWriter(archive, count, grid, class_names)
+        yield writer
+        writer.finish()
+
+
+def overlay_name(name):
+    """File name of an image's overlay PNG: the image's name (its folder left out) with .png."""
+    return os.path.splitext(os.path.basename(name))[0] + ".png"

@@ -1,0 +1,152 @@
+"""Step 6: a trained head applied to new X-rays, no labels needed.
+
+    python -m models.predict MODELS_DIR IMAGE_OR_FOLDER... [--epoch last|best|N] [--out DIR] [--heatmaps]
+
+Runs the backbone exactly as head.json records it (the checkpoint, checked by its sha256, the layer, the precision
+and the resize mode), then the head; prints one line per image, writes OUT/predictions.csv and, with --heatmaps,
+OUT/heatmaps.npz and one overlay PNG per image in OUT/heatmaps/. Images are read, encoded and written batch by batch.
+"""
+
+import argparse
+import csv
+import os
+import sys
+from contextlib import nullcontext
+
+import numpy as np
+from tqdm import tqdm
+
+from models import head, metrics
+from models.devices import GPU_SPEC_HELP
+from models.errors import UserError, one_line, run_cli
+from models.evaluation import EPOCH_CHOICES, operating_point, resolve_epoch
+from models.fileio import atomic_path, check_output_folder
+from models.images import IMAGE_EXTENSIONS, list_images, load_image
+
+
+def image_paths(inputs):
+    """Every image file named, or inside a folder named, in order; UserError for a name that is neither."""
+    paths = []
+    for given in inputs:
+        if os.path.isdir(given):
+            paths += [os.path.join(given, name) for name in list_images(given)]
+        elif os.path.lexists(given):
+            paths.append(given)
+        else:
+            raise UserError(f"no such image or folder: {given!r}")
+    if not paths:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) given")
+    return paths
+
+
+def recorded_backbone(meta, batch_size, contexts):
+    """The backbone that made the head's training codes, rebuilt from head.json; UserError where it cannot be."""
+    from models.pretrained import Backbone
+    from models.weights import sha256_of
+
+    made = meta["backbone"]
+    prefix, precision = made.get("model"), made.get("precision", "fp32")
+    params = f"{prefix}-0000.params"
+    if not prefix or not os.path.exists(params):
+        raise UserError(f"the head was trained on codes of {params!r}, which is not here: run from the folder "
+                        f"train.py ran in, or put the checkpoint back")
+    if sha256_of(params) != made.get("model_sha256"):
+        raise UserError(f"{params} is not the checkpoint the head's codes were made with (its sha256 differs from "
+                        f"head.json's): restore that checkpoint, or train a head on codes of this one")
+    if precision == "int8":
+        from models.pretrained import load_checkpoint
+
+        cached = os.path.join(meta["training"].get("train_codes", ""), "int8-calibration",
+                              f"int8-{made.get('int8_calibration')}")
+        if not os.path.exists(f"{cached}-0000.params"):
+            raise UserError(f"the head was trained on int8 codes whose calibrated network ({cached}-*) is not here; "
+                            f"run train.py --int8 again into the training codes folder")
+        return Backbone(prefix, made["layer"], contexts, batch_size, graph=load_checkpoint(cached), precision="int8",
+                        calibration=made.get("int8_calibration"), model_sha256=made["model_sha256"])
+    return Backbone(prefix, made["layer"], contexts if precision == "fp32" else None, batch_size,
+                    precision=precision, model_sha256=made["model_sha256"])
+
+
+def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=False, batch_size=32, contexts=None,
+                   log=print):
+    """Classify every image of ``inputs`` (files and folders) with the head in ``models_dir``; returns the number of
+    images classified. Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
+    recorded one, or inputs that name no image."""
+    from models.extract import encode
+    from models.heatmaps import heatmap_batch, heatmap_file, overlay_name, save_overlay
+
+    meta = head.read_meta(models_dir)
+    epoch, _ = resolve_epoch(meta, epoch, models_dir)
+    paths = image_paths(inputs)
+    out_dir = out_dir or os.path.join(models_dir, "predict")
+    check_output_folder(out_dir, "--out", [(f"the image folder", p) for p in inputs if os.path.isdir(p)])
+    classes = meta["classes"]
+    positive, threshold, _ = operating_point(meta, epoch)
+    resize = meta["backbone"].get("resize", "crop")
+    net = head.load_predictor(models_dir, epoch)
+    cam_net = head.gradient_net(meta, (models_dir, epoch)) if heatmaps else None
+    backbone = recorded_backbone(meta, batch_size, contexts)
+    grid = tuple(meta["code_shape"][1:])
+    heatmaps = heatmaps and len(grid) == 2
+    os.makedirs(out_dir, exist_ok=True)
+    rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
+    log(f"epoch {epoch} of {models_dir}: {len(paths)} images{rule}")
+    done, skipped = 0, []
+    with atomic_path(os.path.join(out_dir, "predictions.csv")) as csv_path, \
+            open(csv_path, "w", newline="", encoding="utf-8") as csv_file, \
+            (heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(paths), grid, classes) if heatmaps
+             else nullcontext()) as maps_out, \
+            tqdm(total=len(paths), unit="img", desc="predict", leave=False) as bar:
+        writer = csv.writer(csv_file)
+        writer.writerow(["file", "predicted_class"] + [f"p_{name}" for name in classes])
+        for chunk, codes, failed in encode(backbone, "", paths, resize, bar):  # encode warns about failed ones
+            skipped += [path for path in chunk if path in failed]
+            probabilities = head.predict_proba(net, codes)
+            predicted = metrics.decide(probabilities, positive, threshold)
+            for path, guess, probs in zip(chunk, predicted, probabilities):
+                if path not in failed:
+                    writer.writerow([path, classes[guess]] + [repr(float(p)) for p in probs])
+                    shown = ", ".join(f"{name} {p:.4f}" for name, p in zip(classes, probs))
+                    bar.write(f"{one_line(path)}: {classes[guess]} ({shown})")
+            if maps_out is not None:  # one row per image given; an unreadable one gets NaNs and class -1
+                maps, boxes, sizes = heatmap_batch(cam_net, codes, predicted, chunk, resize)
+                unread = np.array([path in failed for path in chunk])
+                maps[unread], predicted = np.nan, np.where(unread, -1, predicted)
+                maps_out.add(maps, chunk, predicted, boxes, sizes)
+                for path, heat, guess in zip(chunk, maps, predicted):
+                    if path not in failed:
+                        save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(path)),
+                                     load_image(path, resize=resize), heat,
+                                     f"{os.path.basename(path)}\nsaid {classes[guess]}")
+    done = len(paths) - len(skipped)
+    log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
+        f"{os.path.join(out_dir, 'predictions.csv')}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
+                                                          if heatmaps else ""))
+    return done
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.split("\n\n")[0] + " " +
+                                     __doc__.split("\n\n")[2].replace("\n", " "))
+    parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
+    parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--epoch", default="last", help=f"which epoch's checkpoint: {EPOCH_CHOICES} (default: last)")
+    parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv and the heatmaps "
+                                                     "(default: MODELS_DIR/predict)")
+    parser.add_argument("--heatmaps", action="store_true",
+                        help="also write heatmaps.npz and an overlay PNG per image (Grad-CAM of the predicted class)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--gpus", default="auto", help=GPU_SPEC_HELP + " (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    from models.devices import select_contexts
+
+    contexts, notice = select_contexts(args.gpus)
+    if notice:
+        print(f"notice: {notice}", file=sys.stderr)
+    predict_images(args.models_dir, args.inputs, args.epoch, args.out, args.heatmaps, args.batch_size, contexts)
+
+
+if __name__ == "__main__":
+    run_cli(main)
