@@ -66,8 +66,8 @@ def file_stamp(path):
 def changed_files(folder, stamps, names):
     """The ``names`` whose file in ``folder`` no longer holds what ``stamps`` recorded (or that have no stamp).
 
-    Size and modification time equal to the stamp's: the same file, no hashing (hashing 3,000 Open-i PNGs costs
-    about a second); otherwise the bytes' sha256 decides, so a copied or moved folder is still recognised.
+    Size and modification time equal to the stamp's: the same file, no hashing (a stat is 2 us, hashing an Open-i-sized
+    PNG 70 us here); otherwise the bytes' sha256 decides, so a copied or moved folder is still recognised.
     """
     changed = []
     for name in names:
