@@ -19,6 +19,8 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
   MXNet dot / oneDNN);
 - peak memory (ru_maxrss of a child train.py) for two image counts, and for two large (--big-size, 9400x9400: under
   PIL's pixel cap) gray PNGs in 8 bits and the same picture in 16 bits, which must cost at most 1.5x the 8-bit peak.
+Each row of the project's network records the precision that ran (``precision``; for end-to-end rows, what train.py's
+speed self-check kept, which may be fp32 where bf16 / int8 is not faster) next to ``precision_requested``.
 Every row is measured once per round, --runs rounds one after the other, and reported as the median; a ratio is the
 median of its per-round ratios, so that a machine drifting in speed during the bench moves both sides of it together.
 Nothing here asserts a time. The CPU time other processes took during each row is recorded, since a busy machine makes
@@ -166,6 +168,8 @@ def read_text(path, default=""):
 
 
 def machine_info():
+    from models.devices import cpu_model
+
     cpuinfo = read_text("/proc/cpuinfo")
     fields = {}
     for line in cpuinfo.splitlines():
@@ -175,9 +179,12 @@ def machine_info():
     meminfo = {line.split(":")[0]: line.split(":")[1].strip() for line in read_text("/proc/meminfo").splitlines()
                if ":" in line}
     siblings = read_text("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").strip()
+    identity = cpu_model()
     info = {
         "cpu": fields.get("model name", platform.processor()),
         "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+        "cpu_vendor": identity["vendor"],
+        "cpu_generation": identity["generation"],  # from family/model: a VM may call a Zen 4 and a Zen 5 "AMD EPYC"
         "usable_cores": len(os.sched_getaffinity(0)),
         "logical_cpus": os.cpu_count(),
         "threads_per_core": len(siblings.replace("-", ",").split(",")) if siblings else None,
@@ -339,7 +346,9 @@ class Bench:
                "--batches", a.batches, "--runs", 1, "--warmup", a.warmup]
         if precision == "int8":
             cmd += ["--calibration", *self.calibration_paths(a.calib_images)]
-        return run_json(list(map(str, cmd)))
+        # child.py builds the Backbone of that precision without train.py's speed self-check: what it times is that
+        # network, however it compares with fp32
+        return dict(run_json(list(map(str, cmd))), precision_requested=precision, precision=precision)
 
     def extraction_runs(self, flags, images, runs):
         """``runs`` fresh train.py processes over the ``images`` set (TEST_IMGS: one image), cached per (flags, n)."""
@@ -357,7 +366,10 @@ class Bench:
     def extract(self, flags):
         results = self.extraction_runs(flags, self.args.images, 1)
         train = [r["folders"][0] for r in results]
+        used = sorted({f["precision"] for f in train})  # the Backbone's precision after train.py's speed self-check
         return {"runs": [f["img_per_s"] for f in train], "images": self.args.images,
+                "precision_requested": "bf16" if "--bf16" in flags else "int8" if "--int8" in flags else "fp32",
+                "precision": used[0] if len(used) == 1 else "mixed: " + ", ".join(used),
                 "seconds": [round(f["seconds"], 3) for f in train],
                 "process_wall_s": [round(r["wall_s"], 2) for r in results],
                 "startup_s": [round(f["started_at_s"], 2) for f in train],
@@ -517,7 +529,9 @@ def fmt(value):
 def print_table(results):
     machine = results["machine"]
     print(f"\nXvision-MX bench  {results['date']}  ({'quick' if results['quick'] else 'full'})")
-    print(f"machine: {machine['cpu']} (family/model {machine['cpu_family_model']}), {machine['usable_cores']} usable "
+    generation = f", {machine['cpu_generation']}" if machine.get("cpu_generation") else ""
+    print(f"machine: {machine['cpu']} (family/model {machine['cpu_family_model']}{generation}), "
+          f"{machine['usable_cores']} usable "
           f"cores, {machine['threads_per_core']} thread(s)/core, {machine['memory_total']}, "
           f"{'VM' if machine['hypervisor'] else 'bare metal'}")
     print(f"flags: {' '.join(machine['flags'])}; OMP_NUM_THREADS={machine['omp_num_threads']}; "
@@ -535,7 +549,9 @@ def print_table(results):
             continue
         r = results["rows"][row.key]
         runs = " ".join(fmt(v) for v in r["runs"][:6]) + (f"  (n={r['images']})" if "images" in r else "")
-        print(f"{row.label:<{width}}{fmt(r['median']):>10}  {row.unit:<10}{runs:<34}"
+        ran = f"  [ran {r['precision']}]" if r.get("precision", r.get("precision_requested")) != \
+            r.get("precision_requested") else ""
+        print(f"{row.label:<{width}}{fmt(r['median']):>10}  {row.unit:<10}{runs + ran:<34}"
               f"{r['cpu']['other_cpu_fraction'] * 100:>8.0f}%")
     print(f"\n{'ratio':<32}{'value':>8}  {'target':<10}{'met':<5}{'per round':<20}meaning")
     for key, ratio in results["ratios"].items():
@@ -570,6 +586,10 @@ def merge_rounds(rounds):
     merged["per_round"] = [measured["median"] for measured in rounds]
     merged["cpu"] = max((measured["cpu"] for measured in rounds), key=lambda cpu: cpu["other_cpu_fraction"])
     merged["attempts"] = sum(measured["attempts"] for measured in rounds)
+    if "precision" in merged:  # what ran in each round (train.py's self-check decides anew in every process)
+        merged["precision_per_round"] = [measured.get("precision") for measured in rounds]
+        used = sorted(set(map(str, merged["precision_per_round"])))
+        merged["precision"] = used[0] if len(used) == 1 else "mixed: " + ", ".join(used)
     return merged
 
 
@@ -705,6 +725,11 @@ def main(argv=None):
     results["targets_met"] = targets
     results["all_targets_met"] = all(v is True for v in targets.values())
     results["cpu"] = watch_all.report()
+    for key, row in rows.items():
+        if "precision" in row and row["precision"] != row.get("precision_requested"):
+            results["warnings"].append(f"{key} ran {row['precision']}, not {row['precision_requested']}: train.py's "
+                                       f"speed self-check found {row['precision_requested']} not faster than fp32 on "
+                                       f"this CPU (in some or all rounds), so its numbers and ratios are fp32's")
     busy = [k for k, r in rows.items() if r["cpu"]["other_cpu_fraction"] > OTHER_CPU_LIMIT]
     if busy:
         results["warnings"].append(f"other processes used >5% of the CPU during {', '.join(busy)}: those numbers are "

@@ -92,3 +92,45 @@ def require_native_bf16(flags=None):
     if not has_native_bf16(flags):
         raise UserError(f"--bf16 needs a CPU with native bfloat16 instructions ({' or '.join(NATIVE_BF16_FLAGS)}), "
                         f"which this one lacks; run without --bf16 (fp32) or with --int8")
+
+
+# (vendor, family, model range) -> generation, for the CPUs whose bf16 / int8 speed the README quotes and their kin.
+# A VM often names its CPU just "AMD EPYC"; the family and model numbers still say which one it is.
+CPU_GENERATIONS = (
+    ("AuthenticAMD", 0x17, range(0x00, 0x30), "AMD Zen / Zen+"),
+    ("AuthenticAMD", 0x17, range(0x30, 0x100), "AMD Zen 2"),
+    ("AuthenticAMD", 0x19, range(0x10, 0x20), "AMD Zen 4"),
+    ("AuthenticAMD", 0x19, range(0x60, 0x80), "AMD Zen 4"),
+    ("AuthenticAMD", 0x19, range(0xA0, 0xB0), "AMD Zen 4"),
+    ("AuthenticAMD", 0x19, range(0x00, 0x100), "AMD Zen 3"),
+    ("AuthenticAMD", 0x1A, range(0x00, 0x100), "AMD Zen 5"),
+    ("GenuineIntel", 6, (0x55,), "Intel Skylake-SP / Cascade Lake / Cooper Lake"),
+    ("GenuineIntel", 6, (0x6A, 0x6C), "Intel Ice Lake-SP"),
+    ("GenuineIntel", 6, (0x8F,), "Intel Sapphire Rapids"),
+    ("GenuineIntel", 6, (0xCF,), "Intel Emerald Rapids"),
+    ("GenuineIntel", 6, (0xAD, 0xAE), "Intel Granite Rapids"),
+)
+
+
+def cpu_model(cpuinfo="/proc/cpuinfo"):
+    """{"model_name", "vendor", "family", "model", "generation"} of the first CPU as the kernel reports it; the
+    generation (e.g. "AMD Zen 5") from CPU_GENERATIONS, None where the numbers are not in it."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block only
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    vendor = fields.get("vendor_id", "")
+    try:
+        family, model = int(fields.get("cpu family", "")), int(fields.get("model", ""))
+    except ValueError:
+        family = model = None
+    generation = next((name for v, fam, models, name in CPU_GENERATIONS
+                       if v == vendor and fam == family and model in models), None)
+    return {"model_name": fields.get("model name", ""), "vendor": vendor, "family": family, "model": model,
+            "generation": generation}

@@ -46,8 +46,12 @@ def quantize(prefix, layer, images):
                                  label_names=())
 
 
-def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop", cache_dir=None, log=print):
-    """A Backbone running the int8 version of ``prefix`` cut at ``layer``; calibrates, or loads it from ``cache_dir``."""
+def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop", cache_dir=None, log=print,
+                  speed_check=False):
+    """A Backbone running the int8 version of ``prefix`` cut at ``layer``; calibrates, or loads it from ``cache_dir``.
+
+    ``speed_check``: time it against fp32 at load and run fp32 where int8 is not faster (see Backbone); the
+    calibrated network is cached either way."""
     import mxnet as mx
 
     readable = []
@@ -76,4 +80,4 @@ def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop"
         if cached:
             save_checkpoint(cached, symbol, args, aux)
     return Backbone(prefix, layer, [mx.cpu()], batch_size, graph=(symbol, args, aux), precision="int8",
-                    calibration=key, model_sha256=model_sha256)
+                    calibration=key, model_sha256=model_sha256, speed_check=speed_check)

@@ -1,7 +1,10 @@
-"""train.py --int8 / --bf16: the fast networks give codes close to fp32; int8's calibration is cached."""
+"""train.py --int8 / --bf16: the fast networks give codes close to fp32; int8's calibration is cached; where the
+reduced precision is not faster than fp32 (simulated with the XVISION_SIMULATE_SLOW test hook), fp32 runs, one notice
+line says why and the codes' index says fp32."""
 
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -9,8 +12,9 @@ import skimage
 
 from conftest import run_script
 from models.codes import CodeStore
-from models.devices import has_native_bf16, require_native_bf16
+from models.devices import cpu_model, has_native_bf16, require_native_bf16
 from models.errors import UserError
+from models.pretrained import MIN_SPEEDUP, SIMULATE_SLOW_ENV, SIMULATED_SPEEDUP, compare_speed
 
 PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "horse.png", "hubble_deep_field.jpg",
           "ihc.png", "moon.png", "motorcycle_left.png", "rocket.jpg", "page.png"]
@@ -39,6 +43,29 @@ def photos(weights, tmp_path_factory):
     fp32 = run_script(*args("fp32"))
     assert fp32.returncode == 0, fp32.stderr
     return root, args
+
+
+def simulating_slow(precision):
+    """The environment of a train.py run whose speed self-check sees ``precision`` run at 0.6x fp32."""
+    return dict(os.environ, **{SIMULATE_SLOW_ENV: precision})
+
+
+def notices(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("notice:")]
+
+
+def assert_ran_fp32(root, name, result, precision):
+    """``result`` (train.py --``precision`` on a simulated slow network) ran fp32, said so in one line, and its codes
+    are the fp32 codes, recorded as fp32 in both codes folders."""
+    assert result.returncode == 0, result.stderr
+    said = notices(result.stderr)
+    assert len(said) == 1 and f"the {precision} network is not faster than fp32" in said[0], result.stderr
+    assert "running fp32 instead" in said[0] and "XVISION_SIMULATE_SLOW" in said[0]
+    assert "cut at stage4_unit2_relu1_output (fp32)" in result.stdout
+    for folder in (name, f"{name}_test"):
+        meta = CodeStore(root / folder).meta
+        assert meta["precision"] == "fp32" and meta["int8_calibration"] is None, meta
+    np.testing.assert_array_equal(CodeStore(root / name).read(PHOTOS), CodeStore(root / "fp32").read(PHOTOS))
 
 
 def compare_to_fp32(root, name, precision):
@@ -75,6 +102,12 @@ def test_int8_codes_match_fp32_and_calibration_is_cached(photos):
     assert third.returncode == 0, third.stderr
     assert "cannot be read" in third.stdout and "calibrating again" in third.stdout and "Traceback" not in third.stdout
     np.testing.assert_array_equal(CodeStore(root / "int8").read(PHOTOS), quantized)
+    assert not notices(third.stderr) and "x fp32 in" in third.stdout  # int8 is faster here: kept, after the check
+
+    # where int8 is not faster than fp32 (simulated), fp32 runs (the calibration is still cached) and the index says so
+    slow = run_script(*args("int8", "--int8", "--calib-images", "8"), env=simulating_slow("int8"))
+    assert "int8: using the calibrated network cached in" in slow.stdout
+    assert_ran_fp32(root, "int8", slow, "int8")
 
 
 @pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)")
@@ -84,9 +117,38 @@ def test_bf16_codes_match_fp32(photos):
     assert result.returncode == 0, result.stderr
     assert "--gpus 0 ignored: the bf16 network runs on the CPU" in result.stderr
 
-    codes, similarity = compare_to_fp32(root, "bf16", "bf16")
+    assert not [line for line in notices(result.stderr) if "not faster" in line] and "x fp32 in" in result.stdout
+
+    codes, similarity = compare_to_fp32(root, "bf16", "bf16")  # bf16 is faster on this CPU: the self-check keeps it
     assert not np.array_equal(codes, CodeStore(root / "fp32").read(PHOTOS))  # it did run in another precision
     assert similarity.min() >= 0.99, similarity
+    assert similarity.mean() >= 0.999, similarity
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)")
+def test_bf16_runs_fp32_where_it_is_not_faster(photos):
+    root, args = photos
+    result = run_script(*args("bf16_slow", "--bf16"), env=simulating_slow("bf16"))
+    assert_ran_fp32(root, "bf16_slow", result, "bf16")
+
+
+def test_speed_check_keeps_only_what_is_faster(monkeypatch):
+    monkeypatch.delenv(SIMULATE_SLOW_ENV, raising=False)
+    calls = []
+
+    def runner(name, seconds):
+        return lambda: (calls.append(name), time.sleep(seconds))
+
+    fast = compare_speed("bf16", runner("fp32", 0.03), runner("bf16", 0.01))
+    assert fast["speedup"] > 2 and fast["pairs"] == 2 and not fast["simulated"]  # clear after two pairs: stops
+    assert calls == ["bf16", "fp32", "fp32", "bf16"]  # alternating which goes first
+    slow = compare_speed("int8", runner("fp32", 0.01), runner("int8", 0.03))
+    assert slow["speedup"] < 1 / 2 < MIN_SPEEDUP and set(slow) >= {"fp32_s", "int8_s"}
+    close = compare_speed("bf16", runner("fp32", 0.02), runner("bf16", 0.02))
+    assert close["pairs"] == 4  # near the line: more pairs before deciding
+    monkeypatch.setenv(SIMULATE_SLOW_ENV, "int8,bf16")
+    simulated = compare_speed("bf16", runner("fp32", 0.03), runner("bf16", 0.01))
+    assert simulated["simulated"] and simulated["speedup"] == pytest.approx(SIMULATED_SPEEDUP)
 
 
 @pytest.mark.skipif(NATIVE_BF16, reason="this CPU has native bfloat16, so --bf16 runs")
@@ -108,3 +170,20 @@ def test_one_precision_at_a_time(photos):
     root, args = photos
     result = run_script(*args("both", "--bf16", "--int8"))
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+@pytest.mark.parametrize("vendor, family, model, name, generation", [
+    ("AuthenticAMD", 26, 2, "AMD EPYC", "AMD Zen 5"),  # this project's VM: the name alone does not say which EPYC
+    ("AuthenticAMD", 25, 17, "AMD EPYC 9654 96-Core Processor", "AMD Zen 4"),
+    ("AuthenticAMD", 25, 1, "AMD EPYC 7763 64-Core Processor", "AMD Zen 3"),
+    ("GenuineIntel", 6, 143, "Intel(R) Xeon(R) Platinum 8480+", "Intel Sapphire Rapids"),
+    ("GenuineIntel", 6, 999, "Some Intel", None),
+])
+def test_cpu_model_names_the_generation(tmp_path, vendor, family, model, name, generation):
+    cpuinfo = tmp_path / "cpuinfo"
+    block = (f"processor\t: {{}}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+             f"model name\t: {name}\n")
+    cpuinfo.write_text(block.format(0) + "\n" + block.format(1))
+    assert cpu_model(cpuinfo) == {"model_name": name, "vendor": vendor, "family": family, "model": model,
+                                  "generation": generation}
+    assert cpu_model(tmp_path / "absent")["generation"] is None
