@@ -79,7 +79,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     epoch, _ = resolve_epoch(meta, epoch, models_dir)
     paths = image_paths(inputs)
     out_dir = out_dir or os.path.join(models_dir, "predict")
-    check_output_folder(out_dir, "--out", [(f"the image folder", p) for p in inputs if os.path.isdir(p)])
+    check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     classes = meta["classes"]
     positive, threshold, _ = operating_point(meta, epoch)
     resize = meta["backbone"].get("resize", "crop")
