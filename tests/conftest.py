@@ -26,6 +26,17 @@ def weights():
     return WEIGHTS_PREFIX
 
 
+def read_tree(root):
+    """Every file under ``root`` (relative path -> bytes)."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, root)] = f.read()
+    return found
+
+
 def write_noise_pngs(folder, count, size=256, seed=0, prefix="img"):
     """``count`` distinct grayscale PNGs (smooth random blobs, so the network sees some structure)."""
     os.makedirs(folder, exist_ok=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, read_tree, run_script
 from test_head import check_report_against_csv
 
 SAMPLE = os.path.join(REPO, "examples", "nih-sample")
@@ -24,17 +24,6 @@ def sample_files(root):
     """class -> sorted PNG names of ROOT/<class>/."""
     return {label: sorted(n for n in os.listdir(os.path.join(root, label)) if n.endswith(".png"))
             for label in CLASSES}
-
-
-def tree(root):
-    """Every file under ``root`` (relative path -> bytes)."""
-    found = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, root)] = f.read()
-    return found
 
 
 def test_make_demo_on_the_bundled_sample(weights, tmp_path):
@@ -121,9 +110,9 @@ def test_sample_is_what_the_script_builds(tmp_path):
     for name in ("one", "two"):
         result = run_script(SCRIPT, FULL_SET, tmp_path / name, "--per-class", 40, "--size", 256, "--seed", 0)
         assert result.returncode == 0, result.stderr
-        builds.append(tree(tmp_path / name))
+        builds.append(read_tree(tmp_path / name))
     assert builds[0] == builds[1]
-    bundled = tree(SAMPLE)
+    bundled = read_tree(SAMPLE)
     assert sorted(builds[0]) == sorted(bundled)
     assert builds[0]["README.md"] == bundled["README.md"]
     for path in bundled:
@@ -148,10 +137,10 @@ def write_fake_source(root):
 def test_script_draws_whole_patients_seeded_and_writes_only_out_dir(tmp_path):
     source = tmp_path / "source"
     write_fake_source(source)
-    before = tree(tmp_path)
+    before = read_tree(tmp_path)
     result = run_script(SCRIPT, source, tmp_path / "out", "--per-class", 5, "--size", 48, "--seed", 1)
     assert result.returncode == 0, result.stderr
-    after = tree(tmp_path)
+    after = read_tree(tmp_path)
     assert {p: b for p, b in after.items() if not p.startswith("out" + os.sep)} == before
     drawn = sample_files(tmp_path / "out")
     for label, names in drawn.items():
@@ -165,7 +154,7 @@ def test_script_draws_whole_patients_seeded_and_writes_only_out_dir(tmp_path):
     assert "https://nihcc.app.box.com/v/ChestXray-NIHCC" in (tmp_path / "out" / "README.md").read_text()
 
     same = run_script(SCRIPT, source, tmp_path / "same", "--per-class", 5, "--size", 48, "--seed", 1)
-    assert same.returncode == 0 and tree(tmp_path / "same") == tree(tmp_path / "out")
+    assert same.returncode == 0 and read_tree(tmp_path / "same") == read_tree(tmp_path / "out")
     other = run_script(SCRIPT, source, tmp_path / "other", "--per-class", 5, "--size", 48, "--seed", 2)
     assert other.returncode == 0 and sample_files(tmp_path / "other") != drawn
 

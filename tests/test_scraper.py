@@ -15,6 +15,7 @@ import pytest
 
 from models.errors import run_cli
 from scraper import archive, openi, store
+from conftest import read_tree
 from tests.openi_server import FakeOpenI, make_items, make_png
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,15 +42,8 @@ def run_scraper(argv, capsys):
 
 
 def snapshot(folder):
-    """Every file under ``folder`` (relative path -> bytes), datas.json parsed."""
-    files = {}
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                data = f.read()
-            files[os.path.relpath(path, folder)] = json.loads(data) if name.endswith(".json") else data
-    return files
+    """Every file under ``folder`` (relative path -> bytes), the JSON files parsed."""
+    return {path: json.loads(data) if path.endswith(".json") else data for path, data in read_tree(folder).items()}
 
 
 def image_ids(pngs):
