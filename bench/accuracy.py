@@ -166,8 +166,10 @@ def main(argv=None):
         raise UserError(f"DATA folder not found: {args.data}")
     started = time.time()
     codes, targets, classes, files = load_dataset(root, os.path.join(args.cache, os.path.basename(root)))
-    groups = groups_from_pattern(files, args.group_pattern) if args.group_pattern else files
-    groups = [f"{classes[t]}/{g}" if not args.group_pattern else g for t, g in zip(targets, groups)]
+    if args.group_pattern:
+        groups = groups_from_pattern(files, args.group_pattern)
+    else:  # every image its own group, as scraper.process --from-folders does
+        groups = [f"{classes[t]}/{name}" for t, name in zip(targets, files)]
     negative = 1 - metrics.positive_class(classes)
     negatives = np.flatnonzero(targets == negative)
     subset = np.sort(np.concatenate([np.flatnonzero(targets != negative), negatives[::args.subset_every]]))

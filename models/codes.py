@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from models.errors import UserError
+from models.errors import UserError, named
 from models.fileio import read_json, remove_stale_temps, write_json
 from models.images import list_images
 
@@ -82,12 +82,6 @@ def changed_files(folder, stamps, names):
         elif [status.st_size, status.st_mtime_ns] != stamp[:2] and (file_stamp(path) or [None] * 3)[2] != stamp[2]:
             changed.append(name)
     return changed
-
-
-def named(names, limit=MAX_NAMED):
-    """Up to ``limit`` file names, quoted, then how many more."""
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(repr(n) for n in names[:limit]) + more
 
 
 class CodeStore:
@@ -231,14 +225,15 @@ class CodeWriter:
             return None
         try:
             index = read_json(self.index_path)
+            if not isinstance(index, dict):
+                return None
+            _check_index(index, self.index_path)
             array = np.load(self.codes_path, mmap_mode="r")
-        except (UserError, OSError, ValueError):
+        except (UserError, OSError, ValueError):  # damaged or foreign: start over
             return None
         expected = (len(self.files),) + tuple(self.meta["shape"])
         same = (index.get("format") == FORMAT and index.get("files") == self.files
-                and index.get("meta") == self.meta and array.shape == expected and array.dtype == np.float32
-                and isinstance(index.get("stamps"), dict) and isinstance(index.get("skipped"), dict)
-                and isinstance(index.get("rows_done"), int))
+                and index.get("meta") == self.meta and array.shape == expected and array.dtype == np.float32)
         return index if same else None
 
     def changed(self):

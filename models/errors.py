@@ -15,6 +15,12 @@ def mxnet_reason(err):
     return reason.removeprefix("MXNetError: ")
 
 
+def named(names, limit=10):
+    """Up to ``limit`` file names, quoted, then how many more: the way an error message lists offending files."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(repr(n) for n in names[:limit]) + more
+
+
 def one_line(text):
     """``text`` with line breaks written as \\n, so a file name holding one cannot split a one-line message."""
     return str(text).replace("\r", "\\r").replace("\n", "\\n")

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 
 from models import head, metrics
-from models.codes import CodeStore, check_examples, named
-from models.errors import UserError
+from models.codes import CodeStore, check_examples
+from models.errors import UserError, named
 from models.fileio import atomic_path, check_output_folder, write_json
 from models.images import ImageReadError, load_image
 from models.labels import load_labels

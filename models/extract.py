@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from models.codes import CodeWriter, named
-from models.errors import one_line
+from models.codes import CodeWriter
+from models.errors import named, one_line
 from models.images import ImageReadError, list_images, read_image
 from models.pretrained import INPUT_SIZE, put_image
 

@@ -8,7 +8,7 @@ import random
 import re
 from collections import defaultdict
 
-from models.errors import UserError
+from models.errors import UserError, named
 
 
 def shuffled_groups(labels, groups, classes, seed):
@@ -71,8 +71,7 @@ def groups_from_pattern(names, pattern):
             unmatched.append(name)
         found.append(match.group(1) if match else None)
     if unmatched:
-        more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
-        shown = ", ".join(repr(n) for n in unmatched[:5]) + more
+        shown = named(unmatched, 5)
         raise UserError(f"--group-pattern {pattern!r} matches no group id in {len(unmatched)} of {len(names)} file "
                         f"names: {shown}; fix the pattern (its first capture group is the group id) or rename them")
     return found

@@ -348,12 +348,15 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     elif not resume and head.has_checkpoints(models_dir):
         raise UserError(f"{models_dir} already holds a trained head: add --resume to continue it, "
                         f"or choose another MODELS_DIR (or delete this one) to start over")
-    net = initialised_head(len(labels.classes), store.shape, settings, train_codes, context)
-    if meta["history"]:
+    if meta["history"]:  # the checkpoint holds every weight, the standardisation too: no pass over the codes
+        net = head.build_from_meta(meta)
+        net.initialize(ctx=context)
         head.load_weights(models_dir, net, meta["history"][-1]["epoch"])
         log(f"resuming {models_dir} after epoch {meta['history'][-1]['epoch']}")
-    elif resume:
-        log(f"nothing to resume in {models_dir}: starting at epoch 1")
+    else:
+        net = initialised_head(len(labels.classes), store.shape, settings, train_codes, context)
+        if resume:
+            log(f"nothing to resume in {models_dir}: starting at epoch 1")
     os.makedirs(models_dir, exist_ok=True)
     remove_stale_temps(models_dir)
     net.hybridize(static_alloc=True)
