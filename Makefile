@@ -15,6 +15,9 @@ OUT ?= data/$(if $(DATA),$(notdir $(abspath $(DATA))),openi)
 # make demo: the bundled NIH sample (examples/nih-sample) into data/demo, or into OUT=dir given on the command line
 DEMO_DATA := examples/nih-sample
 DEMO_OUT = $(if $(filter command line,$(origin OUT)),$(OUT),data/demo)
+# make accuracy: fold seeds, and the folder of the shared NIH sets it runs besides DATA ('none': DATA only)
+SEEDS ?= 3
+SHARED ?= ../shared/data
 # make reproduce: where it writes, and extra scraper.py options (e.g. --base-url of a mirror)
 REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
@@ -77,9 +80,8 @@ bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction
 	$(PY) bench/run.py
 	$(PY) bench/fidelity.py
 
-accuracy: setup ## DATA=class folders [GROUP_PATTERN=regex]: cross-validate the head's defaults against a linear probe; writes bench/accuracy.json
-	@test -n "$(DATA)" || { echo "error: give DATA=folder of class folders, e.g. make accuracy DATA=../shared/data/nih-cxr8-pa GROUP_PATTERN='^(\d+)_'"; exit 2; }
-	$(PY) bench/accuracy.py "$(DATA)" $(GROUP_ARG)
+accuracy: setup ## [DATA=class folders] [GROUP_PATTERN=regex]: cross-validate the head's defaults, each layout, the original recipe and two linear probes on DATA and the shared NIH sets; writes bench/accuracy.json
+	$(PY) bench/accuracy.py $(if $(DATA),"$(DATA)") $(GROUP_ARG) --seeds $(SEEDS) --shared "$(SHARED)"
 
 clean: ## remove the venv, the weights cache and the converted checkpoint
 	rm -rf $(VENV) bench/.venv models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json

@@ -17,8 +17,9 @@ def build_parser():
                     "with a 95% bootstrap interval), predictions.csv, confusion_matrix.png, roc_curve.png, "
                     "predictions.png and Grad-CAM heatmaps (heatmaps.png, heatmaps.npz), and print the "
                     "precision/recall table. With two classes, an image is predicted "
-                    "positive when its probability reaches the threshold chosen on the validation images for that "
-                    "epoch (0.5 without validation); the scores at 0.5 are reported beside.")
+                    "positive when its probability reaches the threshold train_model.py chose on the out-of-fold "
+                    "probabilities of its inner cross-validation (else on the validation images for that epoch, else "
+                    "0.5); report.json says which, and the scores at 0.5 are reported beside.")
     parser.add_argument("test_imgs", metavar="TEST_IMGS", help="folder of test images: every one needs a label and a code")
     parser.add_argument("test_codes", metavar="TEST_CODES",
                         help="codes folder made by train.py for TEST_IMGS, with the same --model and --layer as the "
@@ -27,8 +28,8 @@ def build_parser():
                         help="label file of the test images; its classes must be among the model's")
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
     parser.add_argument("--epoch", default="last",
-                        help="which epoch's checkpoint to evaluate: last (default), best (highest validation ROC-AUC; "
-                             "on a validation set of a few images this picks noise: see README Accuracy), or a kept "
+                        help="which epoch's checkpoint to evaluate: last (default), best (highest validation ROC-AUC, for "
+                             "a head trained with --val-fraction; on a few validation images this picks noise), or a kept "
                              "epoch number")
     parser.add_argument("--out", metavar="DIR", help="folder for the report files (default: MODELS_DIR/eval)")
     parser.add_argument("--heatmaps", choices=("grid", "all", "none"), default="grid",

@@ -11,7 +11,7 @@ from dataclasses import replace
 from models import head
 from models.devices import GPU_SPEC_HELP
 from models.errors import run_cli
-from models.training import RECIPES, TrainSettings
+from models.training import LAYOUT_CHOICES, LAYOUT_LR, RECIPES, TrainSettings
 
 DEFAULTS = TrainSettings()
 XVISION = ", ".join(f"--{key.replace('_', '-')} {value if not isinstance(value, bool) else 'on' if value else 'off'}"
@@ -24,9 +24,10 @@ def build_parser():
         description="Train the head (Dense-BatchNorm-ReLU x2 -> Dense, plain SGD) on cached codes. Saves a checkpoint "
                     "after every epoch into MODELS_DIR (head-symbol.json, head-NNNN.params, head.json) and draws "
                     "training_curve.png there. The defaults learn on small, imbalanced sets: class-balanced loss, "
-                    "codes averaged over their grid and standardised, input dropout, a validation hold-out (whole "
-                    "groups per class) scored every epoch that sets the two-class threshold and records the best "
-                    "epoch. --recipe xvision trains exactly as the "
+                    "input dropout, and the input layout (averaged and standardised codes, or the raw flattened "
+                    "grid) chosen by a grouped, stratified inner cross-validation on the training images, whose "
+                    "out-of-fold probabilities also set the two-class threshold; then the chosen layout is trained "
+                    "on every training image. --recipe xvision trains exactly as the "
                     f"original Xvision ({XVISION}).")
     parser.add_argument("train_imgs", metavar="TRAIN_IMGS", help="folder of training images: every one needs a label and a code")
     parser.add_argument("train_codes", metavar="TRAIN_CODES", help="codes folder made by train.py for TRAIN_IMGS")
@@ -36,29 +37,38 @@ def build_parser():
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder for checkpoints and metadata")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
                         help="total number of epochs to train (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="SGD learning rate (default: %(default)s)")
+    parser.add_argument("--lr", type=float,
+                        help="SGD learning rate (default: the layout's own: "
+                             + ", ".join(f"{name} {lr}" for name, lr in LAYOUT_LR.items()) + ")")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                         help="images per SGD step (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                        help="seed of the initial weights and of each epoch's shuffle (default: %(default)s)")
+                        help="seed of the initial weights, each epoch's shuffle and the inner folds "
+                             "(default: %(default)s)")
     parser.add_argument("--recipe", choices=sorted(RECIPES),
                         help=f"start from a named set of settings; xvision = the original exactly ({XVISION}); "
                              "options given beside it still apply")
+    parser.add_argument("--layout", choices=LAYOUT_CHOICES,
+                        help="how the 512 x 7 x 7 code enters the head: avg = each channel averaged over the grid and "
+                             "standardised (512 features; wins where the finding changes much of the film); flat = "
+                             "the raw flattened grid (25,088 features; wins where it is local or its place matters); "
+                             "auto = the one with the higher out-of-fold ROC-AUC in --folds inner cross-validation, "
+                             "flat only by more than one standard error (default: "
+                             f"{DEFAULTS.layout})")
+    parser.add_argument("--folds", type=int,
+                        help="inner cross-validation on the training images, whole groups per fold, stratified: "
+                             "chooses the layout and, with two classes, the threshold from its out-of-fold "
+                             "probabilities (fewer folds when a class has fewer groups); 0: none, threshold 0.5 or "
+                             f"from --val-fraction (default: {DEFAULTS.folds})")
     parser.add_argument("--class-weight", choices=("balanced", "none"),
                         help="balanced: each class weighs n / (classes x n_class) in the loss, so a rare class counts "
                              "as much as a common one (equal classes: no change); none: plain loss (default: "
                              f"{DEFAULTS.class_weight})")
     parser.add_argument("--val-fraction", type=float, metavar="F",
-                        help="share of each class's training images held out for validation, in whole groups (the "
-                             "label file's 'groups': report, patient); scored every epoch, it sets each epoch's "
-                             "two-class threshold and finds the best epoch; 0: train on everything, no validation "
-                             f"(default: {DEFAULTS.val_fraction})")
-    parser.add_argument("--pool", choices=("avg", "none"),
-                        help="avg: average each code channel over its grid (512 features); none: the whole flattened "
-                             f"code (25,088 features for the default layer) (default: {DEFAULTS.pool})")
-    parser.add_argument("--standardize", choices=("on", "off"),
-                        help="on: scale each feature by the training codes' mean and std, inside the saved head "
-                             f"(default: {'on' if DEFAULTS.standardize else 'off'})")
+                        help="share of each class's training images held out, in whole groups (the label file's "
+                             "'groups': report, patient), and scored every epoch for the curves in head.json and "
+                             "training_curve.png and the best epoch; it sets the threshold only with --folds 0; 0: "
+                             f"train on every image (default: {DEFAULTS.val_fraction})")
     parser.add_argument("--dropout", type=float, metavar="P",
                         help="share of the head's input features dropped at random in each training step, against "
                              f"over-fitting a few hundred images; 0: none (default: {DEFAULTS.dropout})")
@@ -85,10 +95,9 @@ def main(argv=None):
     if notice:
         print(f"notice: {notice}", file=sys.stderr)
     settings = TrainSettings(**RECIPES.get(args.recipe, {}))
-    chosen = {"class_weight": args.class_weight, "val_fraction": args.val_fraction, "pool": args.pool,
-              "dropout": args.dropout,
-              "standardize": None if args.standardize is None else args.standardize == "on"}
-    settings = replace(settings, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+    chosen = {"class_weight": args.class_weight, "val_fraction": args.val_fraction, "layout": args.layout,
+              "folds": args.folds, "dropout": args.dropout, "lr": args.lr}
+    settings = replace(settings, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                        keep=args.keep, positive=args.positive,
                        **{key: value for key, value in chosen.items() if value is not None})
     try:
@@ -103,7 +112,8 @@ def main(argv=None):
     if meta["history"]:
         last = meta["history"][-1]
         best = f"; best epoch by validation: {meta['best_epoch']}" if meta["best_epoch"] else ""
-        print(f"done: epoch {last['epoch']} in {args.models_dir} (training accuracy {last['accuracy']:.3f}){best}; "
+        print(f"done: epoch {last['epoch']} of the {meta['head']['layout']} layout in {args.models_dir} (training "
+              f"accuracy {last['accuracy']:.3f}){best}; "
               f"evaluate with: python test_model.py TEST_IMGS TEST_CODES TEST_LABELS {args.models_dir}")
 
 

@@ -1,17 +1,20 @@
-"""Cross-validated evidence for the head's defaults (`make accuracy DATA=folder-of-class-folders`).
+"""Cross-validated evidence for the head's defaults (`make accuracy [DATA=folder-of-class-folders]`).
 
-    .venv/bin/python bench/accuracy.py DATA [--group-pattern REGEX] [--subset-every N] [--folds 5] [--out FILE]
+    .venv/bin/python bench/accuracy.py [DATA ...] [--group-pattern REGEX] [--shared DIR|none] [--seeds 3] [--folds 5]
 
-Extracts the codes of every image in DATA/<class>/ once (cached in bench/.cache/<DATA name>/, resumable), then runs a
-grouped, stratified k-fold cross-validation (no group in two folds) of
-- the head with train_model.py's defaults (its validation hold-out and threshold taken inside each training fold,
-  exactly as train_model.py does), scored at the last epoch (test_model.py's default) and at the best one;
-- the head with one default changed at a time, and with the original Xvision settings (``--recipe xvision``: no
-  validation, threshold 0.5);
+Runs every DATA given plus, by default, the two shared NIH sets (nih-cxr8-pa as it is and with every 5th normal image,
+1:8, the shape of Open-i normal vs nodule; nih-sim-nodules, a local finding). Codes are extracted once per set (cached
+in bench/.cache/<name>/, resumable). Then, for each of --seeds fold seeds, a grouped, stratified k-fold
+cross-validation (no group in two folds) of
+- the head with train_model.py's defaults (--layout auto: its inner cross-validation on each training fold chooses the
+  layout and the threshold exactly as train_model.py does);
+- the head with each layout fixed (--layout avg, --layout flat; thresholds from the same inner cross-validation,
+  which is what train_model.py --layout NAME computes) and with the original Xvision settings (--recipe xvision,
+  threshold 0.5);
 - a standardised, class-balanced logistic-regression probe on the same codes, flattened and averaged over the grid
-  (what a linear model gets: the ceiling the head is compared with).
-It does so on DATA as it is and on an imbalanced subset keeping every Nth image of the negative class (the class named
-like normal), the shape of Open-i normal vs nodule. Writes the table to stdout and everything to --out (JSON).
+  (what a linear model gets: the bar the head must clear).
+Prints a table per set (mean +- sd over seeds) and whether the defaults are within 0.02 ROC-AUC of the better probe
+and 0.01 of the best fixed layout; writes everything to --out (JSON).
 """
 
 import argparse
@@ -28,25 +31,26 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, REPO)
 
-from models import head, metrics  # noqa: E402
+from models import head, metrics, selection  # noqa: E402
 from models.codes import CodeStore  # noqa: E402
 from models.errors import UserError, run_cli  # noqa: E402
 from models.fileio import write_json  # noqa: E402
 from models.images import list_images  # noqa: E402
 from models.splits import groups_from_pattern  # noqa: E402
-from models.training import RECIPES, TrainSettings, fit_and_select  # noqa: E402
+from models.training import RECIPES, TrainSettings, fit_arrays, inner_cross_validation  # noqa: E402
 
-SCHEMA = "xvision-mx accuracy v1"
+SCHEMA = "xvision-mx accuracy v2"
 DEFAULTS = TrainSettings()
-# row name -> (train_model.py settings, test_model.py --epoch); the defaults first, then one change each
-HEADS = {
-    "head (defaults)": (DEFAULTS, "last"),
-    "head (defaults, --epoch best)": (DEFAULTS, "best"),
-    "head (--dropout 0)": (replace(DEFAULTS, dropout=0.0), "last"),
-    "head (--class-weight none)": (replace(DEFAULTS, class_weight="none"), "last"),
-    "head (--pool none)": (replace(DEFAULTS, pool="none"), "last"),
-    "head (--recipe xvision)": (TrainSettings(**RECIPES["xvision"]), "last"),
-}
+XVISION = TrainSettings(**RECIPES["xvision"])
+NIH_PATIENT = r"^(\d+)_"
+# the shared sets: (name, folder under --shared, group pattern, keep every Nth negative image or None)
+SHARED = (("nih-sim-nodules", "nih-sim-nodules", NIH_PATIENT, None),
+          ("nih-cxr8-pa, every 5th normal (1:8)", "nih-cxr8-pa", NIH_PATIENT, 5),
+          ("nih-cxr8-pa", "nih-cxr8-pa", NIH_PATIENT, None))
+HEAD_ROWS = ("head (defaults: --layout auto)",) + tuple(f"head (--layout {name})" for name in head.LAYOUT_NAMES) + \
+    ("head (--recipe xvision)",)
+PROBE_ROWS = ("probe, flattened codes", "probe, averaged codes")
+PROBE_MARGIN, LAYOUT_MARGIN = 0.02, 0.01  # the defaults may trail the better probe / the best fixed layout by this
 
 
 def load_dataset(root, cache):
@@ -86,111 +90,230 @@ def probe_proba(train_x, train_y, test_x, seed):
     return model.fit(train_x, train_y).predict_proba(test_x)
 
 
-def cross_validate(codes, targets, groups, classes, folds, seed, log):
-    """Out-of-fold probabilities and decisions of every model, fold by fold."""
+def outer_fold(codes, targets, groups, classes, train, test, seed):
+    """Every row's test probabilities and decisions (at its operating point and at 0.5) for one outer fold, and the
+    layout the defaults chose."""
+    positive = metrics.positive_class(classes)
+    settings = TrainSettings(seed=seed)
+    x, y = codes[train], targets[train]
+    held_out, _, results = inner_cross_validation(x, y, [groups[i] for i in train], classes, settings, progress=False)
+    winner = selection.choose(results, y, positive)[0]
+    proba, threshold = {}, {}
+    for name in head.LAYOUT_NAMES:
+        net = fit_arrays(x, y, classes, settings.for_layout(name))
+        proba[f"head (--layout {name})"] = head.predict_proba(net, codes[test])
+        threshold[f"head (--layout {name})"] = selection.operating_point(results[name]["proba"], y, classes,
+                                                                         positive)["threshold"]
+    defaults = HEAD_ROWS[0]  # the chosen layout's head: train_model.py trains exactly that one on all of x
+    proba[defaults], threshold[defaults] = proba[f"head (--layout {winner})"], threshold[f"head (--layout {winner})"]
+    proba[HEAD_ROWS[-1]] = head.predict_proba(fit_arrays(x, y, classes, replace(XVISION, seed=seed)), codes[test])
+    pooled, flat = head.pool_codes(codes, "avg"), codes.reshape(len(codes), -1)
+    for name, features in zip(PROBE_ROWS, (flat, pooled)):
+        proba[name] = probe_proba(features[train], y, features[test], seed)
+    decided = {name: (metrics.decide(p, positive, threshold.get(name, 0.5)), metrics.decide(p, positive, 0.5))
+               for name, p in proba.items()}
+    raw = {"seed": seed, "train": train.tolist(), "test": test.tolist(),
+           "inner_held_out": [fold.tolist() for fold in held_out],
+           "out_of_fold": {name: result["proba"][:, positive].tolist() for name, result in results.items()},
+           "test_proba": {name: p[:, positive].tolist() for name, p in proba.items()}}
+    return proba, decided, winner, raw
+
+
+def outer_splits(targets, groups, folds, seeds):
+    """[(seed, fold, training positions, test positions)] of a grouped, stratified k-fold per seed."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    positive = metrics.positive_class(classes)
-    pooled = head.pool_codes(codes, "avg")
-    flat = codes.reshape(len(codes), -1)
-    names = list(HEADS) + ["probe, flattened codes", "probe, averaged codes"]
-    proba = {name: np.zeros((len(targets), 2)) for name in names}
-    decided = {name: np.zeros(len(targets), int) for name in names}
-    fold_of = np.zeros(len(targets), int)
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fold, (train, test) in enumerate(splitter.split(codes, targets, groups)):
-        fold_of[test] = fold
-        started = time.time()
-        for name, (settings, epoch) in HEADS.items():
-            net, threshold, _ = fit_and_select(codes[train], targets[train], [groups[i] for i in train], classes,
-                                               settings, epoch)
-            proba[name][test] = head.predict_proba(net, codes[test])
-            decided[name][test] = metrics.decide(proba[name][test], positive, 0.5 if threshold is None else threshold)
-        for name, x in (("probe, flattened codes", flat), ("probe, averaged codes", pooled)):
-            proba[name][test] = probe_proba(x[train], targets[train], x[test], seed)
-            decided[name][test] = metrics.decide(proba[name][test], positive, 0.5)
-        log(f"  fold {fold + 1}/{folds}: {len(train)} training, {len(test)} test images, {time.time() - started:.0f} s")
-    return names, proba, decided, fold_of
+    group_ids = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+    return [(seed, fold, train, test) for seed in seeds
+            for fold, (train, test) in enumerate(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+                                                 .split(np.zeros(len(targets)), targets, group_ids))]
 
 
-def summarise(names, proba, decided, fold_of, targets, classes, folds):
+def _fold_job(codes, targets, groups, classes, train, test, seed):
+    started = time.time()
+    return outer_fold(codes, targets, groups, classes, train, test, seed) + (time.time() - started,)
+
+
+def run_folds(codes, targets, groups, classes, splits, jobs, log):
+    """outer_fold of every split, ``jobs`` at a time in worker processes (one MXNet thread each: on 2 cores two
+    single-threaded fits do 1.6x the work of one fit on two threads, whose small GEMMs and updates do not scale)."""
+    if jobs == 1:
+        return [_fold_job(codes, targets, groups, classes, train, test, seed) for seed, _, train, test in splits]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by each worker's MXNet when it loads; this process's is loaded
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_fold_job, codes, targets, groups, classes, train, test, seed)
+                   for seed, _, train, test in splits]
+        results = []
+        for (seed, fold, train, test), future in zip(splits, futures):
+            results.append(future.result())
+            log(f"    seed {seed} fold {fold + 1}: {len(train)} training, {len(test)} test images, defaults chose "
+                f"{results[-1][2]}, {results[-1][4]:.0f} s")
+        return results
+
+
+def score_seed(targets, classes, splits, results):
+    """One seed's rows: mean-of-folds and pooled ROC-AUC, balanced accuracy at the operating point and at 0.5,
+    recalls; and the layout the defaults chose in each fold."""
     positive = metrics.positive_class(classes)
+    rows = HEAD_ROWS + PROBE_ROWS
+    proba = {name: np.zeros((len(targets), len(classes))) for name in rows}
+    at_point = {name: np.zeros(len(targets), int) for name in rows}
+    at_half = {name: np.zeros(len(targets), int) for name in rows}
+    fold_aucs, winners = {name: [] for name in rows}, []
+    for (_, _, _, test), (fold_proba, decided, winner, _, _) in zip(splits, results):
+        winners.append(winner)
+        for name in rows:
+            proba[name][test] = fold_proba[name]
+            at_point[name][test], at_half[name][test] = decided[name]
+            fold_aucs[name].append(metrics.roc_auc(targets[test], fold_proba[name], positive))
+    n_classes = len(classes)
+    return {name: {"roc_auc_mean": float(np.mean([a for a in fold_aucs[name] if a is not None])),
+                   "roc_auc_folds": fold_aucs[name],
+                   "roc_auc_pooled": metrics.roc_auc(targets, proba[name], positive),
+                   "balanced_accuracy": metrics.balanced_accuracy(targets, at_point[name], n_classes),
+                   "balanced_accuracy_at_0.5": metrics.balanced_accuracy(targets, at_half[name], n_classes),
+                   "recall": {classes[c]: float(np.mean(at_point[name][targets == c] == c)) for c in range(n_classes)}}
+            for name in rows}, winners
+
+
+def aggregate(per_seed):
+    """Mean and sd over seeds of each row's numbers."""
     rows = {}
-    for name in names:
-        fold_aucs = [metrics.roc_auc(targets[fold_of == f], proba[name][fold_of == f], positive) for f in range(folds)]
-        recalls = {classes[c]: float(np.mean(decided[name][targets == c] == c)) for c in range(len(classes))}
-        rows[name] = {
-            "roc_auc_pooled": metrics.roc_auc(targets, proba[name], positive),
-            "roc_auc_pooled_ci95": metrics.bootstrap_auc_interval(targets, proba[name], positive),
-            "roc_auc_folds": fold_aucs,
-            "roc_auc_mean": float(np.mean([a for a in fold_aucs if a is not None])),
-            "balanced_accuracy": metrics.balanced_accuracy(targets, decided[name], len(classes)),
-            "recall": recalls,
-            "predicted_one_class_only": bool(len(set(decided[name].tolist())) == 1),
-        }
+    for name in per_seed[0]:
+        rows[name] = {}
+        for key in ("roc_auc_mean", "roc_auc_pooled", "balanced_accuracy", "balanced_accuracy_at_0.5"):
+            values = [seed_rows[name][key] for seed_rows in per_seed]
+            rows[name][key] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1
+                               else 0.0, "seeds": values}
+        rows[name]["recall"] = {c: float(np.mean([seed_rows[name]["recall"][c] for seed_rows in per_seed]))
+                                for c in per_seed[0][name]["recall"]}
     return rows
 
 
-def format_rows(title, rows, classes):
-    lines = [title, f"| model | ROC-AUC, mean of folds | pooled out-of-fold (95% CI) | balanced acc. | "
-                    f"recall {classes[0]} | recall {classes[1]} |", "| --- | --- | --- | --- | --- | --- |"]
+def verdict(rows):
+    """The defaults against the better probe and the best fixed layout (mean over seeds of the mean-of-folds AUC)."""
+    auc = {name: row["roc_auc_mean"]["mean"] for name, row in rows.items()}
+    defaults = auc[HEAD_ROWS[0]]
+    probe = max(PROBE_ROWS, key=auc.get)
+    layout = max(HEAD_ROWS[1:1 + len(head.LAYOUT_NAMES)], key=auc.get)
+    point, half = rows[HEAD_ROWS[0]]["balanced_accuracy"]["mean"], rows[HEAD_ROWS[0]]["balanced_accuracy_at_0.5"]["mean"]
+    return {"defaults_minus_better_probe": defaults - auc[probe], "better_probe": probe,
+            "defaults_minus_best_layout": defaults - auc[layout], "best_layout": layout,
+            "balanced_accuracy_point_minus_half": point - half,
+            "holds": bool(defaults >= auc[probe] - PROBE_MARGIN and defaults >= auc[layout] - LAYOUT_MARGIN
+                          and point >= half)}
+
+
+def format_rows(title, rows, classes, winners, check):
+    plus = lambda stat: f"{stat['mean']:.3f} ± {stat['sd']:.3f}"  # noqa: E731
+    lines = [title, "", "| model | ROC-AUC, mean of folds | pooled out-of-fold | balanced acc. at its threshold | "
+                        f"at 0.5 | recall {classes[0]} | recall {classes[1]} |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in rows.items():
-        low, high = row["roc_auc_pooled_ci95"]
-        lines.append(f"| {name} | {row['roc_auc_mean']:.3f} | {row['roc_auc_pooled']:.3f} ({low:.3f}-{high:.3f}) | "
-                     f"{row['balanced_accuracy']:.3f} | {row['recall'][classes[0]]:.3f} | "
-                     f"{row['recall'][classes[1]]:.3f} |")
+        lines.append(f"| {name} | {plus(row['roc_auc_mean'])} | {plus(row['roc_auc_pooled'])} | "
+                     f"{plus(row['balanced_accuracy'])} | {plus(row['balanced_accuracy_at_0.5'])} | "
+                     f"{row['recall'][classes[0]]:.3f} | {row['recall'][classes[1]]:.3f} |")
+    chosen = ", ".join(f"{name} {winners.count(name)}" for name in head.LAYOUT_NAMES)
+    lines += ["", f"Layout the defaults chose in the {len(winners)} training folds: {chosen}. Defaults minus "
+                  f"{check['better_probe']}: {check['defaults_minus_better_probe']:+.3f}; minus "
+                  f"{check['best_layout']}: {check['defaults_minus_best_layout']:+.3f}; balanced accuracy at the "
+                  f"operating point minus at 0.5: {check['balanced_accuracy_point_minus_half']:+.3f} -> "
+                  + ("holds" if check["holds"] else "DOES NOT HOLD")]
     return "\n".join(lines)
+
+
+def datasets(args):
+    """(name, root, group pattern or None, every Nth negative or None) of every set to run."""
+    chosen = [(os.path.basename(os.path.abspath(d)), os.path.abspath(d), args.group_pattern, None) for d in args.data]
+    if args.shared != "none":
+        missing = [folder for _, folder, _, _ in SHARED if not os.path.isdir(os.path.join(args.shared, folder))]
+        if missing:
+            raise UserError(f"shared sets not found in {args.shared}: {missing}; give --shared DIR (make accuracy "
+                            f"SHARED=DIR) or --shared none with DATA")
+        chosen += [(name, os.path.join(args.shared, folder), pattern, every) for name, folder, pattern, every in SHARED]
+    if not chosen:
+        raise UserError("nothing to run: give DATA or leave --shared on")
+    return chosen
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python bench/accuracy.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", metavar="DATA", help="folder of class folders (two classes)")
+    parser.add_argument("data", metavar="DATA", nargs="*", help="folders of two class folders, run before the "
+                                                                  "shared sets")
     parser.add_argument("--group-pattern", metavar="REGEX",
-                        help=r"group id = first capture group of the file name (e.g. '^(\d+)_' for NIH patients); "
-                             "default: every image its own group")
-    parser.add_argument("--subset-every", type=int, default=5, metavar="N",
-                        help="imbalanced subset: every Nth image of the negative class (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the folds (default: %(default)s)")
+                        help=r"for DATA: group id = first capture group of the file name (e.g. '^(\d+)_' for NIH "
+                             "patients); default: every image its own group")
+    parser.add_argument("--shared", default=os.path.join(os.path.dirname(REPO), "shared", "data"),
+                        help="folder holding nih-cxr8-pa and nih-sim-nodules, or 'none' (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3, help="fold seeds 0..N-1 (default: %(default)s)")
+    parser.add_argument("--folds", type=int, default=5, help="outer cross-validation folds (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                        help="outer folds run at once, one process each (default: the CPUs, %(default)s)")
     parser.add_argument("--out", default=os.path.join(BENCH, "accuracy.json"),
                         help="JSON results (default: %(default)s)")
+    parser.add_argument("--raw", metavar="FILE",
+                        help="also write every fold's probabilities of the positive class (the training images' "
+                             "out-of-fold ones per layout, the test images' per row) and its splits as JSON, to "
+                             "study thresholds and layouts without training again")
     parser.add_argument("--cache", default=os.path.join(BENCH, ".cache"),
-                        help="folder for the codes, one sub-folder per DATA name (default: %(default)s)")
-    return parser.parse_args(argv)
+                        help="folder for the codes, one sub-folder per data folder name (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.folds < 2 or args.jobs < 1:
+        parser.error("--seeds and --jobs must be at least 1 and --folds at least 2")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    root = os.path.abspath(args.data)
-    if not os.path.isdir(root):
-        raise UserError(f"DATA folder not found: {args.data}")
     started = time.time()
-    codes, targets, classes, files = load_dataset(root, os.path.join(args.cache, os.path.basename(root)))
-    if args.group_pattern:
-        groups = groups_from_pattern(files, args.group_pattern)
-    else:  # every image its own group, as scraper.process --from-folders does
-        groups = [f"{classes[t]}/{name}" for t, name in zip(targets, files)]
-    negative = 1 - metrics.positive_class(classes)
-    negatives = np.flatnonzero(targets == negative)
-    subset = np.sort(np.concatenate([np.flatnonzero(targets != negative), negatives[::args.subset_every]]))
     results = {"schema": SCHEMA, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "data": root, "classes": classes, "positive_class": classes[1 - negative],
-               "group_pattern": args.group_pattern, "folds": args.folds, "seed": args.seed,
-               "cv": "StratifiedGroupKFold (scikit-learn), shuffled; no group in two folds",
-               "head_settings": {name: dict(asdict(settings), epoch=epoch)
-                                 for name, (settings, epoch) in HEADS.items()},
+               "folds": args.folds, "seeds": list(range(args.seeds)),
+               "cv": "StratifiedGroupKFold (scikit-learn), shuffled with each seed; no group in two folds",
+               "jobs": args.jobs,
+               "defaults": asdict(DEFAULTS), "xvision": asdict(XVISION),
                "probe": "StandardScaler + LogisticRegression(class_weight='balanced'), threshold 0.5",
+               "margins": {"better_probe": PROBE_MARGIN, "best_layout": LAYOUT_MARGIN},
                "machine": platform.processor() or platform.machine(), "datasets": {}}
-    tables = []
-    for label, chosen in (("as is", np.arange(len(targets))),
-                          (f"imbalanced: every {args.subset_every}th {classes[negative]} image", subset)):
+    tables, loaded, raw_sets = [], {}, {}
+    for name, root, pattern, every in datasets(args):
+        if not os.path.isdir(root):
+            raise UserError(f"DATA folder not found: {root}")
+        if root not in loaded:
+            loaded[root] = load_dataset(root, os.path.join(args.cache, os.path.basename(root)))
+        codes, targets, classes, files = loaded[root]
+        groups = groups_from_pattern(files, pattern) if pattern else [f"{classes[t]}/{f}" for t, f in
+                                                                     zip(targets, files)]
+        chosen = np.arange(len(targets))
+        if every:
+            negative = 1 - metrics.positive_class(classes)
+            negatives = np.flatnonzero(targets == negative)
+            chosen = np.sort(np.concatenate([np.flatnonzero(targets != negative), negatives[::every]]))
         counts = {classes[c]: int(np.sum(targets[chosen] == c)) for c in range(2)}
-        print(f"{label}: {counts}, {len(set(groups[i] for i in chosen))} groups", flush=True)
-        names, proba, decided, fold_of = cross_validate(codes[chosen], targets[chosen], [groups[i] for i in chosen],
-                                                        classes, args.folds, args.seed, print)
-        rows = summarise(names, proba, decided, fold_of, targets[chosen], classes, args.folds)
-        results["datasets"][label] = {"counts": counts, "models": rows}
-        tables.append(format_rows(f"\n{os.path.basename(root)}, {label} ({counts})", rows, classes))
+        set_started = time.time()
+        print(f"{name}: {counts}, {len(set(groups[i] for i in chosen))} groups", flush=True)
+        x, y, g = codes[chosen], targets[chosen], [groups[i] for i in chosen]
+        splits = outer_splits(y, g, args.folds, range(args.seeds))
+        folds_done = run_folds(x, y, g, classes, splits, args.jobs, lambda line: print(line, flush=True))
+        per_seed, winners = [], []
+        for seed in range(args.seeds):
+            mine = [i for i, split in enumerate(splits) if split[0] == seed]
+            rows, chose = score_seed(y, classes, [splits[i] for i in mine], [folds_done[i] for i in mine])
+            per_seed.append(rows)
+            winners += chose
+        rows = aggregate(per_seed)
+        check = verdict(rows)
+        if args.raw:
+            raw_sets[name] = {"targets": y.tolist(), "folds": [done[3] for done in folds_done]}
+            write_json(args.raw, raw_sets)
+        results["datasets"][name] = {"data": root, "group_pattern": pattern, "every_nth_negative": every,
+                                     "counts": counts, "models": rows, "defaults_chose": winners, "verdict": check,
+                                     "seconds": round(time.time() - set_started, 1)}
+        tables.append(format_rows(f"\n{name} ({counts}; {args.seeds} seeds x {args.folds} folds, mean ± sd over "
+                                  f"seeds)", rows, classes, winners, check))
+        print(tables[-1], flush=True)
     results["seconds"] = round(time.time() - started, 1)
     write_json(args.out, results)
     print("\n".join(tables))

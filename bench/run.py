@@ -16,7 +16,8 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
   pays on top of the network;
 - head training samples/s of train_model.py --recipe xvision (20 epochs on generated codes), and two GEMM-bound
   rates: the issue's (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy /
-  MXNet dot / oneDNN);
+  MXNet dot / oneDNN); the wall clock of train_model.py's defaults (--layout auto, whose inner cross-validation trains
+  each layout 5 times) beside one fixed-layout fit (--layout flat --folds 0) on the same 1,024 codes;
 - peak memory (ru_maxrss of a child train.py) for two image counts, and for two large (--big-size, 9400x9400: under
   PIL's pixel cap) gray PNGs in 8 bits and the same picture in 16 bits, which must cost at most 1.5x the 8-bit peak.
 Each row of the project's network records the precision that ran (``precision``; for end-to-end rows, what train.py's
@@ -117,6 +118,10 @@ ROWS = [
     Row("fwd_int8", "project forward-only int8 (models.quantize)", "img/s", lambda b: b.forward("int8")),
     Row("e2e_int8", "project end-to-end int8: train.py --int8", "img/s", lambda b: b.int8_extract()),
     Row("head_train", "head training: train_model.py, wall clock", "samples/s", lambda b: b.head_training()),
+    Row("head_auto_s", "train_model.py defaults (--layout auto: inner 5-fold CV, then one fit), wall clock", "s",
+        lambda b: b.head_wall()),
+    Row("head_flat_s", "train_model.py --layout flat --folds 0 (one fit), wall clock", "s",
+        lambda b: b.head_wall("--layout", "flat", "--folds", "0")),
     Row("head_gemm_bound", "head training GEMM-bound (3x forward GEMMs)", "samples/s", lambda b: b.head_gemm_bound()),
     Row("head_gemm_tight", "head training, each GEMM of a step timed alone", "samples/s",
         lambda b: b.head_gemm_tight()),
@@ -150,6 +155,8 @@ RATIOS = [
           meaning="head training within 2x of its GEMM-bound time"),
     Ratio("head_train / head_gemm_tight", "head_train", "head_gemm_tight",
           meaning="head training vs its step's GEMMs at their fastest"),
+    Ratio("head_auto_s / head_flat_s", "head_auto_s", "head_flat_s",
+          meaning="what choosing the layout by inner cross-validation costs, in fits of one fixed layout"),
     Ratio("mem_large - mem_small (MiB)", "mem_large", "mem_small", 16, at_most=True, difference=True,
           meaning="peak memory flat in the number of images (codes are 98 KiB/image)"),
     Ratio("mem_16bit / mem_8bit_large", "mem_16bit", "mem_8bit_large", 1.5, at_most=True,
@@ -449,27 +456,39 @@ class Bench:
         chosen = variants or out["best"]
         return {"runs": out["variants"][chosen]["runs"], "variant": chosen, "export": self.export, **out}
 
-    def head_training(self):
-        """train_model.py --recipe xvision (the flat 25,088-feature head the GEMM bounds are computed for) in a fresh
-        process on generated codes; samples/s = samples x epochs / wall time."""
+    def run_train_model(self, *flags):
+        """train_model.py FLAGS in a fresh process on the generated codes: (wall seconds, sum of its epochs' seconds)."""
         a = self.args
         images = self.sets[a.head_samples]
         codes, labels = self.head_data(images)
         models_dir = os.path.join(self.work, "head")
         started = time.perf_counter()
-        result = subprocess.run([self.py, "train_model.py", images, codes, labels, models_dir, "--recipe", "xvision",
+        result = subprocess.run([self.py, "train_model.py", images, codes, labels, models_dir, *flags,
                                  "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--gpus", "none"],
-                                cwd=REPO, capture_output=True, text=True, timeout=1800)
+                                cwd=REPO, capture_output=True, text=True, timeout=3600)
         wall = time.perf_counter() - started
         if result.returncode != 0:
             raise RuntimeError(f"train_model.py failed: {result.stderr.strip().splitlines()[-5:]}")
         with open(os.path.join(models_dir, "head.json")) as f:
             epoch_s_sum = sum(h["seconds"] for h in json.load(f)["history"])
         shutil.rmtree(models_dir, ignore_errors=True)
+        return wall, epoch_s_sum
+
+    def head_training(self):
+        """train_model.py --recipe xvision (the flat 25,088-feature head the GEMM bounds are computed for);
+        samples/s = samples x epochs / wall time."""
+        a = self.args
+        wall, epoch_s_sum = self.run_train_model("--recipe", "xvision")
         samples = a.head_samples * a.epochs
         return {"runs": [samples / wall], "samples": a.head_samples, "epochs": a.epochs, "batch_size": a.batch_size,
                 "per_run": [{"wall_s": round(wall, 2), "epoch_s_sum": round(epoch_s_sum, 2)}],
                 "loop_samples_per_s": [samples / epoch_s_sum]}
+
+    def head_wall(self, *flags):
+        """Wall clock of train_model.py FLAGS on the generated codes (the layout choice's cost: head_auto_s)."""
+        wall, epoch_s_sum = self.run_train_model(*flags)
+        return {"runs": [wall], "flags": list(flags), "samples": self.args.head_samples, "epochs": self.args.epochs,
+                "per_run": [{"wall_s": round(wall, 2), "epoch_s_sum": round(epoch_s_sum, 2)}]}
 
     def head_data(self, images):
         """Codes (ReLU'd Gaussian, 512x7x7) and a two-class label file for every image of ``images``, made once."""

@@ -25,7 +25,7 @@ def resolve_epoch(meta, epoch, models_dir):
     kept = [entry["epoch"] for entry in history if entry.get("params", True)]
     if epoch == "best":
         if meta.get("best_epoch") is None:
-            raise UserError(f"the head in {models_dir} was trained without validation (--val-fraction 0), so it "
+            raise UserError(f"the head in {models_dir} was trained without a validation hold-out (--val-fraction), so it "
                             f"has no best epoch; use --epoch last or a number ({_kept_text(meta)})")
         return meta["best_epoch"], f"best ({meta['validation']['best_epoch_by']})"
     if epoch in (None, "last"):
@@ -54,9 +54,13 @@ def operating_point(meta, epoch):
     if len(classes) != 2:
         return None, None, "argmax (more than two classes)"
     positive = classes.index(positive) if positive in classes else 1  # heads from before positive_class: the second
+    point = meta.get("operating_point")
+    if point:
+        counts = ", ".join(f"{count} {name}" for name, count in point["images"].items())
+        return positive, point["threshold"], f"{point['source']}, {counts}; {point['why']}"
     entry = next(e for e in meta["history"] if e["epoch"] == epoch)
     if entry.get("threshold") is None:
-        return positive, 0.5, "the default: the head was trained without validation images"
+        return positive, 0.5, "the default: the head was trained without inner cross-validation or validation images"
     return positive, entry["threshold"], f"Youden's J on the validation images at epoch {epoch}"
 
 
@@ -192,7 +196,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
 
     ``epoch``: "last", "best" (by validation) or a number. ``heatmaps``: "grid" (heatmaps.npz for every image and
     heatmaps.png for the images of predictions.png), "all" (also one overlay PNG per image in heatmaps/), "none".
-    Two classes are decided at that epoch's validation threshold (0.5 without validation). Raises UserError for
+    Two classes are decided at the threshold from the inner cross-validation's out-of-fold probabilities, else at
+    that epoch's validation threshold, else at 0.5. Raises UserError for
     codes or labels that do not fit the head, and for an epoch whose checkpoint is not kept.
     """
     from models.plots import plot_confusion_matrix, plot_predictions, plot_roc
@@ -222,6 +227,9 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     report, curves, predicted = compute_metrics(truth, probabilities, classes, positive, threshold, threshold_source)
     report = dict(n=report.pop("n"), epoch=epoch, epoch_choice=epoch_choice, models_dir=models_dir,
                   test_imgs=image_dir, **report)
+    if positive is not None and meta.get("operating_point"):  # where the threshold came from, in fields
+        point = meta["operating_point"]
+        report["operating_point"].update(source=point["source"], images=point["images"], why=point["why"])
 
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "report.json"), report)

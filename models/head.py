@@ -3,9 +3,12 @@
 A models folder holds
 - ``head-symbol.json``: the network as an MXNet symbol (input ``data``: a batch of codes; output: class logits);
 - ``head-NNNN.params``: the weights after epoch NNNN, in MXNet's own array format (``arg:``/``aux:`` names, no pickle);
-- ``head.json``: classes, code shape, the head's layout (pooling, standardisation), what made the codes, the training
-  arguments, per-epoch training and validation scores with the two-class threshold, the best epoch, and which
-  epochs' params are still kept (``params``: null for a removed one).
+- ``head.json``: classes, code shape, the head's layout (its name, pooling, standardisation), what made the codes, the
+  training arguments, the inner cross-validation that chose the layout (``selection``: each candidate's out-of-fold
+  ROC-AUC with its 95% interval, the winner and why) and the two-class threshold from it (``operating_point``: the
+  threshold, where it came from, how many images of each class stand behind it), per-epoch training (and, with a
+  hold-out, validation) scores, the best epoch, and which epochs' params are still kept (``params``: null for a
+  removed one).
 
 Every file is written under a temporary name and renamed, and an epoch counts as finished only once ``head.json``
 lists it, so a run stopped at any moment leaves a consistent folder. No training code is needed to use a checkpoint::
@@ -41,10 +44,13 @@ def params_file(epoch):
 
 
 POOLS = ("none", "avg")  # what the head does to the code grid first: nothing (flatten) or average it per channel
+# how the code grid enters the head, smaller first: channel means, standardised; or the raw flattened grid
+LAYOUTS = {"avg": {"pool": "avg", "standardize": True}, "flat": {"pool": "none", "standardize": False}}
+LAYOUT_NAMES = tuple(LAYOUTS)
 
 
 def head_input_size(code_shape, pool):
-    """Features the first Dense layer sees: the flattened code, or one mean per channel with --pool avg."""
+    """Features the first Dense layer sees: the flattened code, or one mean per channel with pool 'avg'."""
     return int(code_shape[0]) if pool == "avg" and len(code_shape) == 3 else int(np.prod(code_shape))
 
 

@@ -3,9 +3,9 @@
 For one image and one class: the gradient of the class's logit with respect to the image's code map (C x H x W, 512 x
 7 x 7 at ``stage4_unit2_relu1``), averaged over the grid, weighs each channel; the map is the ReLU of the weighted sum
 of the channels (Selvaraju et al., 2017). No second pass through the backbone is needed. When the head averages the
-grid first (``--pool avg``, the default) the gradient is the same at every cell, so the map is exactly the code's
+grid first (``--layout avg``) the gradient is the same at every cell, so the map is exactly the code's
 channels weighted by how much each pooled feature moves the class's score: the class activation map (Zhou et al.,
-2016) of this head. With ``--pool none`` it is Grad-CAM in its usual, approximate sense: the head's cell-specific
+2016) of this head. With ``--layout flat`` it is Grad-CAM in its usual, approximate sense: the head's cell-specific
 weights are averaged over the grid. The class's score is its logit minus the mean of the other logits (softmax sees
 only differences).
 

@@ -16,12 +16,18 @@ def _save(fig, path):
         fig.savefig(tmp, format="png")
 
 
-def plot_training_curve(history, path, best=None):
-    """Loss and accuracy per epoch, training and (when there is one) validation; the best epoch marked."""
+def plot_training_curve(history, path, best=None, selection=None):
+    """Loss and accuracy per epoch, training and (when there is one) validation; the best epoch marked. With the
+    inner cross-validation's ``selection`` (head.json), a third panel: each layout's out-of-fold ROC-AUC with its 95%
+    interval, the chosen one filled."""
     epochs = [entry["epoch"] for entry in history]
     validated = [entry for entry in history if entry.get("val_loss") is not None]
-    fig = _figure(9, 3.5)
-    loss_ax, acc_ax = fig.subplots(1, 2)
+    candidates = (selection or {}).get("candidates") or {}
+    fig = _figure(13 if candidates else 9, 3.5)
+    axes = fig.subplots(1, 3 if candidates else 2, width_ratios=[3, 3, 2] if candidates else None)
+    loss_ax, acc_ax = axes[:2]
+    if candidates:
+        _plot_candidates(axes[2], candidates, selection["winner"], selection["folds"])
     loss_ax.plot(epochs, [entry["loss"] for entry in history], marker="o", label="training")
     acc_ax.plot(epochs, [entry["accuracy"] for entry in history], marker="o", label="training accuracy")
     if validated:
@@ -41,6 +47,20 @@ def plot_training_curve(history, path, best=None):
         ax.legend(fontsize="small")
         ax.xaxis.get_major_locator().set_params(integer=True)
     _save(fig, path)
+
+
+def _plot_candidates(ax, candidates, winner, folds):
+    names = list(candidates)
+    for y, name in enumerate(names):
+        row = candidates[name]
+        low, high = row["ci95"]
+        chosen = name == winner
+        ax.errorbar(row["roc_auc"], y, xerr=[[row["roc_auc"] - low], [high - row["roc_auc"]]], fmt="o", capsize=4,
+                    color="C2" if chosen else "C7", markerfacecolor="C2" if chosen else "white")
+    ax.axvline(0.5, color="gray", linestyle=":")
+    ax.set_yticks(range(len(names)), [f"{name} (chosen)" if name == winner else name for name in names])
+    ax.set(title=f"layouts, {folds}-fold out-of-fold", xlabel="ROC-AUC, 95% CI", ylim=(-0.5, len(names) - 0.5))
+    ax.grid(alpha=0.3)
 
 
 def plot_confusion_matrix(matrix, classes, path):

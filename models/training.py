@@ -1,14 +1,16 @@
-"""Train the head on cached codes: the learning on arrays (``fit``), and the models-folder wrapper (``train``).
+"""Train the head on cached codes: the learning on arrays (``fit``, ``fit_arrays``, ``fit_and_select``), and the
+models-folder wrapper (``train``).
 
-The defaults are made for small, imbalanced sets of real radiographs: a class-balanced loss, codes averaged over their
-grid and standardised, and a validation hold-out (whole groups, stratified) that picks the best epoch and the
+The defaults are made for small, imbalanced sets of real radiographs: a class-balanced loss, input dropout, and the
+input layout (codes averaged over their grid and standardised, or the raw flattened grid) chosen by an inner
+cross-validation on the training images (``models.selection``), whose out-of-fold probabilities also give the
 two-class operating threshold. ``RECIPES["xvision"]`` is the original Xvision recipe exactly: plain loss, the
-flattened code, no standardisation, every training image trained on.
+flattened code, no standardisation, no dropout, every training image trained on, threshold 0.5.
 
 Resuming gives exactly the weights of an uninterrupted run because nothing else carries over between epochs: plain SGD
 without momentum has no optimizer state, the initial weights come from the seed, epoch e's shuffle and dropout masks
-come from (seed, e) alone, and the validation split and standardisation follow from the data and the seed. So params +
-epoch number are the whole training state.
+come from (seed, e) alone, the layout chosen is kept in head.json, and the validation split and standardisation follow
+from the data and the seed. So params + epoch number are the whole training state.
 """
 
 import hashlib
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from tqdm import tqdm
 
-from models import head, metrics
+from models import head, metrics, selection
 from models.codes import CodeStore, check_examples
 from models.errors import UserError
 from models.fileio import check_output_folder, remove_stale_temps
@@ -29,24 +31,41 @@ from models.splits import grouped_holdout
 
 CLASS_WEIGHTS = ("balanced", "none")
 STATS_BATCH = 256  # codes read at once while computing the standardisation
+# default SGD learning rate of each layout: the averaged head needs more steps than 20 epochs at 0.01 give it on a few
+# hundred images (README Accuracy); the flattened head does not gain from them
+LAYOUT_LR = {"avg": 0.03, "flat": 0.01}
+LAYOUT_CHOICES = ("auto",) + head.LAYOUT_NAMES
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int = 20  # passes over the training images
-    lr: float = 0.01  # SGD learning rate (no momentum, no weight decay, as the original)
+    lr: float = None  # SGD learning rate (no momentum, no weight decay, as the original); None: the layout's own
     batch_size: int = 32  # images per SGD step
-    seed: int = 0  # initial weights, each epoch's shuffle, the validation split
+    seed: int = 0  # initial weights, each epoch's shuffle, the validation split, the inner folds
     class_weight: str = "balanced"  # balanced: each class weighs n / (classes * n_class) in the loss; none: plain loss
-    val_fraction: float = 0.2  # of each class's training images, held out in whole groups; 0: train on all
-    pool: str = "avg"  # avg: one mean per code channel (512 features); none: the whole flattened grid (25,088)
-    standardize: bool = True  # per-feature mean / std of the training codes, applied inside the exported head
+    layout: str = "auto"  # avg: channel means, standardised (512 features); flat: the raw grid (25,088); auto: by CV
+    folds: int = 5  # inner cross-validation folds (layout, out-of-fold scores, threshold); 0: none
+    val_fraction: float = 0.0  # of each class's training images, held out in whole groups for per-epoch curves
     dropout: float = 0.5  # share of the head's input features dropped at random in each training step
     keep: int = 5  # epoch checkpoints kept besides the best one (the original's TensorFlow Saver kept 5)
     positive: str = None  # two classes: the class the ROC and the threshold are about (None: chosen by name)
 
+    @property
+    def pool(self):
+        return head.LAYOUTS[self.layout]["pool"]
+
+    @property
+    def standardize(self):
+        return head.LAYOUTS[self.layout]["standardize"]
+
+    def for_layout(self, layout):
+        """These settings with ``layout`` fixed, and its own learning rate unless one was given."""
+        return replace(self, layout=layout, lr=LAYOUT_LR[layout] if self.lr is None else self.lr)
+
     def check(self):
-        if self.epochs < 1 or self.batch_size < 2 or not 0 < self.lr < float("inf"):
+        lr = 0.01 if self.lr is None else self.lr
+        if self.epochs < 1 or self.batch_size < 2 or not 0 < lr < float("inf"):
             raise UserError(f"need --epochs >= 1, --batch-size >= 2 (BatchNorm needs 2 samples) and a finite --lr > 0; "
                             f"got {self.epochs}, {self.batch_size}, {self.lr}")
         if self.seed < 0:
@@ -57,15 +76,18 @@ class TrainSettings:
         if self.keep < 1:
             raise UserError(f"--keep must be at least 1 (the newest checkpoint is what --resume continues), "
                             f"got {self.keep}")
-        if self.class_weight not in CLASS_WEIGHTS or self.pool not in head.POOLS:
-            raise UserError(f"--class-weight must be one of {CLASS_WEIGHTS} and --pool one of {head.POOLS}")
+        if self.class_weight not in CLASS_WEIGHTS or self.layout not in LAYOUT_CHOICES:
+            raise UserError(f"--class-weight must be one of {CLASS_WEIGHTS} and --layout one of {LAYOUT_CHOICES}")
+        if self.folds == 1 or self.folds < 0 or (self.layout == "auto" and self.folds < 2):
+            raise UserError(f"--folds must be 0 (no inner cross-validation) or at least 2, and --layout auto needs "
+                            f"at least 2 (it chooses by cross-validation); got --folds {self.folds}")
 
 
 # Settings that reproduce the original Xvision head training exactly (the 512x512 head, SGD lr 0.01, batch 32,
 # 20 epochs are the defaults anyway).
-RECIPES = {"xvision": dict(class_weight="none", val_fraction=0.0, pool="none", standardize=False, dropout=0.0)}
-RESUME_KEYS = ("lr", "batch_size", "seed", "class_weight", "val_fraction", "pool", "standardize", "dropout",
-               "positive", "data_sha256")
+RECIPES = {"xvision": dict(class_weight="none", val_fraction=0.0, layout="flat", folds=0, lr=0.01, dropout=0.0)}
+RESUME_KEYS = ("lr", "batch_size", "seed", "class_weight", "val_fraction", "layout", "layout_requested", "folds",
+               "dropout", "positive", "data_sha256")
 
 
 def class_weights(targets, n_classes, mode):
@@ -228,32 +250,96 @@ def validation_split(targets, groups, classes, settings):
     return train_pos, val_pos
 
 
-def fit_and_select(codes, targets, groups, classes, settings, epoch="last", context=None):
-    """What train_model.py then test_model.py --epoch EPOCH do, on arrays and in memory: hold out the validation
-    groups, weight the classes, fit, and return (the head with the weights of the ``epoch`` ("last" or "best"),
-    that epoch's threshold or None, the history). Used by cross-validation."""
+def fit_arrays(codes, targets, classes, settings, context=None):
+    """A head trained on all of ``codes`` with ``settings`` (layout fixed), no validation; the class weights from
+    ``targets``. Used by the inner cross-validation and ``make accuracy``."""
     targets = np.asarray(targets, dtype=int)
+    weights = class_weights(targets, len(classes), settings.class_weight)
+    net = initialised_head(len(classes), codes.shape[1:], settings, codes, context)
+    net.hybridize(static_alloc=True)
+    return fit(net, codes, targets, settings, weights=weights, context=context, progress=False)
+
+
+def inner_cross_validation(codes, targets, groups, classes, settings, context=None, progress=True):
+    """(held-out folds, note, {layout: out-of-fold probabilities}) of the inner cross-validation of ``settings``:
+    every layout with --layout auto, else the one given; no folds (and a note) where a class has too few groups."""
+    held_out, note = selection.inner_folds(targets, groups, settings.folds, settings.seed)
+    candidates = head.LAYOUT_NAMES if settings.layout == "auto" else (settings.layout,)
+    if not held_out:
+        return held_out, note, {}
+    with tqdm(total=len(candidates) * len(held_out), desc="inner cross-validation", unit="fit", leave=False,
+              disable=not progress) as bar:
+        def fit_candidate(train_codes, train_targets, name):
+            net = fit_arrays(train_codes, train_targets, classes, settings.for_layout(name), context)
+            bar.update(1)
+            return lambda test_codes: head.predict_proba(net, test_codes, context)
+
+        return held_out, note, selection.cross_validate(codes, targets, classes, held_out, candidates, fit_candidate)
+
+
+def choose_layout(codes, targets, groups, classes, settings, context=None, progress=True):
+    """Run the inner cross-validation of ``settings`` on the training images; returns head.json's "selection"
+    (candidates' out-of-fold ROC-AUC with 95% intervals, the winner and why) and, for two classes, its
+    "operating_point"; None, None with --folds 0.
+
+    ``codes``: the training codes as an array in memory (the folds train on it, no file is read again)."""
+    if settings.folds == 0:
+        return None, None
+    targets = np.asarray(targets, dtype=int)
+    held_out, note, results = inner_cross_validation(codes, targets, groups, classes, settings, context, progress)
+    if not held_out:
+        winner = head.LAYOUT_NAMES[0] if settings.layout == "auto" else settings.layout
+        why = f"{winner}, the smaller layout" if settings.layout == "auto" else f"--layout {winner}"
+        return {"candidates": {}, "winner": winner, "why": f"{why}; {note}", "folds": 0}, None
     positive = metrics.positive_class(classes, settings.positive)
+    winner, why = selection.choose(results, targets, positive) if len(results) > 1 else \
+        (settings.layout, f"--layout {settings.layout}")
+    table = selection.summarise(results, targets, positive)
+    for name in table:
+        table[name]["lr"] = settings.for_layout(name).lr
+    record = {"candidates": table, "winner": winner, "why": why, "folds": len(held_out), "note": note,
+              "images": len(targets), "seed": settings.seed,
+              "by": "pooled out-of-fold ROC-AUC of a grouped, stratified k-fold on the training images (95% "
+                    "interval: DeLong); a larger layout wins only by more than one standard error of the paired "
+                    "difference"}
+    point = None
+    if positive is not None:
+        point = selection.operating_point(results[winner]["proba"], targets, classes, positive)
+    return record, point
+
+
+def fit_and_select(codes, targets, groups, classes, settings, context=None):
+    """What train_model.py does, on arrays and in memory: choose the layout (and the threshold) by inner
+    cross-validation, hold out the validation groups if asked, and train on the rest. Returns (the head, the
+    two-class threshold or None, {"selection", "operating_point", "history", "settings"})."""
+    targets = np.asarray(targets, dtype=int)
+    choice, point = choose_layout(codes, targets, groups, classes, settings, context, progress=False)
+    settings = settings.for_layout(choice["winner"] if choice else settings.layout)
     train_pos, val_pos = validation_split(targets, groups, classes, settings)
+    positive = metrics.positive_class(classes, settings.positive)
     weights = class_weights(targets[train_pos], len(classes), settings.class_weight)
     train_codes = codes[np.asarray(train_pos)]
     net = initialised_head(len(classes), codes.shape[1:], settings, train_codes, context)
     net.hybridize(static_alloc=True)
-    history, best = [], {}
-
-    def remember(entry):
-        history.append(entry)
-        if epoch == "best" and best_epoch(history) == entry["epoch"]:
-            best.update(entry=entry, weights={k: p.data().copy() for k, p in net.collect_params().items()})
-
+    history = []
     validation = (codes[np.asarray(val_pos)], targets[val_pos]) if val_pos else None
     fit(net, train_codes, targets[train_pos], settings, weights=weights, validation=validation, positive=positive,
-        on_epoch=remember, context=context, progress=False)
-    if not best:
-        return net, history[-1].get("threshold"), history
-    for name, param in net.collect_params().items():
-        param.set_data(best["weights"][name])
-    return net, best["entry"]["threshold"], history
+        on_epoch=history.append, context=context, progress=False)
+    threshold = point["threshold"] if point else history[-1].get("threshold")
+    return net, threshold, {"selection": choice, "operating_point": point, "history": history, "settings": settings}
+
+
+def log_selection(choice, point, log):
+    """The inner cross-validation's result in the training log: each candidate, the winner, the threshold."""
+    note = f" ({choice['note']})" if choice.get("note") else ""
+    log(f"inner cross-validation, {choice['folds']} folds on {choice['images']} training images{note}:")
+    for name, row in choice["candidates"].items():
+        low, high = row["ci95"]
+        log(f"  layout {name:<5} out-of-fold ROC-AUC {row['roc_auc']:.3f} (95% CI {low:.3f}-{high:.3f})  "
+            f"{row['seconds']:.1f} s" + ("  <- chosen" if name == choice["winner"] else ""))
+    log(f"layout: {choice['why']}")
+    if point is not None:
+        log(f"threshold for {point['positive_class']!r}: {point['threshold']:.4f} ({point['why']})")
 
 
 def _data_digest(names, labels):
@@ -315,24 +401,40 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
                         f"a classifier needs examples of at least 2 classes")
     positive = metrics.positive_class(labels.classes, settings.positive)
     settings = replace(settings, positive=None if positive is None else labels.classes[positive])
-    train_pos, val_pos = validation_split(targets, [labels.group_of(name) for name in names], labels.classes,
-                                          settings)
+    groups = [labels.group_of(name) for name in names]
+    previous = None
+    if resume and os.path.exists(os.path.join(models_dir, head.META_FILE)):
+        previous = head.read_meta(models_dir)
+    elif not resume and head.has_checkpoints(models_dir):
+        raise UserError(f"{models_dir} already holds a trained head: add --resume to continue it, "
+                        f"or choose another MODELS_DIR (or delete this one) to start over")
+    if previous is not None and "selection" in previous:  # chosen before: the same data and settings are checked below
+        choice, point = previous["selection"], previous.get("operating_point")
+    else:
+        choice, point = choose_layout(store.read(names), targets, groups, labels.classes, settings, context)
+    requested = settings.layout
+    settings = settings.for_layout(choice["winner"] if choice else settings.layout)
+    if choice and choice["candidates"] and previous is None:
+        log_selection(choice, point, log)
+    train_pos, val_pos = validation_split(targets, groups, labels.classes, settings)
     weights = class_weights(targets[train_pos], len(labels.classes), settings.class_weight)
 
     meta = {
         "format": head.FORMAT,
         "classes": list(labels.classes),
         "code_shape": list(store.shape),
-        "head": {"pool": settings.pool, "standardize": settings.standardize, "dropout": settings.dropout,
-                 "hidden_units": head.HIDDEN_UNITS},
+        "head": {"layout": settings.layout, "pool": settings.pool, "standardize": settings.standardize,
+                 "dropout": settings.dropout, "hidden_units": head.HIDDEN_UNITS},
         "backbone": dict(store.meta, **head.code_identity(store.meta)),  # what made the codes
         "output": "logits; softmax gives class probabilities in 'classes' order",
         "positive_class": settings.positive,
-        "training": dict(asdict(settings), train_imgs=image_dir, train_codes=codes_dir, train_labels=labels_path,
-                         n_images=len(train_pos), data_sha256=_data_digest(names, labels),
+        "training": dict(asdict(settings), layout_requested=requested, train_imgs=image_dir, train_codes=codes_dir,
+                         train_labels=labels_path, n_images=len(train_pos), data_sha256=_data_digest(names, labels),
                          class_weights=dict(zip(labels.classes, weights.tolist())),
                          optimizer="sgd (no momentum, no weight decay)", loss="softmax cross-entropy",
                          init="xavier"),
+        "selection": choice,
+        "operating_point": point,
         "validation": {"images": [names[i] for i in val_pos],
                        "best_epoch_by": "highest validation ROC-AUC, then lowest validation loss",
                        "threshold_by": "Youden's J (sensitivity + specificity - 1) on the validation images"},
@@ -341,13 +443,9 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     }
     train_codes = store.rows_of([names[i] for i in train_pos])
     validation = (store.rows_of([names[i] for i in val_pos]), targets[val_pos]) if val_pos else None
-    if resume and os.path.exists(os.path.join(models_dir, head.META_FILE)):
-        previous = head.read_meta(models_dir)
+    if previous is not None:
         _check_resumable(previous, meta, models_dir)
         meta["history"], meta["best_epoch"] = previous["history"], previous.get("best_epoch")
-    elif not resume and head.has_checkpoints(models_dir):
-        raise UserError(f"{models_dir} already holds a trained head: add --resume to continue it, "
-                        f"or choose another MODELS_DIR (or delete this one) to start over")
     if meta["history"]:  # the checkpoint holds every weight, the standardisation too: no pass over the codes
         net = head.build_from_meta(meta)
         net.initialize(ctx=context)
@@ -359,6 +457,8 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
             log(f"nothing to resume in {models_dir}: starting at epoch 1")
     os.makedirs(models_dir, exist_ok=True)
     remove_stale_temps(models_dir)
+    if not meta["history"]:
+        head.write_meta(models_dir, meta)  # the layout chosen survives an interruption in epoch 1
     net.hybridize(static_alloc=True)
     done = len(meta["history"])
     if done >= settings.epochs:
@@ -391,5 +491,5 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     finally:  # drawn once, after the last epoch or an interruption: per epoch it cost ~10% of training time
         if meta["history"]:
             plot_training_curve(meta["history"], os.path.join(models_dir, "training_curve.png"),
-                                best=meta["best_epoch"])
+                                best=meta["best_epoch"], selection=meta["selection"])
     return meta

@@ -1,7 +1,7 @@
 """bench/accuracy.py (`make accuracy`) on a tiny generated set: real codes, every model row, a complete JSON.
 
-The real-radiograph figures come from `make accuracy DATA=...`; here only the harness is checked, on images so easy
-that every sensible model separates them.
+The real-radiograph figures come from `make accuracy` on the shared NIH sets; here only the harness is checked, on
+images so easy that every sensible model separates them.
 """
 
 import json
@@ -13,25 +13,29 @@ from test_pipeline import write_class_folders
 def test_accuracy_bench_cross_validates_every_model(weights, tmp_path):
     write_class_folders(tmp_path / "discs", per_class=12)
     out, cache = tmp_path / "accuracy.json", tmp_path / "cache"
-    args = ["bench/accuracy.py", tmp_path / "discs", "--folds", 3, "--subset-every", 2, "--out", out, "--cache", cache]
-    result = run_script(*args, timeout=600)
+    args = ["bench/accuracy.py", tmp_path / "discs", "--shared", "none", "--folds", 3, "--seeds", 2, "--jobs", 2,
+            "--out", out, "--cache", cache]
+    result = run_script(*args, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert results["schema"] == "xvision-mx accuracy v1" and results["classes"] == ["disc_bright", "disc_dark"]
-    assert results["positive_class"] == "disc_dark" and results["folds"] == 3
-    subsets = results["datasets"]
-    assert list(subsets) == ["as is", "imbalanced: every 2th disc_bright image"]
-    assert subsets["as is"]["counts"] == {"disc_bright": 12, "disc_dark": 12}
-    assert subsets["imbalanced: every 2th disc_bright image"]["counts"] == {"disc_bright": 6, "disc_dark": 12}
-    for subset in subsets.values():
-        rows = subset["models"]
-        assert list(rows)[0] == "head (defaults)" and "probe, averaged codes" in rows and len(rows) == 8
-        for row in rows.values():
-            assert len(row["roc_auc_folds"]) == 3 and set(row["recall"]) == {"disc_bright", "disc_dark"}
-            low, high = row["roc_auc_pooled_ci95"]
-            assert 0 <= low <= row["roc_auc_pooled"] <= high <= 1
-    assert subsets["as is"]["models"]["head (defaults)"]["roc_auc_pooled"] > 0.8
-    assert "| head (defaults) |" in result.stdout
+    assert results["schema"] == "xvision-mx accuracy v2" and results["folds"] == 3 and results["seeds"] == [0, 1]
+    assert list(results["datasets"]) == ["discs"]
+    discs = results["datasets"]["discs"]
+    assert discs["counts"] == {"disc_bright": 12, "disc_dark": 12} and len(discs["defaults_chose"]) == 6
+    assert set(discs["defaults_chose"]) <= {"avg", "flat"}
+    rows = discs["models"]
+    assert list(rows) == ["head (defaults: --layout auto)", "head (--layout avg)", "head (--layout flat)",
+                          "head (--recipe xvision)", "probe, flattened codes", "probe, averaged codes"]
+    for row in rows.values():
+        for key in ("roc_auc_mean", "roc_auc_pooled", "balanced_accuracy", "balanced_accuracy_at_0.5"):
+            assert len(row[key]["seeds"]) == 2 and 0 <= row[key]["mean"] <= 1 and row[key]["sd"] >= 0, key
+        assert set(row["recall"]) == {"disc_bright", "disc_dark"}
+    assert rows["head (defaults: --layout auto)"]["roc_auc_pooled"]["mean"] > 0.8
+    assert set(discs["verdict"]) >= {"defaults_minus_better_probe", "defaults_minus_best_layout", "holds"}
+    assert "| head (defaults: --layout auto) |" in result.stdout and "Layout the defaults chose" in result.stdout
 
-    again = run_script(*args, timeout=600)  # the codes are cached: no second extraction
+    again = run_script(*args, timeout=900)  # the codes are cached: no second extraction
     assert again.returncode == 0 and "img/s" not in again.stderr
+
+    missing = run_script("bench/accuracy.py", "--shared", tmp_path / "nowhere", "--out", out, timeout=120)
+    assert missing.returncode == 2 and "shared sets not found" in missing.stderr

@@ -13,8 +13,8 @@ from conftest import REPO, run_script
 sys.path.insert(0, os.path.join(REPO, "bench"))
 import run as bench  # noqa: E402  (bench/run.py)
 
-ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "head_train", "head_gemm_bound", "head_gemm_tight",
-          "mem_small", "mem_large"]
+ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "head_train", "head_auto_s", "head_flat_s",
+          "head_gemm_bound", "head_gemm_tight", "mem_small", "mem_large"]
 
 
 def test_quick_bench_writes_complete_results(weights, tmp_path):
@@ -63,6 +63,8 @@ def test_quick_bench_writes_complete_results(weights, tmp_path):
     for key in ("e2e_fp32 / fwd_fp32", "head_train / head_gemm_bound", "mem_large - mem_small (MiB)"):
         assert ratios[key]["value"] is not None and isinstance(ratios[key]["met"], bool), key
         assert ratios[key]["per_round"] == [ratios[key]["value"]], key  # --quick is one round
+    assert ratios["head_auto_s / head_flat_s"]["value"] is not None
+    assert rows["head_auto_s"]["flags"] == [] and rows["head_flat_s"]["flags"] == ["--layout", "flat", "--folds", "0"]
     assert set(results["targets_met"]) == {r.key for r in bench.RATIOS if r.target is not None}
     assert isinstance(results["all_targets_met"], bool)
     assert "e2e_fp32 / fwd_fp32" in result.stdout  # the table was printed

@@ -12,7 +12,7 @@ from PIL import Image
 
 import test_model
 import train_model
-from models import head
+from models import head, training
 from models.codes import CodeStore, CodeWriter
 from models.errors import run_cli
 from models.labels import save_labels
@@ -94,14 +94,16 @@ def test_training_writes_checkpoints_metadata_and_curve(two_class, trained, caps
     meta = json.load(open(os.path.join(trained, head.META_FILE)))
     assert meta["classes"] == ["normal", "nodule"] and meta["code_shape"] == list(CODE_SHAPE)
     assert meta["backbone"]["layer"] == "fake_layer" and meta["backbone"]["model_sha256"] == CODES_META["model_sha256"]
-    assert meta["training"]["epochs"] == 6 and meta["training"]["lr"] == 0.01 and meta["training"]["seed"] == 0
+    assert meta["training"]["epochs"] == 6 and meta["training"]["seed"] == 0
+    assert meta["training"]["lr"] == training.LAYOUT_LR[meta["head"]["layout"]]
     assert [e["epoch"] for e in meta["history"]] == list(range(1, 7))
     assert meta["history"][-1]["loss"] < meta["history"][0]["loss"]
-    assert meta["head"] == {"pool": "avg", "standardize": True, "dropout": 0.5, "hidden_units": 512}
+    assert meta["head"] == {"layout": "avg", "pool": "avg", "standardize": True, "dropout": 0.5, "hidden_units": 512}
+    assert meta["selection"]["winner"] == "avg" and set(meta["selection"]["candidates"]) == {"avg", "flat"}
     assert meta["training"]["class_weight"] == "balanced" and meta["positive_class"] == "nodule"
-    # --keep 5: epoch 1's params were removed once epoch 6 was written, unless epoch 1 is the best
+    # --keep 5: epoch 1's params were removed once epoch 6 was written (no hold-out, so no best epoch to keep)
     kept = {e["epoch"] for e in meta["history"] if e["params"]}
-    assert kept == set(range(2, 7)) | {meta["best_epoch"]}
+    assert kept == set(range(2, 7)) and meta["best_epoch"] is None
     for epoch in range(1, 7):
         assert os.path.exists(os.path.join(trained, head.params_file(epoch))) == (epoch in kept)
     assert os.path.getsize(os.path.join(trained, "training_curve.png")) > 0

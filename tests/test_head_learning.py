@@ -1,6 +1,6 @@
 """How the head learns on small, imbalanced data: class weights, standardisation, validation by group, the operating
 point, checkpoint keeping, and the original recipe kept exact. Small generated codes; the real radiographs are in
-`make accuracy`."""
+`make accuracy`. The layout's inner cross-validation: tests/test_selection.py."""
 
 import json
 import os
@@ -38,10 +38,12 @@ def test_defaults_learn_the_rare_class_where_the_original_recipe_collapses():
     codes, targets = imbalanced_codes(260, 20, seed=3)  # 13:1, the shape of Open-i normal vs nodule
     test_codes, test_targets = imbalanced_codes(130, 10, seed=4)
     groups = [f"g{i}" for i in range(len(targets))]
-    net, threshold, history = fit_and_select(codes, targets, groups, ["normal", "nodule"], TrainSettings())
+    net, threshold, record = fit_and_select(codes, targets, groups, ["normal", "nodule"], TrainSettings())
     normal, nodule = recalls(net, threshold, test_codes, test_targets)
     assert normal > 0.6 and nodule > 0.6, (normal, nodule)
-    assert all("val_roc_auc" in entry for entry in history) and threshold is not None
+    point = record["operating_point"]  # from every training image's out-of-fold probability, no hold-out
+    assert threshold == point["threshold"] and point["images"] == {"normal": 260, "nodule": 20}
+    assert record["selection"]["folds"] == 5 and not any("val_loss" in entry for entry in record["history"])
     original = TrainSettings(**RECIPES["xvision"])
     net, threshold, _ = fit_and_select(codes, targets, groups, ["normal", "nodule"], original)
     assert threshold is None and recalls(net, threshold, test_codes, test_targets)[1] <= 0.3  # nodules missed
@@ -133,7 +135,7 @@ def test_validation_keeps_groups_whole_and_scores_every_epoch(tmp_path, capsys):
     # a class that is one group cannot be split: one clear line, nothing written
     save_labels(tmp_path / "one.json", data["classes"], data["labels"],
                 {n: ("all-normal" if c == "normal" else n) for n, c in data["labels"].items()})
-    line = fail(train_model.main, [images, codes, tmp_path / "one.json", tmp_path / "m2"], capsys)
+    line = fail(train_model.main, [images, codes, tmp_path / "one.json", tmp_path / "m2", "--val-fraction", 0.2], capsys)
     assert "--val-fraction 0.2 leaves class 'normal' with no training images left" in line and "1 groups" in line
     assert not (tmp_path / "m2").exists()
 
@@ -149,16 +151,29 @@ def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
     train = make_split(tmp_path / "train", ["nodule", "normal"], 20, seed=5, separation=1.0)
     test = make_split(tmp_path / "test", ["nodule", "normal"], 12, seed=6, separation=1.0)
     models_dir = tmp_path / "m"
-    assert cli(train_model.main, [*train, models_dir, "--epochs", 4, "--batch-size", 8], capsys)[0] == 0
+    assert cli(train_model.main, [*train, models_dir, "--epochs", 4, "--batch-size", 8, "--val-fraction", 0.25],
+               capsys)[0] == 0
     meta = json.load(open(models_dir / head.META_FILE))
     assert meta["positive_class"] == "nodule"  # the class not named like normal, though it sorts first
     status, out, _ = cli(test_model.main, [*test, models_dir, "--epoch", "best", "--out", tmp_path / "eval"], capsys)
     assert status == 0 and "threshold" in out and "at 0.5" in out and "95% CI" in out
     report = check_report_against_csv(tmp_path / "eval")
-    entry = next(e for e in meta["history"] if e["epoch"] == meta["best_epoch"])
     assert report["epoch"] == meta["best_epoch"] and report["epoch_choice"].startswith("best")
-    assert report["operating_point"] == {"positive_class": "nodule", "threshold": entry["threshold"],
-                                         "chosen_by": f"Youden's J on the validation images at epoch {entry['epoch']}"}
+    # the threshold comes from the inner cross-validation's out-of-fold probabilities, not the hold-out
+    point = report["operating_point"]
+    assert point["threshold"] == meta["operating_point"]["threshold"] and point["positive_class"] == "nodule"
+    assert point["images"] == {"nodule": 20, "normal": 20} and point["source"].startswith("out-of-fold")
+    assert "out-of-fold" in point["chosen_by"] and "20 nodule, 20 normal" in point["chosen_by"]
+
+    # without inner cross-validation the hold-out sets it, epoch by epoch, as before
+    assert cli(train_model.main, [*train, tmp_path / "m0", "--epochs", 4, "--batch-size", 8, "--val-fraction", 0.25,
+                                  "--folds", 0, "--layout", "avg"], capsys)[0] == 0
+    meta = json.load(open(tmp_path / "m0" / head.META_FILE))
+    assert cli(test_model.main, [*test, tmp_path / "m0", "--epoch", "best", "--out", tmp_path / "e0"], capsys)[0] == 0
+    entry = next(e for e in meta["history"] if e["epoch"] == meta["best_epoch"])
+    assert json.load(open(tmp_path / "e0" / "report.json"))["operating_point"] == {
+        "positive_class": "nodule", "threshold": entry["threshold"],
+        "chosen_by": f"Youden's J on the validation images at epoch {entry['epoch']}"}
     assert "binary, positive class 'nodule'" == report["roc_auc"]["method"]
     assert os.path.getsize(tmp_path / "eval" / "roc_curve.png") > 0
 
@@ -172,7 +187,8 @@ def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
 def test_keep_removes_old_checkpoints_but_never_the_best(tmp_path, capsys):
     train = make_split(tmp_path / "d", ["normal", "nodule"], 16, seed=7)
     models_dir = tmp_path / "m"
-    assert cli(train_model.main, [*train, models_dir, "--epochs", 6, "--batch-size", 8, "--keep", 2], capsys)[0] == 0
+    common = ["--batch-size", 8, "--keep", 2, "--val-fraction", 0.25]
+    assert cli(train_model.main, [*train, models_dir, "--epochs", 6, *common], capsys)[0] == 0
     meta = json.load(open(models_dir / head.META_FILE))
     kept = {5, 6, meta["best_epoch"]}
     assert {e["epoch"] for e in meta["history"] if e["params"]} == kept
@@ -181,11 +197,10 @@ def test_keep_removes_old_checkpoints_but_never_the_best(tmp_path, capsys):
     line = fail(test_model.main, [*train, models_dir, "--epoch", gone], capsys)
     assert "removed (--keep)" in line and "kept checkpoints: epochs" in line
     # resuming longer goes on pruning; the best stays whatever its age
-    assert cli(train_model.main, [*train, models_dir, "--epochs", 8, "--batch-size", 8, "--keep", 2, "--resume"],
-               capsys)[0] == 0
+    assert cli(train_model.main, [*train, models_dir, "--epochs", 8, *common, "--resume"], capsys)[0] == 0
     meta = json.load(open(models_dir / head.META_FILE))
     assert {e["epoch"] for e in meta["history"] if e["params"]} == {7, 8, meta["best_epoch"]}
-    for bad in (["--keep", 0], ["--val-fraction", 1], ["--dropout", -0.1], ["--lr", "inf"]):
+    for bad in (["--keep", 0], ["--val-fraction", 1], ["--dropout", -0.1], ["--lr", "inf"], ["--folds", 1]):
         line = fail(train_model.main, [*train, tmp_path / "bad", *bad], capsys)
         assert bad[0] in line
     assert not (tmp_path / "bad").exists()

@@ -27,7 +27,7 @@ def spot_codes(count, seed, cell=(1, 2), grid=4, channels=8):
 def spot_head(codes, targets):
     """A head trained with the defaults on ``codes``, and its twin for input gradients."""
     net, _, _ = fit_and_select(codes, targets, [str(i) for i in range(len(targets))], ["plain", "spot"],
-                               TrainSettings(val_fraction=0))
+                               TrainSettings(layout="avg", folds=0))
     meta = {"classes": ["plain", "spot"], "code_shape": list(codes.shape[1:]),
             "head": {"pool": "avg", "standardize": True, "dropout": 0.5}}
     return net, head.gradient_net(meta, net.collect_params())

@@ -1,0 +1,106 @@
+"""The head's choices made by evidence from the training images alone: the input layout by inner cross-validation, and
+the two-class operating point from the same out-of-fold probabilities.
+
+Grouped, stratified k-fold (no group on both sides): every candidate layout is trained on k-1 folds and predicts the
+held-out fold, so every training image gets one out-of-fold probability per candidate. The candidate with the highest
+pooled out-of-fold ROC-AUC wins, and a larger one must beat a smaller one by more than one standard error of the
+paired difference (DeLong): the one-standard-error rule, so that a noisy lead of the 25,088-feature layout on a few
+hundred images does not displace the 512-feature one (README Accuracy has the evidence: picking the plain maximum
+cost 0.01 ROC-AUC on the imbalanced NIH set). The threshold is the balanced operating point of the winner's
+out-of-fold probabilities, where their sensitivity equals their specificity: it moves smoothly with the images, where
+Youden's J (an arg-max) jumps between plateaus and, on a few dozen images of the rarer class, lost balanced accuracy
+against 0.5 (README Accuracy).
+Learning on arrays only; ``models.training.train`` records the result in head.json.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from models import metrics
+
+MIN_THRESHOLD_IMAGES = 10  # fewer out-of-fold images of a class than this: threshold 0.5, not estimated
+
+
+def inner_folds(targets, groups, folds, seed):
+    """(list of held-out position arrays, a note or None): grouped, stratified ``folds``-fold, fewer folds when a class
+    has fewer groups than that; no folds (and a note) when a class has fewer than two groups."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    targets = np.asarray(targets)
+    group_ids = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+    fewest = min(len(set(group_ids[targets == c])) for c in set(targets.tolist()))
+    k = min(folds, fewest)
+    if k < 2:
+        return [], f"a class has only {fewest} group(s) of images: no cross-validation possible"
+    note = None if k == folds else f"{k} folds instead of {folds}: the rarer class has only {fewest} groups"
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [test for _, test in splitter.split(np.zeros(len(targets)), targets, group_ids)], note
+
+
+def cross_validate(codes, targets, classes, held_out, candidates, fit, log=None):
+    """Out-of-fold probabilities of each candidate: ``fit(codes, targets, name)`` returns a predict function.
+
+    ``candidates``: names, smaller first; ``held_out``: the folds of ``inner_folds``. Returns
+    {name: {"proba": (n, classes) array, "seconds": training time}}."""
+    results = {}
+    everything = np.arange(len(targets))
+    for name in candidates:
+        started, proba = time.time(), np.zeros((len(targets), len(classes)))
+        for fold, test in enumerate(held_out):
+            train = np.setdiff1d(everything, test)
+            proba[test] = fit(codes[train], targets[train], name)(codes[test])
+            if log:
+                log(f"  {name}: fold {fold + 1}/{len(held_out)} done")
+        results[name] = {"proba": proba, "seconds": round(time.time() - started, 2)}
+    return results
+
+
+def summarise(results, targets, positive):
+    """Per candidate: pooled out-of-fold ROC-AUC with its 95% DeLong interval (macro one-vs-rest with more than two
+    classes)."""
+    table = {}
+    for name, result in results.items():
+        auc, variance = metrics.auc_and_variance(targets, result["proba"], positive)
+        half = metrics.Z_95 * math.sqrt(variance)
+        table[name] = {"roc_auc": auc, "ci95": [max(0.0, auc - half), min(1.0, auc + half)],
+                       "seconds": result["seconds"]}
+    return table
+
+
+def choose(results, targets, positive):
+    """(winner, why): the candidate with the highest pooled out-of-fold AUC, unless a smaller one (earlier in
+    ``results``) is within one standard error of the paired difference (DeLong): then the smallest such."""
+    names = list(results)
+    aucs = {name: metrics.auc_and_variance(targets, results[name]["proba"], positive)[0] for name in names}
+    best = max(names, key=lambda name: (aucs[name], -names.index(name)))
+    for name in names[:names.index(best)]:
+        difference, variance = metrics.auc_and_variance(targets, results[best]["proba"], positive,
+                                                        other=results[name]["proba"])
+        if difference <= math.sqrt(variance):
+            return name, (f"{name}: out-of-fold ROC-AUC {aucs[name]:.3f}, within one standard error "
+                          f"({math.sqrt(variance):.3f}) of {best}'s {aucs[best]:.3f}, and smaller")
+    others = ", ".join(f"{name} {aucs[name]:.3f}" for name in names if name != best)
+    return best, f"{best}: highest out-of-fold ROC-AUC, {aucs[best]:.3f} (against {others})"
+
+
+def operating_point(proba, targets, classes, positive):
+    """The two-class threshold from out-of-fold probabilities, and where it came from (a dict for head.json): the
+    balanced operating point (sensitivity = specificity) of all of them; 0.5 where the rarer class has fewer than
+    MIN_THRESHOLD_IMAGES."""
+    counts = {classes[c]: int(np.sum(targets == c)) for c in range(len(classes))}
+    point = {"threshold": 0.5, "positive_class": classes[positive], "images": counts,
+             "source": "out-of-fold probabilities of the training images (inner cross-validation)"}
+    rarest = min(counts.values())
+    if rarest < MIN_THRESHOLD_IMAGES:
+        point["why"] = (f"0.5: only {rarest} training images of the rarer class, too few to estimate a better "
+                        f"threshold (at least {MIN_THRESHOLD_IMAGES})")
+        return point
+    point["threshold"] = metrics.balanced_threshold(targets, proba, positive)
+    at = {value: metrics.balanced_accuracy(targets, metrics.decide(proba, positive, value), len(classes))
+          for value in (point["threshold"], 0.5)}
+    point.update(out_of_fold_balanced_accuracy=at[point["threshold"]], out_of_fold_balanced_accuracy_at_half=at[0.5],
+                 why=f"where sensitivity equals specificity on all {len(targets)} out-of-fold probabilities (balanced "
+                     f"accuracy there {at[point['threshold']]:.3f}, at 0.5 {at[0.5]:.3f})")
+    return point

@@ -1,0 +1,166 @@
+"""The head chooses by evidence: the inner cross-validation picks the layout the data call for, the threshold comes
+from every training image's out-of-fold probability, and the AUC intervals are DeLong's. Small generated codes whose
+signal is positional (only the flattened grid sees it) or shift-invariant (the average sees it, the grid spreads it
+over positions); the real radiographs are in `make accuracy`."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import train_model
+from models import head, metrics, selection
+from models.training import TrainSettings, choose_layout, fit_and_select
+from test_head import CODES_META, cli, make_split
+
+SHAPE = (16, 4, 4)
+
+
+def positional_codes(per_class, seed):
+    """Both classes carry the same bump in channel 0; class 0 at the top-left cell, class 1 at the bottom-right.
+    The channel means are alike, so only a model that sees the grid separates them."""
+    rng = np.random.default_rng(seed)
+    codes = rng.gamma(2.0, 1.0, size=(2 * per_class,) + SHAPE)
+    targets = np.repeat([0, 1], per_class)
+    codes[targets == 0, 0, 0, 0] += 6.0
+    codes[targets == 1, 0, 3, 3] += 6.0
+    return codes.astype(np.float32), targets
+
+
+def shift_invariant_codes(per_class, seed):
+    """Class 1 has a bump in channel 0 at a random cell: its channel mean is higher wherever the bump is."""
+    rng = np.random.default_rng(seed)
+    codes = rng.gamma(2.0, 1.0, size=(2 * per_class,) + SHAPE)
+    targets = np.repeat([0, 1], per_class)
+    for i in np.flatnonzero(targets == 1):
+        codes[i, 0, rng.integers(4), rng.integers(4)] += 12.0
+    return codes.astype(np.float32), targets
+
+
+SETTINGS = TrainSettings(epochs=10, batch_size=16)
+
+
+@pytest.mark.parametrize("make_codes, expected", [(positional_codes, "flat"), (shift_invariant_codes, "avg")])
+def test_auto_picks_the_layout_the_signal_calls_for(make_codes, expected):
+    codes, targets = make_codes(40, seed=1)
+    groups = [f"g{i}" for i in range(len(targets))]
+    choice, point = choose_layout(codes, targets, groups, ["normal", "nodule"], SETTINGS, progress=False)
+    assert choice["winner"] == expected, choice
+    candidates = choice["candidates"]
+    assert list(candidates) == ["avg", "flat"] and choice["folds"] == 5 and choice["images"] == 80
+    for row in candidates.values():
+        low, high = row["ci95"]
+        assert 0 <= low <= row["roc_auc"] <= high <= 1
+    assert candidates[expected]["roc_auc"] > 0.8
+    assert point["images"] == {"normal": 40, "nodule": 40} and 0 < point["threshold"] < 1
+
+    # what train_model.py then trains generalises: the chosen layout on new codes of the same kind
+    net, threshold, record = fit_and_select(codes, targets, groups, ["normal", "nodule"], SETTINGS)
+    assert record["settings"].layout == expected and threshold == point["threshold"]
+    test_codes, test_targets = make_codes(30, seed=2)
+    assert metrics.roc_auc(test_targets, head.predict_proba(net, test_codes), 1) > 0.8
+
+
+def test_inner_folds_keep_groups_whole_and_shrink_for_few_groups():
+    targets = np.array([0] * 30 + [1] * 9)
+    groups = [f"n{i // 2}" for i in range(30)] + [f"p{i // 3}" for i in range(9)]  # the rarer class: 3 groups
+    held_out, note = selection.inner_folds(targets, groups, 5, seed=0)
+    assert len(held_out) == 3 and "3 folds instead of 5" in note and "only 3 groups" in note
+    assert sorted(np.concatenate(held_out).tolist()) == list(range(39))
+    for test in held_out:
+        inside = {groups[i] for i in test}
+        outside = {groups[i] for i in range(39) if i not in set(test.tolist())}
+        assert not inside & outside and 0 in targets[test]
+    held_out, note = selection.inner_folds(targets, ["one"] * 30 + [f"p{i}" for i in range(9)], 5, seed=0)
+    assert held_out == [] and "only 1 group" in note
+
+
+def test_too_few_groups_fall_back_to_the_smaller_layout_and_threshold_half():
+    codes, targets = positional_codes(6, seed=0)
+    groups = ["a"] * 6 + [f"p{i}" for i in range(6)]  # the first class is one patient
+    choice, point = choose_layout(codes, targets, groups, ["normal", "nodule"], SETTINGS, progress=False)
+    assert choice["winner"] == "avg" and choice["folds"] == 0 and "no cross-validation" in choice["why"]
+    assert point is None
+    net, threshold, _ = fit_and_select(codes, targets, groups, ["normal", "nodule"], SETTINGS)
+    assert threshold is None  # test_model.py then decides at 0.5
+
+
+def test_one_standard_error_rule_prefers_the_smaller_layout_on_a_near_tie():
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1], 30)
+    score = targets + rng.normal(scale=1.0, size=60)
+    near = score + rng.normal(scale=0.3, size=60)  # almost the same ranking
+    as_proba = lambda s: np.stack([1 - s, s], axis=1)  # noqa: E731
+    results = {"avg": {"proba": as_proba(score)}, "flat": {"proba": as_proba(near)}}
+    aucs = {name: metrics.roc_auc(targets, r["proba"], 1) for name, r in results.items()}
+    winner, why = selection.choose(results, targets, 1)
+    assert winner == "avg", why
+    assert "within one standard error" in why if aucs["flat"] > aucs["avg"] else "highest" in why
+    results["flat"]["proba"] = as_proba(targets * 5.0 + rng.normal(size=60))  # clearly better
+    winner, why = selection.choose(results, targets, 1)
+    assert winner == "flat" and "against avg" in why
+
+
+def test_delong_matches_sklearn_and_the_bootstrap():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, 150)
+    scores = np.round(truth * 0.7 + rng.normal(size=150), 1)  # ties too
+    proba = np.stack([1 - scores, scores], axis=1)
+    auc, variance = metrics.auc_and_variance(truth, proba, 1)
+    assert auc == pytest.approx(metrics.roc_auc(truth, proba, 1), abs=1e-12)
+    low, high = metrics.auc_interval(truth, proba, 1)
+    boot_low, boot_high = metrics.bootstrap_auc_interval(truth, proba, 1)
+    assert abs(low - boot_low) < 0.02 and abs(high - boot_high) < 0.02
+    difference, diff_variance = metrics.auc_and_variance(truth, proba, 1, other=proba)
+    assert difference == 0 and diff_variance == 0
+    three = rng.dirichlet([1, 1, 1], 120)
+    labels = rng.integers(0, 3, 120)
+    three[np.arange(120), labels] += 0.5
+    three /= three.sum(axis=1, keepdims=True)
+    assert metrics.auc_and_variance(labels, three)[0] == pytest.approx(metrics.roc_auc(labels, three), abs=1e-12)
+
+
+def test_operating_point_is_where_out_of_fold_sensitivity_equals_specificity():
+    rng = np.random.default_rng(1)
+    targets = np.repeat([0, 1], [90, 30])
+    leaning = 0.8 + 0.1 * targets + rng.normal(scale=0.05, size=120)  # well ranked, but every score above 0.5
+    point = selection.operating_point(np.stack([1 - leaning, leaning], 1), targets, ["normal", "nodule"], 1)
+    decided = metrics.decide(np.stack([1 - leaning, leaning], 1), 1, point["threshold"])
+    sensitivity, specificity = np.mean(decided[targets == 1] == 1), np.mean(decided[targets == 0] == 0)
+    assert 0.8 < point["threshold"] < 0.9 and abs(sensitivity - specificity) <= 1 / 30
+    assert point["out_of_fold_balanced_accuracy"] > point["out_of_fold_balanced_accuracy_at_half"] == 0.5
+    assert point["images"] == {"normal": 90, "nodule": 30} and "sensitivity equals specificity" in point["why"]
+    few = np.array([0] * 6 + [1] * 40)
+    point = selection.operating_point(np.full((46, 2), 0.5), few, ["normal", "nodule"], 1)
+    assert point["threshold"] == 0.5 and "only 6 training images" in point["why"]
+    assert point["images"] == {"normal": 6, "nodule": 40}
+
+
+def test_train_model_records_the_choice_and_resume_keeps_it(tmp_path, capsys):
+    train = make_split(tmp_path / "d", ["normal", "nodule"], 15, seed=4, shape=SHAPE, meta=CODES_META)
+    models_dir = tmp_path / "m"
+    common = ["--epochs", 3, "--batch-size", 8]
+    status, out, _ = cli(train_model.main, [*train, models_dir, *common], capsys)
+    assert status == 0 and "inner cross-validation, 5 folds on 30 training images" in out
+    assert "<- chosen" in out and "threshold for 'nodule'" in out
+    meta = json.load(open(models_dir / head.META_FILE))
+    choice = meta["selection"]
+    assert choice["winner"] == meta["head"]["layout"] == meta["training"]["layout"]
+    assert meta["training"]["layout_requested"] == "auto" and meta["training"]["n_images"] == 30
+    assert meta["operating_point"]["images"] == {"normal": 15, "nodule": 15}
+
+    # interrupted after the choice, before epoch 1: --resume goes on without choosing again
+    meta["history"], meta["best_epoch"] = [], None
+    head.write_meta(str(models_dir), meta)
+    status, out, _ = cli(train_model.main, [*train, models_dir, *common, "--resume"], capsys)
+    assert status == 0 and "inner cross-validation" not in out
+    assert json.load(open(models_dir / head.META_FILE))["selection"] == choice
+
+    # a fixed layout without inner cross-validation: no selection, no out-of-fold threshold
+    status, out, _ = cli(train_model.main, [*train, tmp_path / "fixed", *common, "--layout", "flat", "--folds", 0],
+                         capsys)
+    fixed = json.load(open(tmp_path / "fixed" / head.META_FILE))
+    assert status == 0 and fixed["selection"] is None and fixed["operating_point"] is None
+    assert fixed["head"]["pool"] == "none" and fixed["training"]["lr"] == 0.01
+    assert os.path.getsize(tmp_path / "fixed" / "training_curve.png") > 0
