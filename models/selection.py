@@ -39,7 +39,7 @@ def inner_folds(targets, groups, folds, seed):
     return [test for _, test in splitter.split(np.zeros(len(targets)), targets, group_ids)], note
 
 
-def cross_validate(codes, targets, classes, held_out, candidates, fit, log=None):
+def cross_validate(codes, targets, classes, held_out, candidates, fit):
     """Out-of-fold probabilities of each candidate: ``fit(codes, targets, name)`` returns a predict function.
 
     ``candidates``: names, smaller first; ``held_out``: the folds of ``inner_folds``. Returns
@@ -48,11 +48,9 @@ def cross_validate(codes, targets, classes, held_out, candidates, fit, log=None)
     everything = np.arange(len(targets))
     for name in candidates:
         started, proba = time.time(), np.zeros((len(targets), len(classes)))
-        for fold, test in enumerate(held_out):
+        for test in held_out:
             train = np.setdiff1d(everything, test)
             proba[test] = fit(codes[train], targets[train], name)(codes[test])
-            if log:
-                log(f"  {name}: fold {fold + 1}/{len(held_out)} done")
         results[name] = {"proba": proba, "seconds": round(time.time() - started, 2)}
     return results
 
@@ -60,13 +58,9 @@ def cross_validate(codes, targets, classes, held_out, candidates, fit, log=None)
 def summarise(results, targets, positive):
     """Per candidate: pooled out-of-fold ROC-AUC with its 95% DeLong interval (macro one-vs-rest with more than two
     classes)."""
-    table = {}
-    for name, result in results.items():
-        auc, variance = metrics.auc_and_variance(targets, result["proba"], positive)
-        half = metrics.Z_95 * math.sqrt(variance)
-        table[name] = {"roc_auc": auc, "ci95": [max(0.0, auc - half), min(1.0, auc + half)],
-                       "seconds": result["seconds"]}
-    return table
+    return {name: {"roc_auc": metrics.roc_auc(targets, result["proba"], positive),
+                   "ci95": metrics.auc_interval(targets, result["proba"], positive), "seconds": result["seconds"]}
+            for name, result in results.items()}
 
 
 def choose(results, targets, positive):
