@@ -97,13 +97,14 @@ def outer_fold(codes, targets, groups, classes, train, test, seed):
     settings = TrainSettings(seed=seed)
     x, y = codes[train], targets[train]
     held_out, _, results = inner_cross_validation(x, y, [groups[i] for i in train], classes, settings, progress=False)
-    winner = selection.choose(results, y, positive)[0]
+    # a class in a single group: no inner folds, and train_model.py then trains the smaller layout at 0.5
+    winner = selection.choose(results, y, positive)[0] if held_out else head.LAYOUT_NAMES[0]
     proba, threshold = {}, {}
     for name in head.LAYOUT_NAMES:
         net = fit_arrays(x, y, classes, settings.for_layout(name))
         proba[f"head (--layout {name})"] = head.predict_proba(net, codes[test])
-        threshold[f"head (--layout {name})"] = selection.operating_point(results[name]["proba"], y, classes,
-                                                                         positive)["threshold"]
+        threshold[f"head (--layout {name})"] = selection.operating_point(
+            results[name]["proba"], y, classes, positive)["threshold"] if held_out else 0.5
     defaults = HEAD_ROWS[0]  # the chosen layout's head: train_model.py trains exactly that one on all of x
     proba[defaults], threshold[defaults] = proba[f"head (--layout {winner})"], threshold[f"head (--layout {winner})"]
     proba[HEAD_ROWS[-1]] = head.predict_proba(fit_arrays(x, y, classes, replace(XVISION, seed=seed)), codes[test])
