@@ -101,6 +101,8 @@ def digits_accuracy(work):
         run("test_model.py", f"{split}/test", f"{codes}/test", f"{split}/test_labels.json", f"{codes}/head")
         with open(f"{codes}/head/eval/report.json") as f:
             report = json.load(f)
+        with open(f"{codes}/head/head.json") as f:
+            results[f"{precision}_layout"] = json.load(f)["head"]["layout"]  # what --layout auto chose
         results[f"{precision}_test_accuracy"] = report["accuracy"]["value"]
         results["test_images"] = report["n"]
     for precision, _ in precisions[1:]:
