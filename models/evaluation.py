@@ -61,7 +61,7 @@ def operating_point(meta, epoch):
     entry = next(e for e in meta["history"] if e["epoch"] == epoch)
     if entry.get("threshold") is None:
         return positive, 0.5, "the default: the head was trained without inner cross-validation or validation images"
-    return positive, entry["threshold"], f"Youden's J on the validation images at epoch {epoch}"
+    return positive, entry["threshold"], f"the balanced point of the validation images at epoch {epoch}"
 
 
 def scores_at(truth, probabilities, classes, positive, threshold):

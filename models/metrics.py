@@ -57,29 +57,19 @@ def roc_auc(truth, probabilities, positive=None):
     return float(roc_auc_score(truth, probabilities, multi_class="ovr", average="macro", labels=list(range(n_classes))))
 
 
-def _threshold_at(truth, probabilities, positive, pick):
-    """The threshold of the ROC point ``pick(fpr, tpr)`` chooses (an index), placed halfway between the score it admits
-    and the next lower one (so the scores it was chosen on are not on the edge)."""
+def balanced_threshold(truth, probabilities, positive):
+    """The threshold at which sensitivity equals specificity on these examples (as near as they allow): the balanced
+    operating point, placed halfway between the score it admits and the next lower one (so the scores it was chosen
+    on are not on the edge). It moves smoothly with the examples, where Youden's J (the arg-max of sensitivity +
+    specificity) jumps between distant plateaus on a few dozen images: README Accuracy."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, thresholds = roc_curve(truth == positive, probabilities[:, positive], drop_intermediate=False)
-    best = int(pick(fpr, tpr))
+    best = int(np.argmin(np.abs(tpr - (1 - fpr))))
     if best == 0:  # roc_curve's first threshold is above every score: predict nothing positive
         return 1.0
     lower = thresholds[best + 1] if best + 1 < len(thresholds) else 0.0
     return float((thresholds[best] + lower) / 2)
-
-
-def youden_threshold(truth, probabilities, positive):
-    """The threshold maximising sensitivity + specificity - 1 on these examples."""
-    return _threshold_at(truth, probabilities, positive, lambda fpr, tpr: np.argmax(tpr - fpr))
-
-
-def balanced_threshold(truth, probabilities, positive):
-    """The threshold at which sensitivity equals specificity on these examples (as near as they allow): the balanced
-    operating point. It moves smoothly with the examples, where Youden's J (the arg-max of their sum) jumps between
-    distant plateaus on a few dozen images."""
-    return _threshold_at(truth, probabilities, positive, lambda fpr, tpr: np.argmin(np.abs(tpr - (1 - fpr))))
 
 
 def weighted_log_loss(truth, probabilities, class_weights):

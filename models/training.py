@@ -141,8 +141,8 @@ def sgd_step(params, lr, batch_size):
 
 
 def validation_scores(truth, probabilities, weights, positive):
-    """One epoch's validation numbers; with a positive class also the Youden threshold and the scores at it."""
-    threshold = metrics.youden_threshold(truth, probabilities, positive) if positive is not None else None
+    """One epoch's validation numbers; with a positive class also the balanced threshold and the scores at it."""
+    threshold = metrics.balanced_threshold(truth, probabilities, positive) if positive is not None else None
     predicted = metrics.decide(probabilities, positive, 0.5 if threshold is None else threshold)
     n_classes = probabilities.shape[1]
     return {"val_loss": metrics.weighted_log_loss(truth, probabilities, weights),
@@ -437,7 +437,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
         "operating_point": point,
         "validation": {"images": [names[i] for i in val_pos],
                        "best_epoch_by": "highest validation ROC-AUC, then lowest validation loss",
-                       "threshold_by": "Youden's J (sensitivity + specificity - 1) on the validation images"},
+                       "threshold_by": "the balanced point (sensitivity = specificity) of the validation images"},
         "best_epoch": None,
         "history": [],
     }

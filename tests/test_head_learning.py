@@ -145,7 +145,7 @@ def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
     assert metrics.positive_class(["No Finding", "effusion"]) == 1 and metrics.positive_class(["a", "b"]) == 1
     assert metrics.positive_class(["normal", "healthy"]) == 1 and metrics.positive_class(["a", "b", "c"]) is None
     truth, scores = np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.2, 0.6, 0.7, 0.9])
-    threshold = metrics.youden_threshold(truth, np.stack([1 - scores, scores], axis=1), 1)
+    threshold = metrics.balanced_threshold(truth, np.stack([1 - scores, scores], axis=1), 1)
     assert threshold == pytest.approx(0.65)  # halfway between the lowest positive and the highest negative
 
     train = make_split(tmp_path / "train", ["nodule", "normal"], 20, seed=5, separation=1.0)
@@ -173,7 +173,7 @@ def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
     entry = next(e for e in meta["history"] if e["epoch"] == meta["best_epoch"])
     assert json.load(open(tmp_path / "e0" / "report.json"))["operating_point"] == {
         "positive_class": "nodule", "threshold": entry["threshold"],
-        "chosen_by": f"Youden's J on the validation images at epoch {entry['epoch']}"}
+        "chosen_by": f"the balanced point of the validation images at epoch {entry['epoch']}"}
     assert "binary, positive class 'nodule'" == report["roc_auc"]["method"]
     assert os.path.getsize(tmp_path / "eval" / "roc_curve.png") > 0
 
