@@ -43,7 +43,6 @@ def params_file(epoch):
     return f"{CHECKPOINT_PREFIX}-{epoch:04d}.params"
 
 
-POOLS = ("none", "avg")  # what the head does to the code grid first: nothing (flatten) or average it per channel
 # how the code grid enters the head, smaller first: channel means, standardised; or the raw flattened grid
 LAYOUTS = {"avg": {"pool": "avg", "standardize": True}, "flat": {"pool": "none", "standardize": False}}
 LAYOUT_NAMES = tuple(LAYOUTS)

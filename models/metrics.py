@@ -104,28 +104,15 @@ def bootstrap_auc_interval(truth, probabilities, positive=None, resamples=BOOTST
     return [float(low), float(high)]
 
 
-def _midranks(values):
-    """Ranks 1..n of ``values``, ties sharing their mean rank."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    sorted_values = values[order]
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
 def _delong_components(truth, scores):
     """AUC and DeLong's structural components (one per positive, one per negative) of ``scores`` for ``truth``."""
+    from scipy.stats import rankdata  # "average": ties share their mean rank (midranks)
+
     positives, negatives = scores[truth], scores[~truth]
     m, n = len(positives), len(negatives)
-    ranks_all = _midranks(np.concatenate([positives, negatives]))
-    v10 = (ranks_all[:m] - _midranks(positives)) / n  # per positive: share of negatives it outranks
-    v01 = 1.0 - (ranks_all[m:] - _midranks(negatives)) / m  # per negative: share of positives that outrank it
+    ranks_all = rankdata(np.concatenate([positives, negatives]))
+    v10 = (ranks_all[:m] - rankdata(positives)) / n  # per positive: share of negatives it outranks
+    v01 = 1.0 - (ranks_all[m:] - rankdata(negatives)) / m  # per negative: share of positives that outrank it
     return float(v10.mean()), v10, v01
 
 

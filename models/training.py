@@ -250,14 +250,15 @@ def validation_split(targets, groups, classes, settings):
     return train_pos, val_pos
 
 
-def fit_arrays(codes, targets, classes, settings, context=None):
-    """A head trained on all of ``codes`` with ``settings`` (layout fixed), no validation; the class weights from
-    ``targets``. Used by the inner cross-validation and ``make accuracy``."""
+def fit_arrays(codes, targets, classes, settings, context=None, **fit_options):
+    """A head trained on all of ``codes`` with ``settings`` (layout fixed); the class weights from ``targets``.
+    ``fit_options`` go to ``fit`` (validation, positive, on_epoch). Used by the inner cross-validation,
+    ``fit_and_select`` and ``make accuracy``."""
     targets = np.asarray(targets, dtype=int)
     weights = class_weights(targets, len(classes), settings.class_weight)
     net = initialised_head(len(classes), codes.shape[1:], settings, codes, context)
     net.hybridize(static_alloc=True)
-    return fit(net, codes, targets, settings, weights=weights, context=context, progress=False)
+    return fit(net, codes, targets, settings, weights=weights, context=context, progress=False, **fit_options)
 
 
 def inner_cross_validation(codes, targets, groups, classes, settings, context=None, progress=True):
@@ -316,15 +317,11 @@ def fit_and_select(codes, targets, groups, classes, settings, context=None):
     choice, point = choose_layout(codes, targets, groups, classes, settings, context, progress=False)
     settings = settings.for_layout(choice["winner"] if choice else settings.layout)
     train_pos, val_pos = validation_split(targets, groups, classes, settings)
-    positive = metrics.positive_class(classes, settings.positive)
-    weights = class_weights(targets[train_pos], len(classes), settings.class_weight)
-    train_codes = codes[np.asarray(train_pos)]
-    net = initialised_head(len(classes), codes.shape[1:], settings, train_codes, context)
-    net.hybridize(static_alloc=True)
     history = []
     validation = (codes[np.asarray(val_pos)], targets[val_pos]) if val_pos else None
-    fit(net, train_codes, targets[train_pos], settings, weights=weights, validation=validation, positive=positive,
-        on_epoch=history.append, context=context, progress=False)
+    net = fit_arrays(codes[np.asarray(train_pos)], targets[train_pos], classes, settings, context,
+                     validation=validation, positive=metrics.positive_class(classes, settings.positive),
+                     on_epoch=history.append)
     threshold = point["threshold"] if point else history[-1].get("threshold")
     return net, threshold, {"selection": choice, "operating_point": point, "history": history, "settings": settings}
 
