@@ -23,7 +23,7 @@ REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test pipeline reproduce bench accuracy clean
+.PHONY: help setup demo figure test pipeline reproduce bench accuracy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ $(WEIGHTS): models/weights.py | $(VENV)/.installed
 
 demo: setup ## set up, then run steps 2-5 offline on the bundled NIH chest X-rays (examples/nih-sample) into data/demo (~20 s)
 	@$(MAKE) --no-print-directory pipeline DATA="$(DEMO_DATA)" OUT="$(DEMO_OUT)" GROUP_PATTERN='^(\d+)_'
+
+figure: demo ## run make demo, then draw the README's picture, docs/demo-heatmaps.png, from its heatmaps.png
+	$(PY) -c "from PIL import Image; im = Image.open('$(DEMO_OUT)/models/eval/heatmaps.png'); im.thumbnail((800, 800)); im.convert('RGB').quantize(colors=192).save('docs/demo-heatmaps.png', optimize=True)"
+	@echo "wrote docs/demo-heatmaps.png"
 
 test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
 	$(PY) -m pytest tests

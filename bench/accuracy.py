@@ -12,7 +12,9 @@ cross-validation (no group in two folds) of
   which is what train_model.py --layout NAME computes) and with the original Xvision settings (--recipe xvision,
   threshold 0.5);
 - a standardised, class-balanced logistic-regression probe on the same codes, flattened and averaged over the grid
-  (what a linear model gets: the bar the head must clear).
+  (what a linear model gets: the bar the head must clear);
+- under study, not a default: the two fixed layouts' heads with their probabilities averaged (threshold from their
+  averaged out-of-fold probabilities).
 Prints a table per set (mean +- sd over seeds) and whether the defaults are within 0.02 ROC-AUC of the better probe
 and 0.01 of the best fixed layout; writes everything to --out (JSON).
 """
@@ -49,6 +51,8 @@ SHARED = (("nih-sim-nodules", "nih-sim-nodules", NIH_PATIENT, None),
           ("nih-cxr8-pa", "nih-cxr8-pa", NIH_PATIENT, None))
 HEAD_ROWS = ("head (defaults: --layout auto)",) + tuple(f"head (--layout {name})" for name in head.LAYOUT_NAMES) + \
     ("head (--recipe xvision)",)
+# both layouts' heads (trained anyway), their probabilities averaged: a candidate under study, not a default
+STUDY_ROWS = ("heads of both layouts, averaged",)
 PROBE_ROWS = ("probe, flattened codes", "probe, averaged codes")
 PROBE_MARGIN, LAYOUT_MARGIN = 0.02, 0.01  # the defaults may trail the better probe / the best fixed layout by this
 
@@ -108,6 +112,11 @@ def outer_fold(codes, targets, groups, classes, train, test, seed):
     defaults = HEAD_ROWS[0]  # the chosen layout's head: train_model.py trains exactly that one on all of x
     proba[defaults], threshold[defaults] = proba[f"head (--layout {winner})"], threshold[f"head (--layout {winner})"]
     proba[HEAD_ROWS[-1]] = head.predict_proba(fit_arrays(x, y, classes, replace(XVISION, seed=seed)), codes[test])
+    both = STUDY_ROWS[0]
+    proba[both] = sum(proba[f"head (--layout {name})"] for name in head.LAYOUT_NAMES) / len(head.LAYOUT_NAMES)
+    threshold[both] = selection.operating_point(
+        sum(results[name]["proba"] for name in head.LAYOUT_NAMES) / len(head.LAYOUT_NAMES), y, classes,
+        positive)["threshold"] if held_out else 0.5
     pooled, flat = head.pool_codes(codes, "avg"), codes.reshape(len(codes), -1)
     for name, features in zip(PROBE_ROWS, (flat, pooled)):
         proba[name] = probe_proba(features[train], y, features[test], seed)
@@ -159,7 +168,7 @@ def score_seed(targets, classes, splits, results):
     """One seed's rows: mean-of-folds and pooled ROC-AUC, balanced accuracy at the operating point and at 0.5,
     recalls; and the layout the defaults chose in each fold."""
     positive = metrics.positive_class(classes)
-    rows = HEAD_ROWS + PROBE_ROWS
+    rows = HEAD_ROWS + STUDY_ROWS + PROBE_ROWS
     proba = {name: np.zeros((len(targets), len(classes))) for name in rows}
     at_point = {name: np.zeros(len(targets), int) for name in rows}
     at_half = {name: np.zeros(len(targets), int) for name in rows}

@@ -94,7 +94,8 @@ def require_native_bf16(flags=None):
                         f"which this one lacks; run without --bf16 (fp32) or with --int8")
 
 
-# (vendor, family, model range) -> generation, for the CPUs whose bf16 / int8 speed the README quotes and their kin.
+# (vendor, family, model range) -> generation, for the CPUs whose bf16 / int8 speed docs/performance.md quotes and
+# their kin.
 # A VM often names its CPU just "AMD EPYC"; the family and model numbers still say which one it is.
 CPU_GENERATIONS = (
     ("AuthenticAMD", 0x17, range(0x00, 0x30), "AMD Zen / Zen+"),

@@ -4,12 +4,11 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from tqdm import tqdm
-
 from models.codes import CodeWriter
 from models.errors import named, one_line
 from models.images import ImageReadError, list_images, read_image
 from models.pretrained import INPUT_SIZE, put_image
+from models.progress import progress_bar
 
 DECODE_THREADS = 2  # PIL releases the GIL while decoding and resizing, so threads overlap with the forward pass
 
@@ -75,8 +74,8 @@ def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
             f"encoding them again")
     elif writer.resumed:
         log(f"{codes_dir}: resuming after {writer.rows_done} of {len(names)} images")
-    with tqdm(total=len(names) - writer.rows_done + len(changed), unit="img",
-              desc=os.path.basename(folder.rstrip("/"))) as bar:
+    with progress_bar(total=len(names) - writer.rows_done + len(changed), unit="img",
+                      desc=os.path.basename(folder.rstrip("/"))) as bar:
         for _, codes, skipped in encode(backbone, folder, names[writer.rows_done:], resize, bar):
             writer.write(codes, skipped)
         for chunk, codes, skipped in encode(backbone, folder, changed, resize, bar):

@@ -61,7 +61,7 @@ def balanced_threshold(truth, probabilities, positive):
     """The threshold at which sensitivity equals specificity on these examples (as near as they allow): the balanced
     operating point, placed halfway between the score it admits and the next lower one (so the scores it was chosen
     on are not on the edge). It moves smoothly with the examples, where Youden's J (the arg-max of sensitivity +
-    specificity) jumps between distant plateaus on a few dozen images: README Accuracy."""
+    specificity) jumps between distant plateaus on a few dozen images: docs/accuracy.md."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, thresholds = roc_curve(truth == positive, probabilities[:, positive], drop_intermediate=False)

@@ -14,7 +14,6 @@ import sys
 from contextlib import nullcontext
 
 import numpy as np
-from tqdm import tqdm
 
 from models import head, metrics
 from models.devices import GPU_SPEC_HELP
@@ -22,6 +21,7 @@ from models.errors import UserError, one_line, run_cli
 from models.evaluation import EPOCH_CHOICES, operating_point, resolve_epoch
 from models.fileio import atomic_path, check_output_folder
 from models.images import IMAGE_EXTENSIONS, list_images, load_image
+from models.progress import progress_bar
 
 
 def image_paths(inputs):
@@ -96,7 +96,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
             open(csv_path, "w", newline="", encoding="utf-8") as csv_file, \
             (heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(paths), grid, classes) if heatmaps
              else nullcontext()) as maps_out, \
-            tqdm(total=len(paths), unit="img", desc="predict", leave=False) as bar:
+            progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar:
         writer = csv.writer(csv_file)
         writer.writerow(["file", "predicted_class"] + [f"p_{name}" for name in classes])
         for chunk, codes, failed in encode(backbone, "", paths, resize, bar):  # encode warns about failed ones

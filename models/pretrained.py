@@ -76,7 +76,7 @@ def to_bfloat16(symbol, args, aux):
 
     Activations stay bfloat16 from the first convolution after the image to the cut. Two changes make oneDNN 2.4.4
     (MXNet 1.9.1's) keep one memory layout throughout, with fewer reorders between its kernels (11 -> 9 per forward
-    pass of ResNet-50 cut at stage 4, 5% faster, codes closer to fp32 on an AMD Zen 5; see README, Performance):
+    pass of ResNet-50 cut at stage 4, 5% faster, codes closer to fp32 on an AMD Zen 5; see docs/performance.md):
     the convolutions on the 3-channel image stay float32 (oneDNN has no bf16 kernel for 3 input channels and runs a
     plain-layout GEMM, 1.6x the fp32 time), and strided 1x1 convolutions become a subsampling then a stride-1
     convolution (the same numbers; see subsample_strided_1x1).

@@ -5,11 +5,11 @@ Grouped, stratified k-fold (no group on both sides): every candidate layout is t
 held-out fold, so every training image gets one out-of-fold probability per candidate. The candidate with the highest
 pooled out-of-fold ROC-AUC wins, and a larger one must beat a smaller one by more than one standard error of the
 paired difference (DeLong): the one-standard-error rule, so that a noisy lead of the 25,088-feature layout on a few
-hundred images does not displace the 512-feature one (README Accuracy has the evidence: picking the plain maximum
+hundred images does not displace the 512-feature one (docs/accuracy.md has the evidence: picking the plain maximum
 cost 0.01 ROC-AUC on the imbalanced NIH set). The threshold is the balanced operating point of the winner's
 out-of-fold probabilities, where their sensitivity equals their specificity: it moves smoothly with the images, where
 Youden's J (an arg-max) jumps between plateaus and, on a few dozen images of the rarer class, lost balanced accuracy
-against 0.5 (README Accuracy).
+against 0.5 (docs/accuracy.md).
 Learning on arrays only; ``models.training.train`` records the result in head.json.
 """
 

@@ -20,19 +20,19 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-from tqdm import tqdm
 
 from models import head, metrics, selection
 from models.codes import CodeStore, check_examples
 from models.errors import UserError
 from models.fileio import check_output_folder, remove_stale_temps
 from models.labels import load_labels
+from models.progress import progress_bar
 from models.splits import grouped_holdout
 
 CLASS_WEIGHTS = ("balanced", "none")
 STATS_BATCH = 256  # codes read at once while computing the standardisation
 # default SGD learning rate of each layout: the averaged head needs more steps than 20 epochs at 0.01 give it on a few
-# hundred images (README Accuracy); the flattened head does not gain from them
+# hundred images (docs/accuracy.md); the flattened head does not gain from them
 LAYOUT_LR = {"avg": 0.03, "flat": 0.01}
 LAYOUT_CHOICES = ("auto",) + head.LAYOUT_NAMES
 
@@ -174,8 +174,8 @@ def fit(net, codes, targets, settings, *, weights, validation=None, positive=Non
         order = np.random.default_rng([settings.seed, epoch]).permutation(len(targets))
         mx.random.seed(int(np.random.default_rng([settings.seed, epoch, 1]).integers(2 ** 31)))  # dropout masks
         loss_sum, correct = mx.nd.zeros(1, ctx=context), mx.nd.zeros(1, ctx=context)
-        with tqdm(total=len(targets), desc=f"epoch {epoch}/{settings.epochs}", unit="img", leave=False,
-                  disable=not progress) as bar:
+        with progress_bar(total=len(targets), desc=f"epoch {epoch}/{settings.epochs}", unit="img", leave=False,
+                          enabled=progress) as bar:
             for batch in _batches(order, settings.batch_size):
                 batch_codes = mx.nd.array(codes[batch], ctx=context)
                 truth = mx.nd.array(targets[batch], ctx=context)
@@ -268,8 +268,8 @@ def inner_cross_validation(codes, targets, groups, classes, settings, context=No
     candidates = head.LAYOUT_NAMES if settings.layout == "auto" else (settings.layout,)
     if not held_out:
         return held_out, note, {}
-    with tqdm(total=len(candidates) * len(held_out), desc="inner cross-validation", unit="fit", leave=False,
-              disable=not progress) as bar:
+    with progress_bar(total=len(candidates) * len(held_out), desc="inner cross-validation", unit="fit", leave=False,
+                      enabled=progress) as bar:
         def fit_candidate(train_codes, train_targets, name):
             net = fit_arrays(train_codes, train_targets, classes, settings.for_layout(name), context)
             bar.update(1)

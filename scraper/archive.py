@@ -10,9 +10,8 @@ import os
 import tarfile
 import xml.etree.ElementTree as ET
 
-from tqdm import tqdm
-
 from models.errors import UserError
+from models.progress import progress_bar
 from scraper import store
 
 
@@ -84,13 +83,12 @@ def build_from_archives(out, png_archive, reports_archive, max_image_bytes=10 * 
     out = os.fspath(out)
     reports, bad_reports = read_reports(reports_archive)
     failed, not_in_reports = {}, 0
-    no_bar = None if progress is None else not progress  # None: bars only on a terminal
     with store.locked_output(out):
         if os.path.exists(os.path.join(out, store.API_STATE_FILE)):
             raise UserError(f"{out} holds a download from the Open-i API; build from the archives into another folder")
         done = store.finished_images(out)
         with _open_tar(png_archive, "image archive") as tar, \
-                tqdm(desc="images", unit="img", total=len(reports), disable=no_bar) as bar:
+                progress_bar(desc="images", unit="img", total=len(reports), enabled=progress is not False) as bar:
             for member in tar:
                 name = os.path.basename(member.name)
                 if not (member.isfile() and name.lower().endswith(".png")):

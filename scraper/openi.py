@@ -22,13 +22,13 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from bs4 import BeautifulSoup
 from requests.adapters import HTTPAdapter
-from tqdm import tqdm
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util.retry import Retry
 
 from models.errors import UserError
 from models.fileio import read_json, write_json
+from models.progress import progress_bar
 from scraper import store
 
 DEFAULT_BASE_URL = "https://openi.nlm.nih.gov"
@@ -305,7 +305,7 @@ class Scraper:
         self.delay, self.workers, self.retries, self.backoff = delay, workers, retries, backoff
         self.timeout, self.deadline = timeout, deadline
         self.max_image_bytes, self.max_api_bytes = max_image_bytes, max_api_bytes
-        self._no_bar = None if progress is None else not progress  # None: tqdm shows bars only on a terminal
+        self._progress = progress is not False  # a bar on a terminal, plain lines in a log; False: nothing
         self.session = make_session(self.base_url, retries, backoff, workers)
         self.datas = {}
         self.failed = {}  # image id -> reason
@@ -381,8 +381,8 @@ class Scraper:
         # written before datas.json: it marks OUT as an API download
         write_json(os.path.join(self.out, store.API_STATE_FILE), state)
         pages = 0
-        bar = tqdm(desc="catalogue", unit="result", total=self._wanted(state["total"]), disable=self._no_bar,
-                   initial=state["next"] - 1)
+        bar = progress_bar(desc="catalogue", unit="result", total=self._wanted(state["total"]), enabled=self._progress,
+                           initial=state["next"] - 1)
         with bar:
             while self._wanted(state["total"]) is None or state["next"] <= self._wanted(state["total"]):
                 if pages:
@@ -457,8 +457,8 @@ class Scraper:
                 raise
 
         with ThreadPoolExecutor(self.workers) as pool, \
-                tqdm(total=len(self.datas), initial=len(done & set(self.datas)), desc="images", unit="img",
-                     disable=self._no_bar) as bar:
+                progress_bar(total=len(self.datas), initial=len(done & set(self.datas)), desc="images", unit="img",
+                             enabled=self._progress) as bar:
             futures = [pool.submit(work, *job) for job in todo]
             for future in futures:
                 future.add_done_callback(lambda _: bar.update(1))

@@ -112,14 +112,27 @@ def test_int8_codes_match_fp32_and_calibration_is_cached(photos):
 
 @pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bfloat16 (avx512_bf16 / amx_bf16)")
 def test_bf16_codes_match_fp32(photos):
+    """train.py --bf16 keeps bf16 where its self-check finds it faster, and runs fp32 and says so where it does not
+    (an Intel Xeon with AMX under MXNet 1.9.1's oneDNN, docs/performance.md); either way the index tells the truth.
+    The bf16 network's own codes are compared with fp32 without the speed check, so that holds on every such CPU."""
+    from models.extract import extract_folder
+    from models.pretrained import Backbone
+
     root, args = photos
     result = run_script(*args("bf16", "--bf16", "--gpus", "0"))
     assert result.returncode == 0, result.stderr
     assert "--gpus 0 ignored: the bf16 network runs on the CPU" in result.stderr
+    declined = [line for line in notices(result.stderr) if "not faster" in line]
+    if declined:
+        assert len(declined) == 1 and "measured at load" in declined[0] and "running fp32 instead" in declined[0]
+        assert CodeStore(root / "bf16").meta["precision"] == "fp32"
+        np.testing.assert_array_equal(CodeStore(root / "bf16").read(PHOTOS), CodeStore(root / "fp32").read(PHOTOS))
+    else:
+        assert "x fp32 in" in result.stdout
+        compare_to_fp32(root, "bf16", "bf16")
 
-    assert not [line for line in notices(result.stderr) if "not faster" in line] and "x fp32 in" in result.stdout
-
-    codes, similarity = compare_to_fp32(root, "bf16", "bf16")  # bf16 is faster on this CPU: the self-check keeps it
+    extract_folder(Backbone(precision="bf16"), str(root / "train"), str(root / "bf16_direct"), log=lambda line: None)
+    codes, similarity = compare_to_fp32(root, "bf16_direct", "bf16")
     assert not np.array_equal(codes, CodeStore(root / "fp32").read(PHOTOS))  # it did run in another precision
     assert similarity.min() >= 0.99, similarity
     assert similarity.mean() >= 0.999, similarity
