@@ -16,7 +16,7 @@ BAR_FRAGMENT = re.compile(r"\d+%\||█|\x1b\[")  # tqdm's "NN%|", its block char
 
 def test_plain_progress_lines_only_for_long_work():
     short = io.StringIO()
-    with PlainProgress(total=4, desc="short", unit="img", stream=short) as bar:
+    with PlainProgress(total=4, desc="short", unit="img", every=10, stream=short) as bar:
         bar.update(4)
     assert short.getvalue() == ""  # ended before the first interval: nothing to report
 
