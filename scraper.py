@@ -77,7 +77,7 @@ def main(argv=None):
     args = parse_args(argv)
     check_output_folder(args.out, "OUT")
     max_bytes = int(args.max_image_mb * 2**20)
-    progress = False if args.quiet else None
+    progress = not args.quiet
     if bool(args.from_archive) != bool(args.reports):
         raise UserError("--from-archive NLMCXR_png.tgz and --reports NLMCXR_reports.tgz go together; give both")
     if args.from_archive:

@@ -75,7 +75,7 @@ def read_reports(path):
     return entries, bad
 
 
-def build_from_archives(out, png_archive, reports_archive, max_image_bytes=10 * 2**20, progress=None):
+def build_from_archives(out, png_archive, reports_archive, max_image_bytes=10 * 2**20, progress=True):
     """Write OUT/images/<id>.png for each report image found in ``png_archive``, then OUT/datas.json.
 
     Images already in OUT are kept (a killed run resumes); a file that is not a complete PNG is reported, not kept.
@@ -88,7 +88,7 @@ def build_from_archives(out, png_archive, reports_archive, max_image_bytes=10 * 
             raise UserError(f"{out} holds a download from the Open-i API; build from the archives into another folder")
         done = store.finished_images(out)
         with _open_tar(png_archive, "image archive") as tar, \
-                progress_bar(desc="images", unit="img", total=len(reports), enabled=progress is not False) as bar:
+                progress_bar(desc="images", unit="img", total=len(reports), enabled=progress) as bar:
             for member in tar:
                 name = os.path.basename(member.name)
                 if not (member.isfile() and name.lower().endswith(".png")):

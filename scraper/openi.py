@@ -299,13 +299,13 @@ def entry_from_item(item, base_url):
 class Scraper:
     def __init__(self, out, base_url=DEFAULT_BASE_URL, collection="cxr", query="", limit=None, delay=1.0,
                  workers=4, retries=5, backoff=1.0, timeout=30.0, max_image_bytes=10 * 2**20, max_api_bytes=8 * 2**20,
-                 deadline=120.0, progress=None):
+                 deadline=120.0, progress=True):
         self.out, self.base_url = os.fspath(out), base_url.rstrip("/")
         self.collection, self.query, self.limit = collection, query, limit
         self.delay, self.workers, self.retries, self.backoff = delay, workers, retries, backoff
         self.timeout, self.deadline = timeout, deadline
         self.max_image_bytes, self.max_api_bytes = max_image_bytes, max_api_bytes
-        self._progress = progress is not False  # a bar on a terminal, plain lines in a log; False: nothing
+        self._progress = progress  # a bar on a terminal, plain lines in a log; False: nothing
         self.session = make_session(self.base_url, retries, backoff, workers)
         self.datas = {}
         self.failed = {}  # image id -> reason
