@@ -43,7 +43,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed $(REQUIREMENTS) requirements-dev.txt
 $(WEIGHTS): models/weights.py | $(VENV)/.installed
 	$(PY) -m models.weights --force
 
-demo: setup ## set up, then run steps 2-5 offline on the bundled NIH chest X-rays (examples/nih-sample) into data/demo (~20 s)
+demo: setup ## set up, then run steps 2-5 offline on the bundled NIH chest X-rays (examples/nih-sample) into data/demo (~40 s)
 	@$(MAKE) --no-print-directory pipeline DATA="$(DEMO_DATA)" OUT="$(DEMO_OUT)" GROUP_PATTERN='^(\d+)_'
 
 figure: demo ## run make demo, then draw the README's picture, docs/demo-heatmaps.png, from its heatmaps.png

@@ -24,10 +24,11 @@ def build_parser():
         description="Train the head (Dense-BatchNorm-ReLU x2 -> Dense, plain SGD) on cached codes. Saves a checkpoint "
                     "after every epoch into MODELS_DIR (head-symbol.json, head-NNNN.params, head.json) and draws "
                     "training_curve.png there. The defaults learn on small, imbalanced sets: class-balanced loss, "
-                    "input dropout, and the input layout (averaged and standardised codes, or the raw flattened "
-                    "grid) chosen by a grouped, stratified inner cross-validation on the training images, whose "
-                    "out-of-fold probabilities also set the two-class threshold; then the chosen layout is trained "
-                    "on every training image. --recipe xvision trains exactly as the "
+                    "input dropout, and the input layout (averaged and standardised codes, the raw flattened grid, "
+                    "or a head on each with their probabilities averaged) chosen by a grouped, stratified inner "
+                    "cross-validation on the training images, whose out-of-fold probabilities also set the "
+                    "two-class threshold; then the chosen layout is trained on every training image. --recipe "
+                    "xvision trains exactly as the "
                     f"original Xvision ({XVISION}).")
     parser.add_argument("train_imgs", metavar="TRAIN_IMGS", help="folder of training images: every one needs a label and a code")
     parser.add_argument("train_codes", metavar="TRAIN_CODES", help="codes folder made by train.py for TRAIN_IMGS")
@@ -39,7 +40,8 @@ def build_parser():
                         help="total number of epochs to train (default: %(default)s)")
     parser.add_argument("--lr", type=float,
                         help="SGD learning rate (default: the layout's own: "
-                             + ", ".join(f"{name} {lr}" for name, lr in LAYOUT_LR.items()) + ")")
+                             + ", ".join(f"{name} {lr}" for name, lr in LAYOUT_LR.items())
+                             + "; with both, each branch its own)")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                         help="images per SGD step (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
@@ -52,8 +54,9 @@ def build_parser():
                         help="how the 512 x 7 x 7 code enters the head: avg = each channel averaged over the grid and "
                              "standardised (512 features; wins where the finding changes much of the film); flat = "
                              "the raw flattened grid (25,088 features; wins where it is local or its place matters); "
-                             "auto = the one with the higher out-of-fold ROC-AUC in --folds inner cross-validation, "
-                             "flat only by more than one standard error (default: "
+                             "both = one head on each, their class probabilities averaged (in one exported network); "
+                             "auto = both, unless avg or flat beats its out-of-fold ROC-AUC in --folds inner "
+                             "cross-validation by more than one standard error of the paired difference (default: "
                              f"{DEFAULTS.layout})")
     parser.add_argument("--folds", type=int,
                         help="inner cross-validation on the training images, whole groups per fold, stratified: "

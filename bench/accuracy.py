@@ -8,13 +8,12 @@ in bench/.cache/<name>/, resumable). Then, for each of --seeds fold seeds, a gro
 cross-validation (no group in two folds) of
 - the head with train_model.py's defaults (--layout auto: its inner cross-validation on each training fold chooses the
   layout and the threshold exactly as train_model.py does);
-- the head with each layout fixed (--layout avg, --layout flat; thresholds from the same inner cross-validation,
-  which is what train_model.py --layout NAME computes) and with the original Xvision settings (--recipe xvision,
-  threshold 0.5);
+- the head with each layout fixed (--layout avg, flat, both; all three from one head of both branches, whose
+  branches train exactly as the single layouts would alone; thresholds from the same inner cross-validation, which is
+  what train_model.py --layout NAME computes) and with the original Xvision settings (--recipe xvision, threshold
+  0.5);
 - a standardised, class-balanced logistic-regression probe on the same codes, flattened and averaged over the grid
-  (what a linear model gets: the bar the head must clear);
-- under study, not a default: the two fixed layouts' heads with their probabilities averaged (threshold from their
-  averaged out-of-fold probabilities).
+  (what a linear model gets: the bar the head must clear).
 Prints a table per set (mean +- sd over seeds) and whether the defaults are within 0.02 ROC-AUC of the better probe
 and 0.01 of the best fixed layout; writes everything to --out (JSON).
 """
@@ -39,7 +38,7 @@ from models.errors import UserError, run_cli  # noqa: E402
 from models.fileio import write_json  # noqa: E402
 from models.images import list_images  # noqa: E402
 from models.splits import groups_from_pattern  # noqa: E402
-from models.training import RECIPES, TrainSettings, fit_arrays, inner_cross_validation  # noqa: E402
+from models.training import RECIPES, TrainSettings, fit_arrays, inner_cross_validation, predict_layouts  # noqa: E402
 
 SCHEMA = "xvision-mx accuracy v2"
 DEFAULTS = TrainSettings()
@@ -51,8 +50,6 @@ SHARED = (("nih-sim-nodules", "nih-sim-nodules", NIH_PATIENT, None),
           ("nih-cxr8-pa", "nih-cxr8-pa", NIH_PATIENT, None))
 HEAD_ROWS = ("head (defaults: --layout auto)",) + tuple(f"head (--layout {name})" for name in head.LAYOUT_NAMES) + \
     ("head (--recipe xvision)",)
-# both layouts' heads (trained anyway), their probabilities averaged: a candidate under study, not a default
-STUDY_ROWS = ("heads of both layouts, averaged",)
 PROBE_ROWS = ("probe, flattened codes", "probe, averaged codes")
 PROBE_MARGIN, LAYOUT_MARGIN = 0.02, 0.01  # the defaults may trail the better probe / the best fixed layout by this
 
@@ -101,22 +98,19 @@ def outer_fold(codes, targets, groups, classes, train, test, seed):
     settings = TrainSettings(seed=seed)
     x, y = codes[train], targets[train]
     held_out, _, results = inner_cross_validation(x, y, [groups[i] for i in train], classes, settings, progress=False)
-    # a class in a single group: no inner folds, and train_model.py then trains the smaller layout at 0.5
-    winner = selection.choose(results, y, positive)[0] if held_out else head.LAYOUT_NAMES[0]
+    # a class in a single group: no inner folds, and train_model.py then trains the averaged heads at 0.5
+    winner = selection.choose(results, y, positive)[0] if held_out else head.LAYOUT_NAMES[-1]
+    # one --layout both head: its branches give the single layouts' rows (each trains as it would alone)
+    largest = head.LAYOUT_NAMES[-1]
+    layouts = predict_layouts(fit_arrays(x, y, classes, settings.for_layout(largest)), codes[test], largest)
     proba, threshold = {}, {}
     for name in head.LAYOUT_NAMES:
-        net = fit_arrays(x, y, classes, settings.for_layout(name))
-        proba[f"head (--layout {name})"] = head.predict_proba(net, codes[test])
+        proba[f"head (--layout {name})"] = layouts[name]
         threshold[f"head (--layout {name})"] = selection.operating_point(
             results[name]["proba"], y, classes, positive)["threshold"] if held_out else 0.5
     defaults = HEAD_ROWS[0]  # the chosen layout's head: train_model.py trains exactly that one on all of x
     proba[defaults], threshold[defaults] = proba[f"head (--layout {winner})"], threshold[f"head (--layout {winner})"]
     proba[HEAD_ROWS[-1]] = head.predict_proba(fit_arrays(x, y, classes, replace(XVISION, seed=seed)), codes[test])
-    both = STUDY_ROWS[0]
-    proba[both] = sum(proba[f"head (--layout {name})"] for name in head.LAYOUT_NAMES) / len(head.LAYOUT_NAMES)
-    threshold[both] = selection.operating_point(
-        sum(results[name]["proba"] for name in head.LAYOUT_NAMES) / len(head.LAYOUT_NAMES), y, classes,
-        positive)["threshold"] if held_out else 0.5
     pooled, flat = head.pool_codes(codes, "avg"), codes.reshape(len(codes), -1)
     for name, features in zip(PROBE_ROWS, (flat, pooled)):
         proba[name] = probe_proba(features[train], y, features[test], seed)
@@ -168,7 +162,7 @@ def score_seed(targets, classes, splits, results):
     """One seed's rows: mean-of-folds and pooled ROC-AUC, balanced accuracy at the operating point and at 0.5,
     recalls; and the layout the defaults chose in each fold."""
     positive = metrics.positive_class(classes)
-    rows = HEAD_ROWS + STUDY_ROWS + PROBE_ROWS
+    rows = HEAD_ROWS + PROBE_ROWS
     proba = {name: np.zeros((len(targets), len(classes))) for name in rows}
     at_point = {name: np.zeros(len(targets), int) for name in rows}
     at_half = {name: np.zeros(len(targets), int) for name in rows}

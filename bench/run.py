@@ -17,7 +17,7 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
 - head training samples/s of train_model.py --recipe xvision (20 epochs on generated codes), and two GEMM-bound
   rates: the issue's (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy /
   MXNet dot / oneDNN); the wall clock of train_model.py's defaults (--layout auto, whose inner cross-validation trains
-  each layout 5 times) beside one fixed-layout fit (--layout flat --folds 0) on the same 1,024 codes;
+  a head of both layouts 5 times, then the winner once) beside one fixed-layout fit (--layout flat --folds 0) on the same 1,024 codes;
 - peak memory (ru_maxrss of a child train.py) for two image counts, and for two large (--big-size, 9400x9400: under
   PIL's pixel cap) gray PNGs in 8 bits and the same picture in 16 bits, which must cost at most 1.5x the 8-bit peak.
 Each row of the project's network records the precision that ran (``precision``; for end-to-end rows, what train.py's

@@ -43,9 +43,16 @@ def params_file(epoch):
     return f"{CHECKPOINT_PREFIX}-{epoch:04d}.params"
 
 
-# how the code grid enters the head, smaller first: channel means, standardised; or the raw flattened grid
-LAYOUTS = {"avg": {"pool": "avg", "standardize": True}, "flat": {"pool": "none", "standardize": False}}
+# how the code grid enters the head, smaller first: channel means, standardised; the raw flattened grid; or both,
+# one head on each, their class probabilities averaged ("branches": the layouts inside, each its own 512x512 head)
+LAYOUTS = {"avg": {"pool": "avg", "standardize": True}, "flat": {"pool": "none", "standardize": False},
+           "both": {"branches": ("avg", "flat")}}
 LAYOUT_NAMES = tuple(LAYOUTS)
+
+
+def branches_of(layout):
+    """The single-head layouts a layout is made of, in order: itself, or its branches."""
+    return LAYOUTS[layout].get("branches", (layout,))
 
 
 def head_input_size(code_shape, pool):
@@ -83,7 +90,8 @@ def standardize_block(size):
     return Standardize()
 
 
-def build_head(n_classes, code_shape, pool="none", standardize=False, dropout=0.0, use_global_stats=False):
+def build_head(n_classes, code_shape, pool="none", standardize=False, dropout=0.0, use_global_stats=False,
+               prefix="head_"):
     """[global average pool] -> flatten -> [standardise] -> [dropout] -> Dense(512) -> BatchNorm -> ReLU -> Dense(512)
     -> BatchNorm -> ReLU -> Dense(n_classes), uninitialized. The defaults are the original Xvision head.
 
@@ -92,7 +100,7 @@ def build_head(n_classes, code_shape, pool="none", standardize=False, dropout=0.
     from mxnet.gluon import nn
 
     size = head_input_size(code_shape, pool)
-    net = nn.HybridSequential(prefix="head_")  # fixed names: checkpoints load by parameter name
+    net = nn.HybridSequential(prefix=prefix)  # fixed names: checkpoints load by parameter name
     with net.name_scope():
         if pool == "avg" and len(code_shape) == 3:
             net.add(nn.GlobalAvgPool2D())
@@ -109,6 +117,40 @@ def build_head(n_classes, code_shape, pool="none", standardize=False, dropout=0.
     return net
 
 
+def averaged_heads(heads):
+    """One network of several heads on the same codes: its output is the log of the mean of their class
+    probabilities, so its softmax is that mean. ``.branches`` are the heads (training gives each its own loss)."""
+    from mxnet.gluon import HybridBlock
+
+    class Averaged(HybridBlock):
+        def __init__(self):
+            super().__init__(prefix="")
+            for branch in heads:
+                self.register_child(branch)
+            self.branches = list(heads)
+
+        def hybrid_forward(self, F, x):
+            log_p = F.stack(*[F.log_softmax(branch(x), axis=1) for branch in self.branches], axis=0)
+            top = F.max(log_p, axis=0)  # log-mean-exp, shifted by the largest term: no overflow
+            return top + F.log(F.mean(F.exp(F.broadcast_sub(log_p, F.expand_dims(top, axis=0))), axis=0))
+
+    return Averaged()
+
+
+def branches(net):
+    """The single heads inside ``net``: its branches, or the net itself."""
+    return getattr(net, "branches", [net])
+
+
+def build_layout(n_classes, code_shape, layout, dropout=0.0, use_global_stats=False):
+    """The head of a named layout (``LAYOUTS``), uninitialised; with branches, each named head_<branch>_..."""
+    names = branches_of(layout)
+    if len(names) == 1:
+        return build_head(n_classes, code_shape, dropout=dropout, use_global_stats=use_global_stats, **LAYOUTS[layout])
+    return averaged_heads([build_head(n_classes, code_shape, dropout=dropout, use_global_stats=use_global_stats,
+                                      prefix=f"head_{name}_", **LAYOUTS[name]) for name in names])
+
+
 def set_standardization(net, mean, scale):
     """Put the training codes' per-feature mean and scale (1 / std) into the head's standardise block."""
     block = next(child for child in net if child.prefix.endswith("standardize_"))
@@ -119,6 +161,9 @@ def set_standardization(net, mean, scale):
 def build_from_meta(meta, use_global_stats=False):
     """The head described by a head.json (heads trained before pooling and standardisation existed have neither)."""
     layout = meta.get("head", {})
+    if layout.get("layout") in LAYOUTS and "branches" in LAYOUTS[layout["layout"]]:
+        return build_layout(len(meta["classes"]), meta["code_shape"], layout["layout"],
+                            dropout=layout.get("dropout", 0.0), use_global_stats=use_global_stats)
     return build_head(len(meta["classes"]), meta["code_shape"], pool=layout.get("pool", "none"),
                       standardize=layout.get("standardize", False), dropout=layout.get("dropout", 0.0),
                       use_global_stats=use_global_stats)

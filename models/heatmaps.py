@@ -6,7 +6,8 @@ of the channels (Selvaraju et al., 2017). No second pass through the backbone is
 grid first (``--layout avg``) the gradient is the same at every cell, so the map is exactly the code's
 channels weighted by how much each pooled feature moves the class's score: the class activation map (Zhou et al.,
 2016) of this head. With ``--layout flat`` it is Grad-CAM in its usual, approximate sense: the head's cell-specific
-weights are averaged over the grid. The class's score is its logit minus the mean of the other logits (softmax sees
+weights are averaged over the grid; with ``--layout both`` the gradient of the averaged probabilities' log reaches the
+code through both branches. The class's score is its logit minus the mean of the other logits (softmax sees
 only differences).
 
 ``heatmaps.npz`` (written by ``test_model.py`` and ``python -m models.predict --heatmaps``), one row per image:

@@ -1,15 +1,16 @@
 """The head's choices made by evidence from the training images alone: the input layout by inner cross-validation, and
 the two-class operating point from the same out-of-fold probabilities.
 
-Grouped, stratified k-fold (no group on both sides): every candidate layout is trained on k-1 folds and predicts the
-held-out fold, so every training image gets one out-of-fold probability per candidate. The candidate with the highest
-pooled out-of-fold ROC-AUC wins, and a larger one must beat a smaller one by more than one standard error of the
-paired difference (DeLong): the one-standard-error rule, so that a noisy lead of the 25,088-feature layout on a few
-hundred images does not displace the 512-feature one (docs/accuracy.md has the evidence: picking the plain maximum
-cost 0.01 ROC-AUC on the imbalanced NIH set). The threshold is the balanced operating point of the winner's
-out-of-fold probabilities, where their sensitivity equals their specificity: it moves smoothly with the images, where
-Youden's J (an arg-max) jumps between plateaus and, on a few dozen images of the rarer class, lost balanced accuracy
-against 0.5 (docs/accuracy.md).
+Grouped, stratified k-fold (no group on both sides): in every fold one head of both branches (``--layout both``) is
+trained on k-1 folds and predicts the held-out fold; its branches are the single layouts, each trained as it would be
+alone, so every training image gets one out-of-fold probability per candidate (avg, flat, both) from one fit per
+fold. The heads of both layouts averaged win unless one layout beats their pooled out-of-fold ROC-AUC by more than one
+standard error of the paired difference (DeLong): averaging two heads of different inputs rarely costs much and often
+gains, where one layout's lead on a few hundred images is often noise (docs/accuracy.md has the evidence: the plain
+maximum and the old "smaller layout on a tie" rule each lost 0.006-0.022 ROC-AUC on one of the NIH sets). The
+threshold is the balanced operating point of the winner's out-of-fold probabilities, where their sensitivity equals
+their specificity: it moves smoothly with the images, where Youden's J (an arg-max) jumps between plateaus and, on a
+few dozen images of the rarer class, lost balanced accuracy against 0.5 (docs/accuracy.md).
 Learning on arrays only; ``models.training.train`` records the result in head.json.
 """
 
@@ -39,20 +40,18 @@ def inner_folds(targets, groups, folds, seed):
     return [test for _, test in splitter.split(np.zeros(len(targets)), targets, group_ids)], note
 
 
-def cross_validate(codes, targets, classes, held_out, candidates, fit):
-    """Out-of-fold probabilities of each candidate: ``fit(codes, targets, name)`` returns a predict function.
-
-    ``candidates``: names, smaller first; ``held_out``: the folds of ``inner_folds``. Returns
-    {name: {"proba": (n, classes) array, "seconds": training time}}."""
-    results = {}
-    everything = np.arange(len(targets))
-    for name in candidates:
-        started, proba = time.time(), np.zeros((len(targets), len(classes)))
-        for test in held_out:
-            train = np.setdiff1d(everything, test)
-            proba[test] = fit(codes[train], targets[train], name)(codes[test])
-        results[name] = {"proba": proba, "seconds": round(time.time() - started, 2)}
-    return results
+def cross_validate(codes, targets, classes, held_out, names, fit):
+    """Out-of-fold probabilities of each candidate in ``names`` (smaller first). ``fit(codes, targets)`` trains on one
+    fold's training images and returns a function giving {name: probabilities} of other codes; ``held_out``: the
+    folds of ``inner_folds``. Returns {name: {"proba": (n, classes) array, "seconds": time of all the fits}}."""
+    started, everything = time.time(), np.arange(len(targets))
+    proba = {name: np.zeros((len(targets), len(classes))) for name in names}
+    for test in held_out:
+        train = np.setdiff1d(everything, test)
+        for name, fold_proba in fit(codes[train], targets[train])(codes[test]).items():
+            proba[name][test] = fold_proba
+    seconds = round(time.time() - started, 2)
+    return {name: {"proba": proba[name], "seconds": seconds} for name in names}
 
 
 def summarise(results, targets, positive):
@@ -64,19 +63,21 @@ def summarise(results, targets, positive):
 
 
 def choose(results, targets, positive):
-    """(winner, why): the candidate with the highest pooled out-of-fold AUC, unless a smaller one (earlier in
-    ``results``) is within one standard error of the paired difference (DeLong): then the smallest such."""
+    """(winner, why): the last candidate in ``results`` (the heads of the others averaged), unless another beats its
+    pooled out-of-fold AUC by more than one standard error of the paired difference (DeLong): then the best such."""
     names = list(results)
     aucs = {name: metrics.auc_and_variance(targets, results[name]["proba"], positive)[0] for name in names}
-    best = max(names, key=lambda name: (aucs[name], -names.index(name)))
-    for name in names[:names.index(best)]:
-        difference, variance = metrics.auc_and_variance(targets, results[best]["proba"], positive,
-                                                        other=results[name]["proba"])
-        if difference <= math.sqrt(variance):
-            return name, (f"{name}: out-of-fold ROC-AUC {aucs[name]:.3f}, within one standard error "
-                          f"({math.sqrt(variance):.3f}) of {best}'s {aucs[best]:.3f}, and smaller")
+    averaged, best = names[-1], max(names, key=lambda name: (aucs[name], names.index(name)))
     others = ", ".join(f"{name} {aucs[name]:.3f}" for name in names if name != best)
-    return best, f"{best}: highest out-of-fold ROC-AUC, {aucs[best]:.3f} (against {others})"
+    if best == averaged:
+        return best, f"{best}: highest out-of-fold ROC-AUC, {aucs[best]:.3f} (against {others})"
+    difference, variance = metrics.auc_and_variance(targets, results[best]["proba"], positive,
+                                                    other=results[averaged]["proba"])
+    if difference <= math.sqrt(variance):
+        return averaged, (f"{averaged}: out-of-fold ROC-AUC {aucs[averaged]:.3f}, within one standard error "
+                          f"({math.sqrt(variance):.3f}) of {best}'s {aucs[best]:.3f}")
+    return best, (f"{best}: highest out-of-fold ROC-AUC, {aucs[best]:.3f}, more than one standard error "
+                  f"({math.sqrt(variance):.3f}) above {averaged} (against {others})")
 
 
 def operating_point(proba, targets, classes, positive):

@@ -31,8 +31,9 @@ from models.splits import grouped_holdout
 
 CLASS_WEIGHTS = ("balanced", "none")
 STATS_BATCH = 256  # codes read at once while computing the standardisation
-# default SGD learning rate of each layout: the averaged head needs more steps than 20 epochs at 0.01 give it on a few
-# hundred images (docs/accuracy.md); the flattened head does not gain from them
+# default SGD learning rate of each single-head layout (a layout of branches: each branch its own): the averaged head
+# needs more steps than 20 epochs at 0.01 give it on a few hundred images (docs/accuracy.md); the flattened head does
+# not gain from them
 LAYOUT_LR = {"avg": 0.03, "flat": 0.01}
 LAYOUT_CHOICES = ("auto",) + head.LAYOUT_NAMES
 
@@ -40,28 +41,26 @@ LAYOUT_CHOICES = ("auto",) + head.LAYOUT_NAMES
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int = 20  # passes over the training images
-    lr: float = None  # SGD learning rate (no momentum, no weight decay, as the original); None: the layout's own
+    lr: float = None  # SGD learning rate (no momentum, no weight decay, as the original); None: each layout's own
     batch_size: int = 32  # images per SGD step
     seed: int = 0  # initial weights, each epoch's shuffle, the validation split, the inner folds
     class_weight: str = "balanced"  # balanced: each class weighs n / (classes * n_class) in the loss; none: plain loss
-    layout: str = "auto"  # avg: channel means, standardised (512 features); flat: the raw grid (25,088); auto: by CV
+    layout: str = "auto"  # avg: channel means, standardised (512 features); flat: the raw grid (25,088); both: a head
+    # on each, probabilities averaged; auto: the best of them by inner cross-validation
     folds: int = 5  # inner cross-validation folds (layout, out-of-fold scores, threshold); 0: none
     val_fraction: float = 0.0  # of each class's training images, held out in whole groups for per-epoch curves
     dropout: float = 0.5  # share of the head's input features dropped at random in each training step
     keep: int = 5  # epoch checkpoints kept besides the best one (the original's TensorFlow Saver kept 5)
     positive: str = None  # two classes: the class the ROC and the threshold are about (None: chosen by name)
 
-    @property
-    def pool(self):
-        return head.LAYOUTS[self.layout]["pool"]
-
-    @property
-    def standardize(self):
-        return head.LAYOUTS[self.layout]["standardize"]
-
     def for_layout(self, layout):
-        """These settings with ``layout`` fixed, and its own learning rate unless one was given."""
-        return replace(self, layout=layout, lr=LAYOUT_LR[layout] if self.lr is None else self.lr)
+        """These settings with ``layout`` fixed, and its own learning rate unless one was given (a layout of
+        branches keeps None: each branch trains at its own)."""
+        return replace(self, layout=layout, lr=LAYOUT_LR.get(layout) if self.lr is None else self.lr)
+
+    def branch_lr(self, branch):
+        """The learning rate of the single-head layout ``branch`` inside these settings' layout."""
+        return LAYOUT_LR[branch] if self.lr is None else self.lr
 
     def check(self):
         lr = 0.01 if self.lr is None else self.lr
@@ -154,7 +153,10 @@ def validation_scores(truth, probabilities, weights, positive):
 
 def fit(net, codes, targets, settings, *, weights, validation=None, positive=None, first_epoch=1, on_epoch=None,
         context=None, progress=True):
-    """Train an initialised head on arrays, epochs ``first_epoch``..``settings.epochs``.
+    """Train an initialised head on arrays, epochs ``first_epoch``..``settings.epochs``. A head of branches
+    (``--layout both``) trains each branch on its own loss at its own learning rate, on the same batches: the branches
+    share no weight, so each learns as its layout would alone (bit for bit without dropout; with it, only the masks
+    differ); the loss and accuracy reported are those of the mean of their probabilities.
 
     ``codes``: anything indexed by an array of positions like a numpy array (an array, ``CodeStore.rows_of``);
     ``targets``: class indices; ``weights``: loss weight per class; ``validation``: (codes, targets) scored after
@@ -167,8 +169,11 @@ def fit(net, codes, targets, settings, *, weights, validation=None, positive=Non
     targets = np.asarray(targets, dtype=np.float32)
     weighted = not np.all(weights == 1.0)  # unweighted: the original's loss, exactly
     sample_weight = np.asarray(weights, dtype=np.float32)[targets.astype(int)][:, None]
-    trainable = [param for param in net.collect_params().values() if param.grad_req != "null"]
+    parts = head.branches(net)
+    part_lr = [settings.branch_lr(name) for name in head.branches_of(settings.layout)]
+    trainable = [[param for param in part.collect_params().values() if param.grad_req != "null"] for part in parts]
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    nll = gluon.loss.SoftmaxCrossEntropyLoss(from_logits=True)  # of the branches' averaged log-probabilities
     for epoch in range(first_epoch, settings.epochs + 1):
         started = time.time()
         order = np.random.default_rng([settings.seed, epoch]).permutation(len(targets))
@@ -179,14 +184,19 @@ def fit(net, codes, targets, settings, *, weights, validation=None, positive=Non
             for batch in _batches(order, settings.batch_size):
                 batch_codes = mx.nd.array(codes[batch], ctx=context)
                 truth = mx.nd.array(targets[batch], ctx=context)
+                extra = (mx.nd.array(sample_weight[batch], ctx=context),) if weighted else ()
                 with autograd.record():
-                    logits = net(batch_codes)
-                    if weighted:
-                        loss = loss_fn(logits, truth, mx.nd.array(sample_weight[batch], ctx=context))
-                    else:
-                        loss = loss_fn(logits, truth)
-                loss.backward()
-                sgd_step(trainable, settings.lr, len(batch))
+                    outputs = [part(batch_codes) for part in parts]
+                    losses = [loss_fn(output, truth, *extra) for output in outputs]
+                autograd.backward(losses)
+                for params, lr in zip(trainable, part_lr):
+                    sgd_step(params, lr, len(batch))
+                if len(parts) == 1:
+                    logits, loss = outputs[0], losses[0]
+                else:
+                    log_p = mx.nd.stack(*[mx.nd.log_softmax(output, axis=1) for output in outputs])
+                    logits = mx.nd.log(mx.nd.exp(log_p).mean(axis=0))
+                    loss = nll(logits, truth, *extra)
                 # summed on the device: reading them back every batch would stall MXNet's asynchronous engine
                 loss_sum += loss.sum()
                 correct += (logits.argmax(axis=1) == truth).sum()
@@ -194,8 +204,8 @@ def fit(net, codes, targets, settings, *, weights, validation=None, positive=Non
         loss_value = float(loss_sum.asscalar()) / len(targets)
         if not np.isfinite(loss_value):
             raise UserError(f"the training loss became {loss_value} in epoch {epoch}: the learning rate "
-                            f"({settings.lr}) is too high for these codes; lower --lr (epochs before this one are "
-                            f"kept)")
+                            f"({' / '.join(map(str, part_lr))}) is too high for these codes; lower --lr (epochs "
+                            f"before this one are kept)")
         entry = {"epoch": epoch, "loss": loss_value, "accuracy": int(correct.asscalar()) / len(targets)}
         if validation is not None:
             val_codes, val_targets = validation
@@ -208,16 +218,28 @@ def fit(net, codes, targets, settings, *, weights, validation=None, positive=Non
 
 
 def initialised_head(n_classes, code_shape, settings, train_codes, context=None):
-    """A new head with the seed's initial weights and, with standardisation, the training codes' scaling."""
+    """A new head with the seed's initial weights and, in each standardising branch, the training codes' scaling."""
     import mxnet as mx
 
-    net = head.build_head(n_classes, code_shape, pool=settings.pool, standardize=settings.standardize,
-                          dropout=settings.dropout)
-    mx.random.seed(settings.seed)
-    net.initialize(mx.init.Xavier(), ctx=context or mx.cpu(), force_reinit=True)
-    if settings.standardize:
-        head.set_standardization(net, *feature_scaling(train_codes, settings.pool))
+    net = head.build_layout(n_classes, code_shape, settings.layout, dropout=settings.dropout)
+    for part, name in zip(head.branches(net), head.branches_of(settings.layout)):
+        mx.random.seed(settings.seed)  # each branch starts where its layout would alone
+        part.initialize(mx.init.Xavier(), ctx=context or mx.cpu(), force_reinit=True)
+        if head.LAYOUTS[name]["standardize"]:
+            head.set_standardization(part, *feature_scaling(train_codes, head.LAYOUTS[name]["pool"]))
     return net
+
+
+def head_record(settings):
+    """head.json's "head": the layout, how the codes enter it (per branch for a layout of branches), the dropout."""
+    record = {"layout": settings.layout}
+    names = head.branches_of(settings.layout)
+    if len(names) == 1:
+        record.update(head.LAYOUTS[settings.layout])
+    else:
+        record["branches"] = {name: dict(head.LAYOUTS[name], lr=settings.branch_lr(name)) for name in names}
+        record["output"] = "log of the mean of the branches' class probabilities"
+    return dict(record, dropout=settings.dropout, hidden_units=head.HIDDEN_UNITS)
 
 
 def best_epoch(history):
@@ -261,21 +283,40 @@ def fit_arrays(codes, targets, classes, settings, context=None, **fit_options):
     return fit(net, codes, targets, settings, weights=weights, context=context, progress=False, **fit_options)
 
 
+def candidates_of(layout):
+    """The layouts an inner cross-validation with ``--layout`` scores: every one for auto (all from the fits of the
+    head of branches, whose branches are the single-head layouts), else the one given and, for a layout of branches,
+    its branches too (free: they are trained anyway)."""
+    return head.LAYOUT_NAMES if layout == "auto" else tuple(dict.fromkeys(head.branches_of(layout) + (layout,)))
+
+
+def predict_layouts(net, codes, layout, context=None):
+    """{layout: class probabilities of ``codes``} of a head trained as ``layout``: its own and, for a layout of
+    branches, each branch's."""
+    proba = {layout: head.predict_proba(net, codes, context)}
+    names = head.branches_of(layout)
+    if len(names) > 1:
+        proba.update({name: head.predict_proba(part, codes, context) for name, part in zip(names, head.branches(net))})
+    return proba
+
+
 def inner_cross_validation(codes, targets, groups, classes, settings, context=None, progress=True):
     """(held-out folds, note, {layout: out-of-fold probabilities}) of the inner cross-validation of ``settings``:
-    every layout with --layout auto, else the one given; no folds (and a note) where a class has too few groups."""
+    the layouts of ``candidates_of``, from one fit per fold (of the largest candidate: its branches are the others);
+    no folds (and a note) where a class has too few groups."""
     held_out, note = selection.inner_folds(targets, groups, settings.folds, settings.seed)
-    candidates = head.LAYOUT_NAMES if settings.layout == "auto" else (settings.layout,)
+    names = candidates_of(settings.layout)
+    trained = names[-1]  # the layout of branches, or the one single layout
     if not held_out:
         return held_out, note, {}
-    with progress_bar(total=len(candidates) * len(held_out), desc="inner cross-validation", unit="fit", leave=False,
+    with progress_bar(total=len(held_out), desc="inner cross-validation", unit="fold", leave=False,
                       enabled=progress) as bar:
-        def fit_candidate(train_codes, train_targets, name):
-            net = fit_arrays(train_codes, train_targets, classes, settings.for_layout(name), context)
+        def fit_fold(train_codes, train_targets):
+            net = fit_arrays(train_codes, train_targets, classes, settings.for_layout(trained), context)
             bar.update(1)
-            return lambda test_codes: head.predict_proba(net, test_codes, context)
+            return lambda test_codes: predict_layouts(net, test_codes, trained, context)
 
-        return held_out, note, selection.cross_validate(codes, targets, classes, held_out, candidates, fit_candidate)
+        return held_out, note, selection.cross_validate(codes, targets, classes, held_out, names, fit_fold)
 
 
 def choose_layout(codes, targets, groups, classes, settings, context=None, progress=True):
@@ -289,20 +330,20 @@ def choose_layout(codes, targets, groups, classes, settings, context=None, progr
     targets = np.asarray(targets, dtype=int)
     held_out, note, results = inner_cross_validation(codes, targets, groups, classes, settings, context, progress)
     if not held_out:
-        winner = head.LAYOUT_NAMES[0] if settings.layout == "auto" else settings.layout
-        why = f"{winner}, the smaller layout" if settings.layout == "auto" else f"--layout {winner}"
+        winner = head.LAYOUT_NAMES[-1] if settings.layout == "auto" else settings.layout
+        why = f"{winner}, the heads of every layout averaged" if settings.layout == "auto" else f"--layout {winner}"
         return {"candidates": {}, "winner": winner, "why": f"{why}; {note}", "folds": 0}, None
     positive = metrics.positive_class(classes, settings.positive)
-    winner, why = selection.choose(results, targets, positive) if len(results) > 1 else \
+    winner, why = selection.choose(results, targets, positive) if settings.layout == "auto" else \
         (settings.layout, f"--layout {settings.layout}")
     table = selection.summarise(results, targets, positive)
     for name in table:
-        table[name]["lr"] = settings.for_layout(name).lr
+        table[name]["lr"] = {branch: settings.branch_lr(branch) for branch in head.branches_of(name)}
     record = {"candidates": table, "winner": winner, "why": why, "folds": len(held_out), "note": note,
               "images": len(targets), "seed": settings.seed,
               "by": "pooled out-of-fold ROC-AUC of a grouped, stratified k-fold on the training images (95% "
-                    "interval: DeLong); a larger layout wins only by more than one standard error of the paired "
-                    "difference"}
+                    "interval: DeLong); the heads of both layouts averaged, unless one layout beats them by more "
+                    "than one standard error of the paired difference"}
     point = None
     if positive is not None:
         point = selection.operating_point(results[winner]["proba"], targets, classes, positive)
@@ -420,8 +461,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
         "format": head.FORMAT,
         "classes": list(labels.classes),
         "code_shape": list(store.shape),
-        "head": {"layout": settings.layout, "pool": settings.pool, "standardize": settings.standardize,
-                 "dropout": settings.dropout, "hidden_units": head.HIDDEN_UNITS},
+        "head": head_record(settings),
         "backbone": dict(store.meta, **head.code_identity(store.meta)),  # what made the codes
         "output": "logits; softmax gives class probabilities in 'classes' order",
         "positive_class": settings.positive,

@@ -23,10 +23,10 @@ def test_accuracy_bench_cross_validates_every_model(weights, tmp_path):
     assert list(results["datasets"]) == ["discs"]
     discs = results["datasets"]["discs"]
     assert discs["counts"] == {"disc_bright": 12, "disc_dark": 12} and len(discs["defaults_chose"]) == 6
-    assert set(discs["defaults_chose"]) <= {"avg", "flat"}
+    assert set(discs["defaults_chose"]) <= {"avg", "flat", "both"}
     rows = discs["models"]
     assert list(rows) == ["head (defaults: --layout auto)", "head (--layout avg)", "head (--layout flat)",
-                          "head (--recipe xvision)", "heads of both layouts, averaged", "probe, flattened codes",
+                          "head (--layout both)", "head (--recipe xvision)", "probe, flattened codes",
                           "probe, averaged codes"]
     for row in rows.values():
         for key in ("roc_auc_mean", "roc_auc_pooled", "balanced_accuracy", "balanced_accuracy_at_0.5"):

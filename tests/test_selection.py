@@ -9,9 +9,11 @@ import os
 import numpy as np
 import pytest
 
+import test_model
 import train_model
 from models import head, metrics, selection
-from models.training import TrainSettings, choose_layout, fit_and_select
+from models.heatmaps import grad_cam
+from models.training import TrainSettings, choose_layout, fit_and_select, fit_arrays, head_record, predict_layouts
 from test_head import CODES_META, cli, make_split
 
 SHAPE = (16, 4, 4)
@@ -41,25 +43,55 @@ def shift_invariant_codes(per_class, seed):
 SETTINGS = TrainSettings(epochs=10, batch_size=16)
 
 
-@pytest.mark.parametrize("make_codes, expected", [(positional_codes, "flat"), (shift_invariant_codes, "avg")])
-def test_auto_picks_the_layout_the_signal_calls_for(make_codes, expected):
+# the layout the signal calls for, and what auto may choose: that one alone, or the heads of both averaged when that
+# one does not beat them by more than a standard error (averaging in a weaker head often costs little: see
+# test_the_averaged_heads_win_unless_one_layout_beats_them_by_a_standard_error)
+@pytest.mark.parametrize("make_codes, right, allowed", [(positional_codes, "flat", {"flat"}),
+                                                        (shift_invariant_codes, "avg", {"avg", "both"})])
+def test_auto_picks_the_layout_the_signal_calls_for(make_codes, right, allowed):
     codes, targets = make_codes(40, seed=1)
     groups = [f"g{i}" for i in range(len(targets))]
     choice, point = choose_layout(codes, targets, groups, ["normal", "nodule"], SETTINGS, progress=False)
-    assert choice["winner"] == expected, choice
+    assert choice["winner"] in allowed, choice
     candidates = choice["candidates"]
-    assert list(candidates) == ["avg", "flat"] and choice["folds"] == 5 and choice["images"] == 80
+    assert list(candidates) == ["avg", "flat", "both"] and choice["folds"] == 5 and choice["images"] == 80
     for row in candidates.values():
         low, high = row["ci95"]
         assert 0 <= low <= row["roc_auc"] <= high <= 1
-    assert candidates[expected]["roc_auc"] > 0.8
+    wrong = ({"avg", "flat"} - {right}).pop()
+    assert candidates[right]["roc_auc"] > 0.8 and candidates[right]["roc_auc"] > candidates[wrong]["roc_auc"] + 0.1
     assert point["images"] == {"normal": 40, "nodule": 40} and 0 < point["threshold"] < 1
 
     # what train_model.py then trains generalises: the chosen layout on new codes of the same kind
     net, threshold, record = fit_and_select(codes, targets, groups, ["normal", "nodule"], SETTINGS)
-    assert record["settings"].layout == expected and threshold == point["threshold"]
+    assert record["settings"].layout == choice["winner"] and threshold == point["threshold"]
     test_codes, test_targets = make_codes(30, seed=2)
     assert metrics.roc_auc(test_targets, head.predict_proba(net, test_codes), 1) > 0.8
+
+
+def test_both_is_its_branches_trained_as_alone_and_exports_the_mean_of_their_probabilities(tmp_path):
+    codes, targets = positional_codes(20, seed=3)
+    classes = ["normal", "nodule"]
+    settings = TrainSettings(epochs=3, batch_size=16, dropout=0.0)  # no dropout: no random masks to differ
+    both = fit_arrays(codes, targets, classes, settings.for_layout("both"))
+    together = both.collect_params()
+    for name in ("avg", "flat"):  # each branch is bit for bit the layout trained alone (same seed, same batches)
+        alone = fit_arrays(codes, targets, classes, settings.for_layout(name)).collect_params()
+        assert len(alone.keys()) == len([key for key in together.keys() if key.startswith(f"head_{name}_")])
+        for key, param in alone.items():
+            np.testing.assert_array_equal(param.data().asnumpy(),
+                                          together[key.replace("head_", f"head_{name}_", 1)].data().asnumpy())
+    test_codes = positional_codes(10, seed=4)[0]
+    proba = predict_layouts(both, test_codes, "both")
+    np.testing.assert_allclose(proba["both"], (proba["avg"] + proba["flat"]) / 2, atol=1e-6)
+    # the checkpoint, loaded without training code, gives the same; Grad-CAM runs through both branches
+    head.save_weights(str(tmp_path), both, 1)
+    exported = head.predict_proba(head.load_predictor(str(tmp_path), 1), test_codes)
+    np.testing.assert_allclose(exported, proba["both"], atol=1e-6)
+    meta = {"classes": classes, "code_shape": list(SHAPE), "head": head_record(settings.for_layout("both"))}
+    assert meta["head"]["branches"]["avg"]["lr"] == 0.03 and meta["head"]["branches"]["flat"]["lr"] == 0.01
+    maps = grad_cam(head.gradient_net(meta, (str(tmp_path), 1)), test_codes, np.ones(20, dtype=int))
+    assert maps.shape == (20, 4, 4) and np.all(np.isfinite(maps)) and maps.max() > 0
 
 
 def test_inner_folds_keep_groups_whole_and_shrink_for_few_groups():
@@ -76,30 +108,30 @@ def test_inner_folds_keep_groups_whole_and_shrink_for_few_groups():
     assert held_out == [] and "only 1 group" in note
 
 
-def test_too_few_groups_fall_back_to_the_smaller_layout_and_threshold_half():
+def test_too_few_groups_fall_back_to_the_averaged_heads_and_threshold_half():
     codes, targets = positional_codes(6, seed=0)
     groups = ["a"] * 6 + [f"p{i}" for i in range(6)]  # the first class is one patient
     choice, point = choose_layout(codes, targets, groups, ["normal", "nodule"], SETTINGS, progress=False)
-    assert choice["winner"] == "avg" and choice["folds"] == 0 and "no cross-validation" in choice["why"]
+    assert choice["winner"] == "both" and choice["folds"] == 0 and "no cross-validation" in choice["why"]
     assert point is None
     net, threshold, _ = fit_and_select(codes, targets, groups, ["normal", "nodule"], SETTINGS)
     assert threshold is None  # test_model.py then decides at 0.5
 
 
-def test_one_standard_error_rule_prefers_the_smaller_layout_on_a_near_tie():
+def test_the_averaged_heads_win_unless_one_layout_beats_them_by_a_standard_error():
     rng = np.random.default_rng(0)
     targets = np.repeat([0, 1], 30)
     score = targets + rng.normal(scale=1.0, size=60)
-    near = score + rng.normal(scale=0.3, size=60)  # almost the same ranking
     as_proba = lambda s: np.stack([1 - s, s], axis=1)  # noqa: E731
-    results = {"avg": {"proba": as_proba(score)}, "flat": {"proba": as_proba(near)}}
+    results = {"avg": {"proba": as_proba(score + rng.normal(scale=0.3, size=60))},  # almost the same ranking
+               "flat": {"proba": as_proba(rng.normal(size=60))}, "both": {"proba": as_proba(score)}}
     aucs = {name: metrics.roc_auc(targets, r["proba"], 1) for name, r in results.items()}
     winner, why = selection.choose(results, targets, 1)
-    assert winner == "avg", why
-    assert "within one standard error" in why if aucs["flat"] > aucs["avg"] else "highest" in why
-    results["flat"]["proba"] = as_proba(targets * 5.0 + rng.normal(size=60))  # clearly better
+    assert winner == "both", why
+    assert "within one standard error" in why if aucs["avg"] > aucs["both"] else "highest" in why
+    results["avg"]["proba"] = as_proba(targets * 5.0 + rng.normal(size=60))  # clearly better
     winner, why = selection.choose(results, targets, 1)
-    assert winner == "flat" and "against avg" in why
+    assert winner == "avg" and "more than one standard error" in why and "against flat" in why
 
 
 def test_delong_matches_sklearn_and_the_bootstrap():
@@ -164,3 +196,16 @@ def test_train_model_records_the_choice_and_resume_keeps_it(tmp_path, capsys):
     assert status == 0 and fixed["selection"] is None and fixed["operating_point"] is None
     assert fixed["head"]["pool"] == "none" and fixed["training"]["lr"] == 0.01
     assert os.path.getsize(tmp_path / "fixed" / "training_curve.png") > 0
+
+    # --layout both forced: its branches are scored too, but it is what is trained, whatever they score; test_model.py
+    # evaluates it like any head
+    status, out, _ = cli(train_model.main, [*train, tmp_path / "both", *common, "--layout", "both"], capsys)
+    forced = json.load(open(tmp_path / "both" / head.META_FILE))
+    assert status == 0 and forced["head"]["layout"] == forced["selection"]["winner"] == "both"
+    assert list(forced["selection"]["candidates"]) == ["avg", "flat", "both"]
+    assert forced["selection"]["why"] == "--layout both" and forced["training"]["lr"] is None
+    assert forced["selection"]["candidates"]["both"]["lr"] == {"avg": 0.03, "flat": 0.01}
+    test = make_split(tmp_path / "t", ["normal", "nodule"], 6, seed=5, shape=SHAPE, meta=CODES_META)
+    status, out, _ = cli(test_model.main, [*test, tmp_path / "both", "--heatmaps", "none"], capsys)
+    report = json.load(open(tmp_path / "both" / "eval" / "report.json"))
+    assert status == 0 and report["roc_auc"]["value"] > 0.9
