@@ -18,12 +18,17 @@ DEMO_OUT = $(if $(filter command line,$(origin OUT)),$(OUT),data/demo)
 # make accuracy: fold seeds, and the folder of the shared NIH sets it runs besides DATA ('none': DATA only)
 SEEDS ?= 3
 SHARED ?= ../shared/data
+# make pipeline / accuracy / audit: the lung field as left,top,right,bottom fractions (empty: the default box); with
+# FIELD=lungs make pipeline and make accuracy encode only that field
+FIELD ?= whole
+LUNG_BOX ?=
+BOX_ARG = $(if $(LUNG_BOX),--lung-box $(LUNG_BOX))
 # make reproduce: where it writes, and extra scraper.py options (e.g. --base-url of a mirror)
 REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo figure test pipeline reproduce bench accuracy clean
+.PHONY: help setup demo figure test pipeline reproduce bench accuracy audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,14 +58,14 @@ figure: demo ## run make demo, then draw the README's picture, docs/demo-heatmap
 test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
 	$(PY) -m pytest tests
 
-pipeline: setup ## set up, then run all five steps on Open-i into data/openi (DATA=folder: steps 2-5 on your class folders)
+pipeline: setup ## set up, then run all five steps on Open-i into data/openi (DATA=folder: steps 2-5 on your class folders; FIELD=lungs: encode only the lung field)
 ifeq ($(DATA),)
 	$(PY) scraper.py "$(OUT)/download"
 	$(PY) -m scraper.process "$(OUT)/download" "$(OUT)/split"
 else
 	$(PY) -m scraper.process --from-folders "$(DATA)" "$(OUT)/split" $(GROUP_ARG)
 endif
-	$(PY) train.py "$(OUT)/split/train" "$(OUT)/split/test" "$(OUT)/codes/train" "$(OUT)/codes/test"
+	$(PY) train.py "$(OUT)/split/train" "$(OUT)/split/test" "$(OUT)/codes/train" "$(OUT)/codes/test" --field $(FIELD) $(BOX_ARG)
 	$(PY) train_model.py "$(OUT)/split/train" "$(OUT)/codes/train" "$(OUT)/split/train_labels.json" "$(OUT)/models" --resume
 	$(PY) test_model.py "$(OUT)/split/test" "$(OUT)/codes/test" "$(OUT)/split/test_labels.json" "$(OUT)/models"
 	@plots=""; for f in "$(OUT)"/models/eval/*.png "$(OUT)/models/training_curve.png"; do \
@@ -85,7 +90,11 @@ bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction
 	$(PY) bench/fidelity.py
 
 accuracy: setup ## [DATA=class folders] [GROUP_PATTERN=regex]: cross-validate the head's defaults, each layout, the original recipe and two linear probes on DATA and the shared NIH sets; writes bench/accuracy.json
-	$(PY) bench/accuracy.py $(if $(DATA),"$(DATA)") $(GROUP_ARG) --seeds $(SEEDS) --shared "$(SHARED)"
+	$(PY) bench/accuracy.py $(if $(DATA),"$(DATA)") $(GROUP_ARG) --seeds $(SEEDS) --shared "$(SHARED)" --field $(FIELD) $(BOX_ARG)
+
+audit: setup ## DATA=class folders [GROUP_PATTERN=regex] [LUNG_BOX=l,t,r,b]: how much of the head's and a probe's ROC-AUC survives with the lung field hidden; writes bench/audit.json and bench/audit.png
+	@test -n "$(DATA)" || { echo "error: make audit needs DATA=folder-of-class-folders" >&2; exit 2; }
+	$(PY) bench/audit.py "$(DATA)" $(GROUP_ARG) $(BOX_ARG) --seeds $(SEEDS)
 
 clean: ## remove the venv, the weights cache and the converted checkpoint
 	rm -rf $(VENV) bench/.venv models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json

@@ -7,7 +7,7 @@ import sys
 from models.devices import CPU_SPECS, GPU_SPEC_HELP, select_contexts
 from models.errors import run_cli
 from models.fileio import check_output_folder
-from models.images import RESIZE_MODES, list_images
+from models.images import FIELDS, LUNG_BOX, RESIZE_MODES, View, list_images, lung_box_arg
 from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
 
 
@@ -28,6 +28,14 @@ def parse_args(argv=None):
     parser.add_argument("--resize", choices=RESIZE_MODES, default="crop",
                         help="crop: centre square crop then 224x224 (the original's way); squash: resize the whole "
                              "image to 224x224 (default: %(default)s)")
+    parser.add_argument("--field", choices=FIELDS[:2], default="whole",
+                        help="whole: encode the whole image; lungs: only the lung field (--lung-box), the rest filled "
+                             "with the image's mean, so that nothing outside the lungs (markers, text, tubes, "
+                             "collimation) can reach the codes; recorded in the codes' index, and later steps refuse to "
+                             "mix fields (default: %(default)s)")
+    parser.add_argument("--lung-box", type=lung_box_arg, default=LUNG_BOX, metavar="L,T,R,B",
+                        help="the lung field as fractions of the image's width and height: left, top, right, bottom "
+                             f"(default: {','.join(map(str, LUNG_BOX))})")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true",
                            help="run a bfloat16 copy of the network on the CPU (oneDNN); needs a CPU with avx512_bf16 "
@@ -44,6 +52,7 @@ def parse_args(argv=None):
     parser.add_argument("--calib-images", type=int, default=64,
                         help="with --int8: how many training images to calibrate on (default: %(default)s)")
     args = parser.parse_args(argv)
+    args.view = View(resize=args.resize, field=args.field, box=args.lung_box)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.calib_images < 1:
@@ -68,7 +77,7 @@ def main(argv=None):
         from models.quantize import calibration_sample, int8_backbone
 
         sample = calibration_sample([os.path.join(args.train_imgs, n) for n in train_names], args.calib_images)
-        backbone = int8_backbone(args.model, args.layer, sample, args.batch_size, args.resize,
+        backbone = int8_backbone(args.model, args.layer, sample, args.batch_size, args.view,
                                  cache_dir=os.path.join(args.train_codes, "int8-calibration"), speed_check=True)
     elif args.bf16:
         backbone = Backbone(args.model, args.layer, batch_size=args.batch_size, precision="bf16", speed_check=True)
@@ -82,10 +91,11 @@ def main(argv=None):
     check = backbone.speed_check
     checked = f", {check['speedup']:.2f}x fp32 in a {check['check_s']:.1f} s check at load" \
         if check and backbone.precision != "fp32" else ""
+    field = "" if args.field == "whole" else f", lung field only (box {','.join(map(str, args.lung_box))})"
     print(f"backbone {args.model} cut at {args.layer} ({backbone.precision}{checked}): codes of shape "
-          f"{backbone.output_shape} on {backbone.contexts}")
+          f"{backbone.output_shape} on {backbone.contexts}{field}")
     for folder, codes_dir in ((args.train_imgs, args.train_codes), (args.test_imgs, args.test_codes)):
-        writer = extract_folder(backbone, folder, codes_dir, args.resize)
+        writer = extract_folder(backbone, folder, codes_dir, args.view)
         print(f"{codes_dir}: {len(writer.files) - len(writer.skipped)} codes, {len(writer.skipped)} skipped")
 
 

@@ -1,6 +1,7 @@
 """Cross-validated evidence for the head's defaults (`make accuracy [DATA=folder-of-class-folders]`).
 
     .venv/bin/python bench/accuracy.py [DATA ...] [--group-pattern REGEX] [--shared DIR|none] [--seeds 3] [--folds 5]
+                                       [--field whole|lungs] [--lung-box L,T,R,B]
 
 Runs every DATA given plus, by default, the two shared NIH sets (nih-cxr8-pa as it is and with every 5th normal image,
 1:8, the shape of Open-i normal vs nodule; nih-sim-nodules, a local finding). Codes are extracted once per set (cached
@@ -36,7 +37,7 @@ from models import head, metrics, selection  # noqa: E402
 from models.codes import CodeStore  # noqa: E402
 from models.errors import UserError, run_cli  # noqa: E402
 from models.fileio import write_json  # noqa: E402
-from models.images import list_images  # noqa: E402
+from models.images import FIELDS, LUNG_BOX, View, list_images, lung_box_arg  # noqa: E402
 from models.splits import groups_from_pattern  # noqa: E402
 from models.training import RECIPES, TrainSettings, fit_arrays, inner_cross_validation, predict_layouts  # noqa: E402
 
@@ -54,8 +55,9 @@ PROBE_ROWS = ("probe, flattened codes", "probe, averaged codes")
 PROBE_MARGIN, LAYOUT_MARGIN = 0.02, 0.01  # the defaults may trail the better probe / the best fixed layout by this
 
 
-def load_dataset(root, cache):
-    """(codes, class indices, classes, file names) of every image in ROOT/<class>/, extracting what is not cached."""
+def load_dataset(root, cache, view=View()):
+    """(codes, class indices, classes, file names) of every image in ROOT/<class>/ as ``view`` shows it, extracting
+    what is not cached."""
     from models.extract import extract_folder
     from models.pretrained import Backbone
 
@@ -68,12 +70,12 @@ def load_dataset(root, cache):
         folder = os.path.join(root, name)
         try:
             store = CodeStore(codes_dir)
-            if store.index["files"] != list_images(folder):
-                raise UserError("other files")
+            if store.index["files"] != list_images(folder) or View.of(store.meta) != view:
+                raise UserError("other files or another view")
             store.check_images(folder, store.names)
         except UserError:
             backbone = backbone or Backbone()
-            extract_folder(backbone, folder, codes_dir)
+            extract_folder(backbone, folder, codes_dir, view)
             store = CodeStore(codes_dir)
         parts.append((store.read(store.names), [c] * len(store.names), store.names))
     codes = np.concatenate([p[0] for p in parts])
@@ -133,29 +135,42 @@ def outer_splits(targets, groups, folds, seeds):
                                                  .split(np.zeros(len(targets)), targets, group_ids))]
 
 
-def _fold_job(codes, targets, groups, classes, train, test, seed):
+def _fold_job(codes, targets, groups, classes, train, test, seed, fold):
     started = time.time()
     return outer_fold(codes, targets, groups, classes, train, test, seed) + (time.time() - started,)
 
 
 def run_folds(codes, targets, groups, classes, splits, jobs, log):
-    """outer_fold of every split, ``jobs`` at a time in worker processes (one MXNet thread each: on 2 cores two
-    single-threaded fits do 1.6x the work of one fit on two threads, whose small GEMMs and updates do not scale)."""
+    """outer_fold of every split, ``jobs`` at a time (``run_jobs``)."""
+    def done(call, result):
+        seed, fold, train, test = call[-1], call[-2], call[4], call[5]
+        log(f"    seed {seed} fold {fold + 1}: {len(train)} training, {len(test)} test images, defaults chose "
+            f"{result[2]}, {result[4]:.0f} s")
+
+    calls = [(codes, targets, groups, classes, train, test, seed, fold) for seed, fold, train, test in splits]
+    return run_jobs(_fold_job, calls, jobs, done)
+
+
+def run_jobs(function, calls, jobs, done=lambda call, result: None):
+    """[function(*call) for call in calls], ``jobs`` at a time in worker processes with one MXNet thread each (on 2
+    cores two single-threaded fits do 1.6x the work of one fit on two threads, whose small GEMMs and updates do not
+    scale); ``done(call, result)`` after each, in order."""
+    results = []
     if jobs == 1:
-        return [_fold_job(codes, targets, groups, classes, train, test, seed) for seed, _, train, test in splits]
+        for call in calls:
+            results.append(function(*call))
+            done(call, results[-1])
+        return results
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     os.environ["OMP_NUM_THREADS"] = "1"  # read by each worker's MXNet when it loads; this process's is loaded
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_fold_job, codes, targets, groups, classes, train, test, seed)
-                   for seed, _, train, test in splits]
-        results = []
-        for (seed, fold, train, test), future in zip(splits, futures):
+        futures = [pool.submit(function, *call) for call in calls]
+        for call, future in zip(calls, futures):
             results.append(future.result())
-            log(f"    seed {seed} fold {fold + 1}: {len(train)} training, {len(test)} test images, defaults chose "
-                f"{results[-1][2]}, {results[-1][4]:.0f} s")
-        return results
+            done(call, results[-1])
+    return results
 
 
 def score_seed(targets, classes, splits, results):
@@ -262,6 +277,10 @@ def parse_args(argv):
                         help="also write every fold's probabilities of the positive class (the training images' "
                              "out-of-fold ones per layout, the test images' per row) and its splits as JSON, to "
                              "study thresholds and layouts without training again")
+    parser.add_argument("--field", choices=FIELDS[:2], default="whole",
+                        help="as train.py: the whole image, or only the lung field (default: %(default)s)")
+    parser.add_argument("--lung-box", type=lung_box_arg, default=LUNG_BOX, metavar="L,T,R,B",
+                        help=f"as train.py (default: {','.join(map(str, LUNG_BOX))})")
     parser.add_argument("--cache", default=os.path.join(BENCH, ".cache"),
                         help="folder for the codes, one sub-folder per data folder name (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -280,13 +299,16 @@ def main(argv=None):
                "defaults": asdict(DEFAULTS), "xvision": asdict(XVISION),
                "probe": "StandardScaler + LogisticRegression(class_weight='balanced'), threshold 0.5",
                "margins": {"better_probe": PROBE_MARGIN, "best_layout": LAYOUT_MARGIN},
-               "machine": platform.processor() or platform.machine(), "datasets": {}}
+               "machine": platform.processor() or platform.machine(),
+               "view": View(field=args.field, box=args.lung_box).describe(), "datasets": {}}
     tables, loaded, raw_sets = [], {}, {}
     for name, root, pattern, every in datasets(args):
         if not os.path.isdir(root):
             raise UserError(f"DATA folder not found: {root}")
         if root not in loaded:
-            loaded[root] = load_dataset(root, os.path.join(args.cache, os.path.basename(root)))
+            suffix = "" if args.field == "whole" else f"-{args.field}"
+            loaded[root] = load_dataset(root, os.path.join(args.cache, os.path.basename(root) + suffix),
+                                        View(field=args.field, box=args.lung_box))
         codes, targets, classes, files = loaded[root]
         groups = groups_from_pattern(files, pattern) if pattern else [f"{classes[t]}/{f}" for t, f in
                                                                      zip(targets, files)]

@@ -301,8 +301,7 @@ def mode_decode(argv):
     import numpy as np
 
     from models.extract import read_into
-    from models.images import list_images
-    from models.pretrained import INPUT_SIZE
+    from models.images import INPUT_SIZE, View, list_images
 
     parser = argparse.ArgumentParser(prog="child.py decode")
     parser.add_argument("folder")
@@ -312,8 +311,10 @@ def mode_decode(argv):
     paths = [os.path.join(args.folder, name) for name in list_images(args.folder)]
     batch = np.zeros((32, 3, INPUT_SIZE, INPUT_SIZE), np.float32)
 
+    view = View(resize=args.resize)
+
     def decode(position, path):
-        read_into(batch, position % len(batch), path, args.resize)
+        read_into(batch, position % len(batch), path, view)
 
     decode(0, paths[0])
     cpu, wall = [], []

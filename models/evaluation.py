@@ -10,7 +10,7 @@ from models import head, metrics
 from models.codes import CodeStore, check_examples
 from models.errors import UserError, named
 from models.fileio import atomic_path, check_output_folder, write_json
-from models.images import ImageReadError, load_image
+from models.images import ImageReadError, View
 from models.labels import load_labels
 
 GRID_IMAGES = 15
@@ -232,7 +232,6 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
         report["operating_point"].update(source=point["source"], images=point["images"], why=point["why"])
 
     os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "report.json"), report)
     write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, predicted, probabilities, classes)
     plot_confusion_matrix(report["confusion_matrix"]["counts"], classes, os.path.join(out_dir, "confusion_matrix.png"))
     if curves:
@@ -240,46 +239,83 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     else:
         log(f"no roc_curve.png: ROC is {report['roc_auc']['method']}")
     shown = _grid_choice(truth, GRID_IMAGES)
-    resize = store.meta.get("resize", "crop")
-    images = [_view(os.path.join(image_dir, names[i]), resize) for i in shown]
+    view = View.of(store.meta)
+    images = [_view(os.path.join(image_dir, names[i]), view) for i in shown]
     grid = dict(true_classes=[classes[truth[i]] for i in shown], predicted_classes=[classes[predicted[i]] for i in shown],
                 probabilities=probabilities[shown], classes=classes)
     plot_predictions(images, path=os.path.join(out_dir, "predictions.png"), **grid)
     if heatmaps != "none" and len(store.shape) == 3:
-        maps = _write_heatmaps(head.gradient_net(meta, (models_dir, epoch), context), store, image_dir, names, truth,
-                               predicted, classes, resize, out_dir, shown, heatmaps == "all", context)
-        plot_predictions(images, path=os.path.join(out_dir, "heatmaps.png"), maps=maps,
-                         title="where the head looked (Grad-CAM of the predicted class at the cut layer)", **grid)
+        maps, shares, outside, boxes = _write_heatmaps(
+            head.gradient_net(meta, (models_dir, epoch), context), store, image_dir, names, truth, predicted, classes,
+            view, out_dir, shown, heatmaps == "all", context)
+        report["lung_field"] = lung_field_report(shares, outside, truth, predicted, classes, names, view)
+        log(lung_field_line(report["lung_field"], len(names)))
+        plot_predictions(images, path=os.path.join(out_dir, "heatmaps.png"), maps=maps, boxes=boxes,
+                         title="where the head looked (Grad-CAM of the predicted class at the cut layer; dashed: "
+                               "the lung box)", **grid)
     elif heatmaps != "none":
         log(f"no heatmaps: the codes have shape {store.shape}, not a channels x height x width map")
+    write_json(os.path.join(out_dir, "report.json"), report)
     return report, out_dir
 
 
-def _view(path, resize):
+def lung_field_report(shares, outside, truth, predicted, classes, names, view):
+    """report.json's "lung_field": how much of the Grad-CAM mass lies inside the lung box, on average, per true and
+    per predicted class, and which images' maps peak outside it."""
+    def mean(mask):
+        chosen = shares[mask & np.isfinite(shares)]
+        return float(chosen.mean()) if len(chosen) else None
+
+    everything = np.ones(len(shares), bool)
+    return {"box": list(view.box), "field": view.field,
+            "mass_inside": {"mean": mean(everything),
+                            "by_true_class": {c: mean(truth == i) for i, c in enumerate(classes)},
+                            "by_predicted_class": {c: mean(predicted == i) for i, c in enumerate(classes)}},
+            "peaks_outside": {"count": int(outside.sum()), "files": [names[i] for i in np.flatnonzero(outside)]},
+            "how": "share of each image's Grad-CAM map (heatmaps.npz) inside the lung box, each cell of the map "
+                   "counted by the part of it inside the box; a map peaks outside when its largest cell lies mostly "
+                   "outside the box. A box is not a segmentation: read it as where the head looked, roughly"}
+
+
+def lung_field_line(record, count):
+    inside = record["mass_inside"]
+    if inside["mean"] is None:
+        return "lung field: no heatmap had any mass"
+    per_class = ", ".join(f"{c} {v:.0%}" for c, v in inside["by_true_class"].items() if v is not None)
+    return (f"lung field: {inside['mean']:.0%} of the heatmap mass lies inside the lung box on average (by true "
+            f"class: {per_class}); {record['peaks_outside']['count']} of {count} maps peak outside it")
+
+
+def _view(path, view):
     """The image as the backbone saw it (224 x 224 RGB)."""
     try:
-        return load_image(path, resize=resize)
+        return view.load(path)
     except ImageReadError:  # it has a code, so it was readable when the codes were made
-        return np.zeros((224, 224, 3), np.uint8)
+        return np.zeros((view.size, view.size, 3), np.uint8)
 
 
-def _write_heatmaps(net, store, image_dir, names, truth, predicted, classes, resize, out_dir, shown, overlays,
+def _write_heatmaps(net, store, image_dir, names, truth, predicted, classes, view, out_dir, shown, overlays,
                     context):
-    """heatmaps.npz (and with ``overlays`` heatmaps/<image>.png) batch by batch; returns the maps of ``shown``."""
-    from models.heatmaps import heatmap_batch, heatmap_file, overlay_name, save_overlay
+    """heatmaps.npz (and with ``overlays`` heatmaps/<image>.png) batch by batch; returns the maps of ``shown``, every
+    map's share inside the lung box and whether it peaks outside it, and the box of each of ``shown`` (view pixels)."""
+    from models.heatmaps import field_shares, heatmap_batch, heatmap_file, overlay_name, save_overlay
 
     kept = {int(i): None for i in shown}
+    shares, outside, boxes = np.full(len(names), np.nan), np.zeros(len(names), bool), [None] * len(names)
     with heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(names), store.shape[1:], classes) as writer:
         for start in range(0, len(names), head.PREDICT_BATCH):
             batch = np.arange(start, min(start + head.PREDICT_BATCH, len(names)))
             paths = [os.path.join(image_dir, names[i]) for i in batch]
-            maps, boxes, sizes = heatmap_batch(net, store.read([names[i] for i in batch]), predicted[batch], paths,
-                                               resize, context)
-            writer.add(maps, [names[i] for i in batch], predicted[batch], boxes, sizes)
+            maps, crops, sizes = heatmap_batch(net, store.read([names[i] for i in batch]), predicted[batch], paths,
+                                               view, context)
+            writer.add(maps, [names[i] for i in batch], predicted[batch], crops, sizes)
+            for i, size in zip(batch, sizes):
+                boxes[i] = view.field_box(*size) if size[0] > 0 else None
+            shares[batch], outside[batch] = field_shares(maps, [boxes[i] for i in batch], view.size)
             for i, heat, path in zip(batch, maps, paths):
                 if i in kept:
                     kept[i] = heat
                 if overlays:
-                    save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(names[i])), _view(path, resize), heat,
+                    save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(names[i])), _view(path, view), heat,
                                  f"{names[i]}\ntrue {classes[truth[i]]}, said {classes[predicted[i]]}")
-    return [kept[int(i)] for i in shown]
+    return [kept[int(i)] for i in shown], shares, outside, [boxes[int(i)] for i in shown]

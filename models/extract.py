@@ -6,33 +6,33 @@ from concurrent.futures import ThreadPoolExecutor
 
 from models.codes import CodeWriter
 from models.errors import named, one_line
-from models.images import ImageReadError, list_images, read_image
-from models.pretrained import INPUT_SIZE, put_image
+from models.images import ImageReadError, View, list_images
+from models.pretrained import put_image
 from models.progress import progress_bar
 
 DECODE_THREADS = 2  # PIL releases the GIL while decoding and resizing, so threads overlap with the forward pass
 
 
-def codes_meta(backbone, resize):
-    """What made a set of codes; later steps compare it to refuse codes from another model or layer."""
-    return {"model": backbone.prefix, "model_sha256": backbone.model_sha256, "layer": backbone.layer,
-            "precision": backbone.precision, "int8_calibration": backbone.calibration,
-            "input_size": INPUT_SIZE, "resize": resize, "input": "RGB 0..255, NCHW"}
+def codes_meta(backbone, view):
+    """What made a set of codes; later steps compare it to refuse codes from another model, layer or field."""
+    return dict({"model": backbone.prefix, "model_sha256": backbone.model_sha256, "layer": backbone.layer,
+                 "precision": backbone.precision, "int8_calibration": backbone.calibration},
+                **view.describe(), input="RGB 0..255, NCHW")
 
 
-def read_into(batch, position, path, resize):
+def read_into(batch, position, path, view):
     """Decode ``path`` into slot ``position`` of ``batch``: None, or why the file has no code (its slot is zeroed)."""
     try:
-        put_image(batch, position, read_image(path, INPUT_SIZE, resize))
+        put_image(batch, position, view.read(path))
         return None
     except ImageReadError as err:
         batch[position] = 0
         return str(err)
 
 
-def encode(backbone, folder, names, resize, bar):
-    """(file names, codes, {name: why skipped}) batch by batch for ``names`` in ``folder``, the decoding of the next
-    batch overlapped with the network's work on this one."""
+def encode(backbone, folder, names, view, bar):
+    """(file names, codes, {name: why skipped}) batch by batch for ``names`` in ``folder`` as ``view`` shows them, the
+    decoding of the next batch overlapped with the network's work on this one."""
     size = backbone.batch_size
     starts = range(0, len(names), size)
     # two input batches: the decode threads fill one while the network reads the other
@@ -42,7 +42,7 @@ def encode(backbone, folder, names, resize, bar):
             start, batch = starts[i], batches[i % 2]
             chunk = names[start:start + size]
             batch[len(chunk):] = 0  # a short last batch is padded with zeros
-            return [pool.submit(read_into, batch, position, os.path.join(folder, name), resize)
+            return [pool.submit(read_into, batch, position, os.path.join(folder, name), view)
                     for position, name in enumerate(chunk)]
 
         pending = decode(0) if starts else None
@@ -60,11 +60,11 @@ def encode(backbone, folder, names, resize, bar):
             bar.update(len(chunk))
 
 
-def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
-    """Encode every image in ``folder`` into ``codes_dir``, resuming an interrupted run and re-encoding the images
-    that changed since their codes were made; returns the CodeWriter."""
+def extract_folder(backbone, folder, codes_dir, view=View(), log=print):
+    """Encode every image in ``folder`` as ``view`` shows it into ``codes_dir``, resuming an interrupted run and
+    re-encoding the images that changed since their codes were made; returns the CodeWriter."""
     names = list_images(folder)
-    writer = CodeWriter(codes_dir, names, backbone.output_shape, codes_meta(backbone, resize), image_dir=folder)
+    writer = CodeWriter(codes_dir, names, backbone.output_shape, codes_meta(backbone, view), image_dir=folder)
     changed = writer.changed()
     if writer.complete and not changed:
         log(f"{codes_dir}: codes for {len(names)} images already made, nothing to do")
@@ -76,8 +76,8 @@ def extract_folder(backbone, folder, codes_dir, resize="crop", log=print):
         log(f"{codes_dir}: resuming after {writer.rows_done} of {len(names)} images")
     with progress_bar(total=len(names) - writer.rows_done + len(changed), unit="img",
                       desc=os.path.basename(folder.rstrip("/"))) as bar:
-        for _, codes, skipped in encode(backbone, folder, names[writer.rows_done:], resize, bar):
+        for _, codes, skipped in encode(backbone, folder, names[writer.rows_done:], view, bar):
             writer.write(codes, skipped)
-        for chunk, codes, skipped in encode(backbone, folder, changed, resize, bar):
+        for chunk, codes, skipped in encode(backbone, folder, changed, view, bar):
             writer.rewrite(chunk, codes, skipped)
     return writer

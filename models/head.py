@@ -36,7 +36,7 @@ HIDDEN_UNITS = 512
 PREDICT_BATCH = 64
 PARAMS_PATTERN = re.compile(r"^head-(\d{4})\.params$")
 # what must be equal between the codes a head was trained on and the codes it is given
-CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision")  # codes must match in all of these
+CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision", "field", "lung_box")  # codes must match in all
 
 
 def params_file(epoch):
@@ -285,16 +285,23 @@ def predict_proba(net, codes, context=None):
 
 
 def code_identity(codes_meta):
-    return {key: (list(codes_meta[key]) if key == "shape" else codes_meta.get(key)) for key in CODE_IDENTITY}
+    """What must be equal between two sets of codes for one head to read both (codes made before fields existed saw
+    the whole image)."""
+    identity = {key: (list(codes_meta[key]) if key == "shape" else codes_meta.get(key)) for key in CODE_IDENTITY}
+    return dict(identity, field=identity["field"] or "whole")
 
 
 def check_codes_match(codes_meta, head_meta, codes_dir):
-    """UserError if the codes come from another model, layer or shape than the head was trained on."""
-    expected, given = head_meta["backbone"], code_identity(codes_meta)
-    differ = [f"{key} {given[key]!r} (head trained on {expected.get(key)!r})"
-              for key in CODE_IDENTITY if given[key] != expected.get(key)]
+    """UserError if the codes come from another model, layer, shape, precision or field than the head was trained on
+    (a head.json from before fields existed was trained on whole images)."""
+    expected, given = code_identity(head_meta["backbone"]), code_identity(codes_meta)
+    differ = [f"{key} {given[key]!r} (head trained on {expected[key]!r})"
+              for key in CODE_IDENTITY if given[key] != expected[key]]
     if differ:
-        precision = {"bf16": " --bf16", "int8": " --int8"}.get(expected.get("precision"), "")
+        made = head_meta["backbone"]
+        options = {"bf16": " --bf16", "int8": " --int8"}.get(expected["precision"], "")
+        if expected["field"] != "whole":
+            options += f" --field {expected['field']} --lung-box {','.join(map(str, expected['lung_box']))}"
         raise UserError(f"codes in {codes_dir} were not made like the head's training codes: {'; '.join(differ)}; "
-                        f"extract them with train.py using --model {expected.get('model')} --layer {expected.get('layer')}"
-                        f"{precision}")
+                        f"extract them with train.py using --model {made.get('model')} --layer {made.get('layer')}"
+                        f"{options}")

@@ -27,7 +27,6 @@ import numpy as np
 from PIL import Image
 
 from models.fileio import atomic_path
-from models.images import crop_box
 
 OVERLAY_ALPHA = 0.45  # how much of the map shows over the radiograph
 
@@ -53,20 +52,47 @@ def grad_cam(net, codes, class_index, context=None):
     return mx.nd.relu((weights * data).sum(axis=1)).asnumpy().astype(np.float32)
 
 
-def heatmap_batch(net, codes, class_index, paths, resize, context=None):
+def heatmap_batch(net, codes, class_index, paths, view, context=None):
     """(maps, crop boxes, image sizes) of one batch: Grad-CAM of ``class_index`` and where each map lies."""
-    regions = [region_of(path, resize) for path in paths]
+    regions = [region_of(path, view) for path in paths]
     return grad_cam(net, codes, class_index, context), [r[0] for r in regions], [r[1] for r in regions]
 
 
-def region_of(path, resize):
-    """((left, top, right, bottom), (width, height)) of the part of the image file the backbone saw."""
+def region_of(path, view):
+    """((left, top, right, bottom), (width, height)) of the part of the image file the backbone saw (``view``)."""
     try:
         with Image.open(path) as image:
             width, height = image.size
     except (OSError, SyntaxError, ValueError):
         return (-1, -1, -1, -1), (-1, -1)
-    return crop_box(width, height, resize), (width, height)
+    return view.region(width, height), (width, height)
+
+
+def field_shares(maps, boxes, size):
+    """(share of each map's mass inside its box, whether its largest cell lies mostly outside the box) for ``maps``
+    (n, H, W) over a ``size`` x ``size`` view and ``boxes`` (left, top, right, bottom in view pixels, or None where
+    the image's size is unknown): a cell counts by the part of its area inside the box. NaN / False for a map
+    without mass or without a box."""
+    shares, outside = np.full(len(maps), np.nan), np.zeros(len(maps), bool)
+    for i, (heat, box) in enumerate(zip(maps, boxes)):
+        total = float(np.sum(heat))
+        if box is None or not total > 0:
+            continue
+        inside = _inside_share(box, *heat.shape, size)
+        shares[i] = float(np.sum(heat * inside)) / total
+        outside[i] = inside.flat[int(np.argmax(heat))] < 0.5
+    return shares, outside
+
+
+def _inside_share(box, rows, columns, size):
+    """(rows, columns): the share of each cell of a rows x columns grid over a size x size view inside ``box``."""
+    left, top, right, bottom = box
+
+    def overlap(low, high, cells):
+        edges = np.linspace(0, size, cells + 1)
+        return np.clip(np.minimum(edges[1:], high) - np.maximum(edges[:-1], low), 0, None) / np.diff(edges)
+
+    return np.outer(overlap(top, bottom, rows), overlap(left, right, columns))
 
 
 def draw_overlay(ax, image, heat):

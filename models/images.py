@@ -1,7 +1,10 @@
-"""The one image loader: every step reads image files through ``list_images`` and ``read_image`` / ``load_image``."""
+"""The one image loader: every step reads image files through ``list_images`` and a ``View`` (``read_image`` /
+``load_image`` underneath): what of the file the backbone sees, at which size, and how the codes' index says so."""
 
+import argparse
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -10,6 +13,7 @@ from models.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 RESIZE_MODES = ("crop", "squash")
+INPUT_SIZE = 224  # pixels of the square the backbone sees
 
 
 class ImageReadError(Exception):
@@ -139,6 +143,11 @@ def read_image(path, size=224, resize="crop"):
     """Read one image file as uint8 pixels, ``size`` x ``size``: (size, size) for gray files, (size, size, 3) RGB for
     colour ones; ImageReadError if it cannot be read. Gray stays one channel so that feature extraction can spread it
     over the three input channels while it converts to float, in one pass."""
+    return _read(path, size, resize)[0]
+
+
+def _read(path, size, resize):
+    """(``read_image``'s pixels, (width, height) of the file's image)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -152,10 +161,99 @@ def read_image(path, size=224, resize="crop"):
                     resized = resize_image(to_8bit(image), size, resize)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
-    return np.asarray(resized, dtype=np.uint8)
+    return np.asarray(resized, dtype=np.uint8), image.size
 
 
 def load_image(path, size=224, resize="crop"):
     """Read one image file as a (size, size, 3) uint8 RGB array (gray repeated); ImageReadError if it cannot be read."""
     pixels = read_image(path, size, resize)
     return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+
+
+# the lung field of a PA chest film: a fixed box, (left, top, right, bottom) as fractions of the image's width and
+# height; wide enough for the lungs of most adult PA films, it leaves out most of the borders, where side markers, text,
+# collimation edges and shoulders are
+LUNG_BOX = (0.15, 0.12, 0.85, 0.88)
+# what of the image the backbone sees: all of it; only the lung field (the rest filled with the image's mean); or all
+# but the lung field (it filled so), to measure what a model gets from outside it
+FIELDS = ("whole", "lungs", "outside")
+
+
+def lung_box_arg(text):
+    """The argparse type of --lung-box: 'left,top,right,bottom' fractions with left < right and top < bottom."""
+    try:
+        box = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not left,top,right,bottom fractions of the image with "
+                                         f"0 <= left < right <= 1 and 0 <= top < bottom <= 1 (e.g. "
+                                         f"{','.join(map(str, LUNG_BOX))})")
+    return box
+
+
+@dataclass(frozen=True)
+class View:
+    """What the backbone sees of an image file: ``size`` x ``size`` pixels of its centre square (``resize='crop'``) or
+    of all of it (``'squash'``), with ``field`` 'lungs' or 'outside' the part outside or inside ``box`` (``LUNG_BOX``)
+    filled with the mean of the view. ``describe()`` is what a codes index records; ``View.of(meta)`` rebuilds it."""
+    resize: str = "crop"
+    field: str = "whole"
+    box: tuple = LUNG_BOX
+    size: int = INPUT_SIZE
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_MODES or self.field not in FIELDS:
+            raise ValueError(f"resize must be one of {RESIZE_MODES} and field one of {FIELDS}")
+        x0, y0, x1, y1 = self.box
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise UserError(f"the lung box must be left,top,right,bottom fractions with 0 <= left < right <= 1 and "
+                            f"0 <= top < bottom <= 1; got {','.join(map(str, self.box))}")
+
+    @classmethod
+    def of(cls, meta):
+        """The view a codes index (or a head.json's "backbone") records; what older ones did not record is the default."""
+        return cls(resize=meta.get("resize") or "crop", field=meta.get("field") or "whole",
+                   box=tuple(meta.get("lung_box") or LUNG_BOX), size=meta.get("input_size") or INPUT_SIZE)
+
+    def describe(self):
+        """The codes index's record of the view; the field only where it is not the whole image, so that the codes of
+        whole images made before fields existed are still the same codes."""
+        described = {"input_size": self.size, "resize": self.resize}
+        return dict(described, field=self.field, lung_box=list(self.box)) if self.field != "whole" else described
+
+    def region(self, width, height):
+        """(left, top, right, bottom) of a ``width`` x ``height`` image that the view shows."""
+        return crop_box(width, height, self.resize)
+
+    def field_box(self, width, height):
+        """(left, top, right, bottom) of ``box`` in the view's pixels, for a ``width`` x ``height`` image: clipped to
+        the view (with ``crop`` the box may reach past the centre square)."""
+        left, top, right, bottom = self.region(width, height)
+        x0, y0, x1, y1 = self.box
+        across = lambda f: (f * width - left) * self.size / (right - left)  # noqa: E731
+        down = lambda f: (f * height - top) * self.size / (bottom - top)  # noqa: E731
+        return tuple(int(round(min(max(value, 0), self.size))) for value in (across(x0), down(y0), across(x1),
+                                                                             down(y1)))
+
+    def read(self, path):
+        """``read_image`` of ``path`` as this view shows it; ImageReadError if it cannot be read."""
+        pixels, (width, height) = _read(path, self.size, self.resize)
+        if self.field == "whole":
+            return pixels
+        pixels = pixels.copy()  # PIL's buffer is read-only
+        left, top, right, bottom = self.field_box(width, height)
+        fill = np.round(pixels.reshape(self.size * self.size, -1).mean(axis=0)).astype(np.uint8).reshape(
+            pixels.shape[2:])
+        if self.field == "outside":
+            pixels[top:bottom, left:right] = fill
+        else:
+            inside = pixels[top:bottom, left:right].copy()
+            pixels[:] = fill
+            pixels[top:bottom, left:right] = inside
+        return pixels
+
+    def load(self, path):
+        """``read`` as (size, size, 3) uint8 RGB (gray repeated)."""
+        pixels = self.read(path)
+        return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels

@@ -96,9 +96,12 @@ def plot_roc(curves, path):
 
 
 def plot_predictions(images, true_classes, predicted_classes, probabilities, classes, path, columns=5, maps=None,
-                     title="some predictions"):
+                     boxes=None, title="some predictions"):
     """A grid of images, each captioned with its true class and the predicted probabilities; green where the
-    predicted class (at the operating threshold) is right. With ``maps``, each image carries its heatmap."""
+    predicted class (at the operating threshold) is right. With ``maps``, each image carries its heatmap; with
+    ``boxes`` ((left, top, right, bottom) in the image's pixels, or None), a dashed box (the lung field)."""
+    from matplotlib.patches import Rectangle
+
     from models.heatmaps import draw_overlay
 
     rows = max(1, -(-len(images) // columns))
@@ -112,8 +115,34 @@ def plot_predictions(images, true_classes, predicted_classes, probabilities, cla
             ax.imshow(image)
         else:
             draw_overlay(ax, image, maps[i])
+        if boxes is not None and boxes[i] is not None:
+            left, top, right, bottom = boxes[i]
+            ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="white",
+                                   linestyle="--", linewidth=1))
         top = np.argsort(probs)[::-1][:3]
         caption = f"true: {truth}, said: {guess}\n" + "\n".join(f"{classes[i]}: {probs[i]:.2f}" for i in top)
         ax.set_title(caption, fontsize=8, color="tab:green" if guess == truth else "tab:red")
     fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_audit(datasets, encodings, models, path):
+    """The lung-field audit as grouped bars: per data set, each model's ROC-AUC on each encoding with its 95% interval,
+    chance marked. ``datasets``: {name: audit result (bench/audit.py)}."""
+    fig = _figure(1 + 4.5 * len(datasets), 4)
+    axes = np.atleast_1d(fig.subplots(1, len(datasets), sharey=True))
+    width = 0.8 / len(encodings)
+    for ax, (name, result) in zip(axes, datasets.items()):
+        for k, encoding in enumerate(encodings):
+            rows = [result["scores"][encoding][model] for model in models]
+            auc = np.array([row["roc_auc"] for row in rows])
+            low, high = np.array([row["ci95"] for row in rows]).T
+            ax.bar(np.arange(len(models)) + (k - (len(encodings) - 1) / 2) * width, auc, width,
+                   yerr=[auc - low, high - auc], capsize=3, label=encoding)
+        ax.axhline(0.5, color="gray", linestyle=":", label="chance")
+        ax.set_xticks(range(len(models)), [model.split(" (")[0].split(",")[0] for model in models])
+        ax.set(title=name, ylim=(0.3, 1.1))
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set(ylabel="ROC-AUC, 95% CI")
+    axes[-1].legend(fontsize="small", loc="upper center", ncol=len(encodings) + 1)
     _save(fig, path)

@@ -20,7 +20,7 @@ from models.devices import GPU_SPEC_HELP
 from models.errors import UserError, one_line, run_cli
 from models.evaluation import EPOCH_CHOICES, operating_point, resolve_epoch
 from models.fileio import atomic_path, check_output_folder
-from models.images import IMAGE_EXTENSIONS, list_images, load_image
+from models.images import IMAGE_EXTENSIONS, View, list_images
 from models.progress import progress_bar
 
 
@@ -82,7 +82,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     classes = meta["classes"]
     positive, threshold, _ = operating_point(meta, epoch)
-    resize = meta["backbone"].get("resize", "crop")
+    view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field
     net = head.load_predictor(models_dir, epoch)
     cam_net = head.gradient_net(meta, (models_dir, epoch)) if heatmaps else None
     backbone = recorded_backbone(meta, batch_size, contexts)
@@ -99,7 +99,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
             progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar:
         writer = csv.writer(csv_file)
         writer.writerow(["file", "predicted_class"] + [f"p_{name}" for name in classes])
-        for chunk, codes, failed in encode(backbone, "", paths, resize, bar):  # encode warns about failed ones
+        for chunk, codes, failed in encode(backbone, "", paths, view, bar):  # encode warns about failed ones
             skipped += [path for path in chunk if path in failed]
             probabilities = head.predict_proba(net, codes)
             predicted = metrics.decide(probabilities, positive, threshold)
@@ -109,14 +109,14 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
                     shown = ", ".join(f"{name} {p:.4f}" for name, p in zip(classes, probs))
                     bar.write(f"{one_line(path)}: {classes[guess]} ({shown})")
             if maps_out is not None:  # one row per image given; an unreadable one gets NaNs and class -1
-                maps, boxes, sizes = heatmap_batch(cam_net, codes, predicted, chunk, resize)
+                maps, boxes, sizes = heatmap_batch(cam_net, codes, predicted, chunk, view)
                 unread = np.array([path in failed for path in chunk])
                 maps[unread], predicted = np.nan, np.where(unread, -1, predicted)
                 maps_out.add(maps, chunk, predicted, boxes, sizes)
                 for path, heat, guess in zip(chunk, maps, predicted):
                     if path not in failed:
                         save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(path)),
-                                     load_image(path, resize=resize), heat,
+                                     view.load(path), heat,
                                      f"{os.path.basename(path)}\nsaid {classes[guess]}")
     done = len(paths) - len(skipped)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "

@@ -17,11 +17,10 @@ import time
 import numpy as np
 
 from models.errors import UserError, mxnet_reason, run_cli
-from models.images import ImageReadError, load_image
+from models.images import INPUT_SIZE, ImageReadError, load_image
 from models.weights import DEFAULT_PREFIX, sha256_of
 
 DEFAULT_LAYER = "stage4_unit2_relu1_output"
-INPUT_SIZE = 224
 INPUT_CHANNELS = 3
 PRECISIONS = ("fp32", "bf16", "int8")  # int8 graphs are made by models/quantize.py and passed in as ``graph``
 

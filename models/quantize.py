@@ -1,7 +1,7 @@
 """The int8 fast path: oneDNN int8 quantisation of the cut network, calibrated on a sample of the input images.
 
-The quantised graph is cached under a key made of the model's sha256, the layer, the resize mode and the content of
-the calibration images, so a second run with the same inputs skips the calibration.
+The quantised graph is cached under a key made of the model's sha256, the layer, the view (resize mode, field) and the
+content of the calibration images, so a second run with the same inputs skips the calibration.
 """
 
 import hashlib
@@ -10,8 +10,8 @@ import os
 import numpy as np
 
 from models.errors import UserError
-from models.images import ImageReadError, load_image
-from models.pretrained import INPUT_SIZE, Backbone, cut, load_checkpoint, require_checkpoint
+from models.images import ImageReadError, View
+from models.pretrained import Backbone, cut, load_checkpoint, require_checkpoint
 from models.weights import save_checkpoint, sha256_of
 
 CALIBRATION_MODE = "entropy"  # KL-divergence thresholds: closer to fp32 than min/max ("naive") at the same speed
@@ -26,8 +26,9 @@ def calibration_sample(paths, count, seed=0):
     return [paths[i] for i in sorted(chosen)]
 
 
-def calibration_key(model_sha256, layer, resize, paths):
-    digest = hashlib.sha256(f"{model_sha256}|{layer}|{resize}|{CALIBRATION_MODE}".encode())
+def calibration_key(model_sha256, layer, view, paths):
+    seen = view.resize if view.field == "whole" else f"{view.resize}|{view.field}|{list(view.box)}"
+    digest = hashlib.sha256(f"{model_sha256}|{layer}|{seen}|{CALIBRATION_MODE}".encode())
     for path in paths:
         digest.update(sha256_of(path).encode())
     return digest.hexdigest()[:16]
@@ -46,7 +47,7 @@ def quantize(prefix, layer, images):
                                  label_names=())
 
 
-def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop", cache_dir=None, log=print,
+def int8_backbone(prefix, layer, calibration_paths, batch_size=32, view=View(), cache_dir=None, log=print,
                   speed_check=False):
     """A Backbone running the int8 version of ``prefix`` cut at ``layer``; calibrates, or loads it from ``cache_dir``.
 
@@ -57,13 +58,13 @@ def int8_backbone(prefix, layer, calibration_paths, batch_size=32, resize="crop"
     readable = []
     for path in calibration_paths:
         try:
-            readable.append((path, load_image(path, INPUT_SIZE, resize)))
+            readable.append((path, view.load(path)))
         except ImageReadError:
             continue
     if not readable:
         raise UserError("--int8 needs at least one readable calibration image; none of the sampled files could be read")
     model_sha256 = sha256_of(require_checkpoint(prefix)[1])
-    key = calibration_key(model_sha256, layer, resize, [p for p, _ in readable])
+    key = calibration_key(model_sha256, layer, view, [p for p, _ in readable])
     cached = os.path.join(cache_dir, f"int8-{key}") if cache_dir else None
     graph = None
     if cached and os.path.exists(f"{cached}-0000.params"):

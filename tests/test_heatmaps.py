@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import run_script
 from models import head
 from models.heatmaps import grad_cam, heatmap_file, region_of
+from models.images import View
 from models.labels import save_labels
 from models.training import TrainSettings, fit_and_select
 
@@ -78,10 +79,10 @@ def test_input_gradients_are_the_exported_heads_own():
 
 def test_regions_follow_the_resize_mode(tmp_path):
     Image.new("L", (300, 200)).save(tmp_path / "wide.png")
-    assert region_of(tmp_path / "wide.png", "crop") == ((50, 0, 250, 200), (300, 200))
-    assert region_of(tmp_path / "wide.png", "squash") == ((0, 0, 300, 200), (300, 200))
+    assert region_of(tmp_path / "wide.png", View(resize="crop")) == ((50, 0, 250, 200), (300, 200))
+    assert region_of(tmp_path / "wide.png", View(resize="squash")) == ((0, 0, 300, 200), (300, 200))
     (tmp_path / "bad.png").write_text("not an image")
-    assert region_of(tmp_path / "bad.png", "crop") == ((-1, -1, -1, -1), (-1, -1))
+    assert region_of(tmp_path / "bad.png", View()) == ((-1, -1, -1, -1), (-1, -1))
 
 
 def test_heatmap_file_is_whole_or_absent(tmp_path):
