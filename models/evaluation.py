@@ -232,6 +232,7 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
         report["operating_point"].update(source=point["source"], images=point["images"], why=point["why"])
 
     os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "report.json"), report)  # again below with the heatmaps' lung_field
     write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, predicted, probabilities, classes)
     plot_confusion_matrix(report["confusion_matrix"]["counts"], classes, os.path.join(out_dir, "confusion_matrix.png"))
     if curves:
@@ -249,13 +250,13 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
             head.gradient_net(meta, (models_dir, epoch), context), store, image_dir, names, truth, predicted, classes,
             view, out_dir, shown, heatmaps == "all", context)
         report["lung_field"] = lung_field_report(shares, outside, truth, predicted, classes, names, view)
+        write_json(os.path.join(out_dir, "report.json"), report)
         log(lung_field_line(report["lung_field"], len(names)))
         plot_predictions(images, path=os.path.join(out_dir, "heatmaps.png"), maps=maps, boxes=boxes,
                          title="where the head looked (Grad-CAM of the predicted class at the cut layer; dashed: "
                                "the lung box)", **grid)
     elif heatmaps != "none":
         log(f"no heatmaps: the codes have shape {store.shape}, not a channels x height x width map")
-    write_json(os.path.join(out_dir, "report.json"), report)
     return report, out_dir
 
 
