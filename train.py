@@ -7,7 +7,7 @@ import sys
 from models.devices import CPU_SPECS, GPU_SPEC_HELP, select_contexts
 from models.errors import run_cli
 from models.fileio import check_output_folder
-from models.images import FIELDS, LUNG_BOX, RESIZE_MODES, View, list_images, lung_box_arg
+from models.images import FIELDS, RESIZE_MODES, View, add_lung_box_argument, list_images
 from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
 
 
@@ -33,9 +33,7 @@ def parse_args(argv=None):
                              "with the image's mean, so that nothing outside the lungs (markers, text, tubes, "
                              "collimation) can reach the codes; recorded in the codes' index, and later steps refuse to "
                              "mix fields (default: %(default)s)")
-    parser.add_argument("--lung-box", type=lung_box_arg, default=LUNG_BOX, metavar="L,T,R,B",
-                        help="the lung field as fractions of the image's width and height: left, top, right, bottom "
-                             f"(default: {','.join(map(str, LUNG_BOX))})")
+    add_lung_box_argument(parser)
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true",
                            help="run a bfloat16 copy of the network on the CPU (oneDNN); needs a CPU with avx512_bf16 "

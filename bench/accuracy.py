@@ -37,7 +37,7 @@ from models import head, metrics, selection  # noqa: E402
 from models.codes import CodeStore  # noqa: E402
 from models.errors import UserError, run_cli  # noqa: E402
 from models.fileio import write_json  # noqa: E402
-from models.images import FIELDS, LUNG_BOX, View, list_images, lung_box_arg  # noqa: E402
+from models.images import FIELDS, View, add_lung_box_argument, list_images  # noqa: E402
 from models.splits import groups_from_pattern  # noqa: E402
 from models.training import RECIPES, TrainSettings, fit_arrays, inner_cross_validation, predict_layouts  # noqa: E402
 
@@ -258,6 +258,20 @@ def datasets(args):
     return chosen
 
 
+def add_fold_arguments(parser, jobs_are):
+    """--seeds, --folds and --jobs: the cross-validation of make accuracy and make audit."""
+    parser.add_argument("--seeds", type=int, default=3, help="fold seeds 0..N-1 (default: %(default)s)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                        help=f"{jobs_are}, one process each (default: the CPUs, %(default)s)")
+
+
+def check_fold_arguments(parser, args):
+    if args.seeds < 1 or args.folds < 2 or args.jobs < 1:
+        parser.error("--seeds and --jobs must be at least 1 and --folds at least 2")
+    return args
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python bench/accuracy.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("data", metavar="DATA", nargs="*", help="folders of two class folders, run before the "
@@ -267,10 +281,7 @@ def parse_args(argv):
                              "patients); default: every image its own group")
     parser.add_argument("--shared", default=os.path.join(os.path.dirname(REPO), "shared", "data"),
                         help="folder holding nih-cxr8-pa and nih-sim-nodules, or 'none' (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=3, help="fold seeds 0..N-1 (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=5, help="outer cross-validation folds (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
-                        help="outer folds run at once, one process each (default: the CPUs, %(default)s)")
+    add_fold_arguments(parser, "outer folds run at once")
     parser.add_argument("--out", default=os.path.join(BENCH, "accuracy.json"),
                         help="JSON results (default: %(default)s)")
     parser.add_argument("--raw", metavar="FILE",
@@ -279,14 +290,10 @@ def parse_args(argv):
                              "study thresholds and layouts without training again")
     parser.add_argument("--field", choices=FIELDS[:2], default="whole",
                         help="as train.py: the whole image, or only the lung field (default: %(default)s)")
-    parser.add_argument("--lung-box", type=lung_box_arg, default=LUNG_BOX, metavar="L,T,R,B",
-                        help=f"as train.py (default: {','.join(map(str, LUNG_BOX))})")
+    add_lung_box_argument(parser)
     parser.add_argument("--cache", default=os.path.join(BENCH, ".cache"),
                         help="folder for the codes, one sub-folder per data folder name (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if args.seeds < 1 or args.folds < 2 or args.jobs < 1:
-        parser.error("--seeds and --jobs must be at least 1 and --folds at least 2")
-    return args
+    return check_fold_arguments(parser, parser.parse_args(argv))
 
 
 def main(argv=None):

@@ -29,11 +29,12 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH))
 sys.path.insert(0, BENCH)
 
-from accuracy import load_dataset, outer_splits, probe_proba, run_jobs  # noqa: E402
+from accuracy import (add_fold_arguments, check_fold_arguments, load_dataset, outer_splits, probe_proba,  # noqa: E402
+                      run_jobs)
 from models import head, metrics  # noqa: E402
 from models.errors import UserError, run_cli  # noqa: E402
 from models.fileio import read_json, write_json  # noqa: E402
-from models.images import LUNG_BOX, RESIZE_MODES, View, lung_box_arg  # noqa: E402
+from models.images import RESIZE_MODES, View, add_lung_box_argument  # noqa: E402
 from models.progress import progress_bar  # noqa: E402
 from models.splits import groups_from_pattern  # noqa: E402
 from models.training import TrainSettings, fit_arrays  # noqa: E402
@@ -137,23 +138,15 @@ def parse_args(argv):
     parser.add_argument("--group-pattern", metavar="REGEX",
                         help=r"group id = first capture group of the file name (e.g. '^(\d+)_' for NIH patients); "
                              "default: every image its own group")
-    parser.add_argument("--lung-box", type=lung_box_arg, default=LUNG_BOX, metavar="L,T,R,B",
-                        help="the lung field as fractions of the image's width and height (default: "
-                             f"{','.join(map(str, LUNG_BOX))})")
+    add_lung_box_argument(parser)
     parser.add_argument("--resize", choices=RESIZE_MODES, default="crop", help="as train.py (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=3, help="fold seeds 0..N-1 (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
-                        help="fits at once, one process each (default: the CPUs, %(default)s)")
+    add_fold_arguments(parser, "fits run at once")
     parser.add_argument("--out", default=os.path.join(BENCH, "audit.json"),
                         help="JSON results; an earlier file's other data sets are kept (default: %(default)s)")
     parser.add_argument("--png", default=os.path.join(BENCH, "audit.png"), help="bar chart (default: %(default)s)")
     parser.add_argument("--cache", default=os.path.join(BENCH, ".cache"),
                         help="folder for the codes, one sub-folder per data folder and field (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if args.seeds < 1 or args.folds < 2 or args.jobs < 1:
-        parser.error("--seeds and --jobs must be at least 1 and --folds at least 2")
-    return args
+    return check_fold_arguments(parser, parser.parse_args(argv))
 
 
 def main(argv=None):

@@ -166,8 +166,7 @@ def _read(path, size, resize):
 
 def load_image(path, size=224, resize="crop"):
     """Read one image file as a (size, size, 3) uint8 RGB array (gray repeated); ImageReadError if it cannot be read."""
-    pixels = read_image(path, size, resize)
-    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+    return View(resize=resize, size=size).load(path)
 
 
 # the lung field of a PA chest film: a fixed box, (left, top, right, bottom) as fractions of the image's width and
@@ -180,16 +179,23 @@ FIELDS = ("whole", "lungs", "outside")
 
 
 def lung_box_arg(text):
-    """The argparse type of --lung-box: 'left,top,right,bottom' fractions with left < right and top < bottom."""
+    """The argparse type of --lung-box: 'left,top,right,bottom' fractions (``View`` checks them)."""
     try:
         box = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
-        raise argparse.ArgumentTypeError(f"{text!r} is not left,top,right,bottom fractions of the image with "
-                                         f"0 <= left < right <= 1 and 0 <= top < bottom <= 1 (e.g. "
-                                         f"{','.join(map(str, LUNG_BOX))})")
-    return box
+        if len(box) == 4:
+            return View(box=box).box
+    except (ValueError, UserError):
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not left,top,right,bottom fractions of the image with "
+                                     f"0 <= left < right <= 1 and 0 <= top < bottom <= 1 (e.g. "
+                                     f"{','.join(map(str, LUNG_BOX))})")
+
+
+def add_lung_box_argument(parser):
+    """The --lung-box option of every script that encodes a lung field."""
+    parser.add_argument("--lung-box", type=lung_box_arg, default=LUNG_BOX, metavar="L,T,R,B",
+                        help="the lung field as fractions of the image's width and height: left, top, right, bottom "
+                             f"(default: {','.join(map(str, LUNG_BOX))})")
 
 
 @dataclass(frozen=True)
