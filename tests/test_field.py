@@ -111,20 +111,52 @@ def test_the_audit_warns_when_the_signal_lies_outside_the_lung_field(weights, tm
         assert index["meta"]["field"] == field and index["meta"]["lung_box"] == list(LUNG_BOX)
 
 
+def marked_split(root, inside, train=10, test=4):
+    """root/train and root/test image folders of ``marked_films`` (``train`` and ``test`` per class) with their label
+    files root/train.json and root/test.json, as scraper.process writes them."""
+    from models.labels import save_labels
+
+    for side, count in (("train", train), ("test", test)):
+        marked_films(root / side, count, inside=inside)
+        labels = {}
+        for label in ("marked", "plain"):
+            for name in os.listdir(root / side / label):
+                os.rename(root / side / label / name, root / side / name)
+                labels[name] = label
+            os.rmdir(root / side / label)
+        save_labels(root / f"{side}.json", ["plain", "marked"], labels)
+
+
+def test_the_report_finds_a_trained_heads_evidence_inside_or_outside_the_lung_box(weights, tmp_path):
+    # a head learns the mark, in the middle of the film or in its corner (like a side marker): Grad-CAM of the marked
+    # films must lie inside or outside the box accordingly
+    fields = {}
+    for inside in (True, False):
+        root = tmp_path / ("inside" if inside else "outside")
+        marked_split(root, inside)
+        codes = [root / "train_codes", root / "test_codes"]
+        assert run_script("train.py", root / "train", root / "test", *codes, "--gpus", "none").returncode == 0
+        trained = run_script("train_model.py", root / "train", codes[0], root / "train.json", root / "models",
+                             "--batch-size", 8, "--folds", 0, "--layout", "avg", "--epochs", 10, "--gpus", "none")
+        assert trained.returncode == 0, trained.stderr
+        evaluated = run_script("test_model.py", root / "test", codes[1], root / "test.json", root / "models")
+        assert evaluated.returncode == 0, evaluated.stderr
+        report = json.loads((root / "models" / "eval" / "report.json").read_text())
+        assert report["per_class"]["marked"]["recall"] == 1.0  # so their maps are those of the class 'marked'
+        fields[inside] = report["lung_field"]
+    box = View().field_box(160, 160)
+    spread = (box[2] - box[0]) * (box[3] - box[1]) / 224 ** 2  # the share of a map spread evenly over the view
+    inside, outside = (fields[where]["mass_inside"]["by_true_class"]["marked"] for where in (True, False))
+    assert inside > spread + 0.1 and outside < spread - 0.05 and inside - outside > 0.2, (inside, spread, outside)
+    peaking_outside = {where: {name for name in fields[where]["peaks_outside"]["files"] if name.startswith("marked")}
+                       for where in (True, False)}
+    assert not peaking_outside[True] and len(peaking_outside[False]) == 4, peaking_outside
+
+
 def test_train_py_field_lungs_is_recorded_enforced_and_followed_by_predict(weights, tmp_path):
     import csv
 
-    from models.labels import save_labels
-
-    for side, count in (("train", 10), ("test", 4)):
-        marked_films(tmp_path / side, count, inside=True)
-        labels = {}
-        for label in ("marked", "plain"):
-            for name in os.listdir(tmp_path / side / label):
-                os.rename(tmp_path / side / label / name, tmp_path / side / name)
-                labels[name] = label
-            os.rmdir(tmp_path / side / label)
-        save_labels(tmp_path / f"{side}.json", ["plain", "marked"], labels)
+    marked_split(tmp_path, inside=True)
     lungs = [tmp_path / "lungs_train", tmp_path / "lungs_test"]
     made = run_script("train.py", tmp_path / "train", tmp_path / "test", *lungs, "--field", "lungs", "--gpus", "none")
     assert made.returncode == 0, made.stderr
