@@ -10,7 +10,9 @@ WEIGHTS := models/resnet-50-0000.params
 DATA ?=
 # with DATA: files whose names give the same first capture group are one patient, e.g. GROUP_PATTERN='^(\d+)_'
 GROUP_PATTERN ?=
-GROUP_ARG = $(if $(GROUP_PATTERN),--group-pattern '$(GROUP_PATTERN)')
+# with DATA of DICOM files: GROUP_BY=patient groups them by Patient ID instead (written out only as a salted hash)
+GROUP_BY ?=
+GROUP_ARG = $(if $(GROUP_PATTERN),--group-pattern '$(GROUP_PATTERN)') $(if $(GROUP_BY),--group-by $(GROUP_BY))
 OUT ?= data/$(if $(DATA),$(notdir $(abspath $(DATA))),openi)
 # make demo: the bundled NIH sample (examples/nih-sample) into data/demo, or into OUT=dir given on the command line
 DEMO_DATA := examples/nih-sample
@@ -58,7 +60,7 @@ figure: demo ## run make demo, then draw the README's picture, docs/demo-heatmap
 test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
 	$(PY) -m pytest tests
 
-pipeline: setup ## set up, then run all five steps on Open-i into data/openi (DATA=folder: steps 2-5 on your class folders; FIELD=lungs: encode only the lung field)
+pipeline: setup ## set up, then run all five steps on Open-i into data/openi (DATA=folder: steps 2-5 on your class folders, GROUP_BY=patient for DICOM; FIELD=lungs: encode only the lung field)
 ifeq ($(DATA),)
 	$(PY) scraper.py "$(OUT)/download"
 	$(PY) -m scraper.process "$(OUT)/download" "$(OUT)/split"
@@ -89,10 +91,10 @@ bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction
 	$(PY) bench/run.py
 	$(PY) bench/fidelity.py
 
-accuracy: setup ## [DATA=class folders] [GROUP_PATTERN=regex]: cross-validate the head's defaults, each layout, the original recipe and two linear probes on DATA and the shared NIH sets; writes bench/accuracy.json
+accuracy: setup ## [DATA=class folders] [GROUP_PATTERN=regex | GROUP_BY=patient]: cross-validate the head's defaults, each layout, the original recipe and two linear probes on DATA and the shared NIH sets; writes bench/accuracy.json
 	$(PY) bench/accuracy.py $(if $(DATA),"$(DATA)") $(GROUP_ARG) --seeds $(SEEDS) --shared "$(SHARED)" --field $(FIELD) $(BOX_ARG)
 
-audit: setup ## DATA=class folders [GROUP_PATTERN=regex] [LUNG_BOX=l,t,r,b]: how much of the head's and a probe's ROC-AUC survives with the lung field hidden; writes bench/audit.json and bench/audit.png
+audit: setup ## DATA=class folders [GROUP_PATTERN=regex | GROUP_BY=patient] [LUNG_BOX=l,t,r,b]: how much of the head's and a probe's ROC-AUC survives with the lung field hidden; writes bench/audit.json and bench/audit.png
 	@test -n "$(DATA)" || { echo "error: make audit needs DATA=folder-of-class-folders" >&2; exit 2; }
 	$(PY) bench/audit.py "$(DATA)" $(GROUP_ARG) $(BOX_ARG) --seeds $(SEEDS)
 

@@ -38,7 +38,7 @@ from models.codes import CodeStore  # noqa: E402
 from models.errors import UserError, run_cli  # noqa: E402
 from models.fileio import write_json  # noqa: E402
 from models.images import FIELDS, View, add_lung_box_argument, list_images  # noqa: E402
-from models.splits import groups_from_pattern  # noqa: E402
+from models.splits import image_groups  # noqa: E402
 from models.training import RECIPES, TrainSettings, fit_arrays, inner_cross_validation, predict_layouts  # noqa: E402
 
 SCHEMA = "xvision-mx accuracy v2"
@@ -258,6 +258,15 @@ def datasets(args):
     return chosen
 
 
+def add_group_arguments(parser, scope=""):
+    """--group-pattern and --group-by, as scraper.process has them."""
+    parser.add_argument("--group-pattern", metavar="REGEX",
+                        help=scope + r"group id = first capture group of the file name (e.g. '^(\d+)_' for NIH "
+                             "patients); default: every image its own group")
+    parser.add_argument("--group-by", choices=("patient",),
+                        help=scope + "the DICOM files of one Patient ID are one group")
+
+
 def add_fold_arguments(parser, jobs_are):
     """--seeds, --folds and --jobs: the cross-validation of make accuracy and make audit."""
     parser.add_argument("--seeds", type=int, default=3, help="fold seeds 0..N-1 (default: %(default)s)")
@@ -276,9 +285,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python bench/accuracy.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("data", metavar="DATA", nargs="*", help="folders of two class folders, run before the "
                                                                   "shared sets")
-    parser.add_argument("--group-pattern", metavar="REGEX",
-                        help=r"for DATA: group id = first capture group of the file name (e.g. '^(\d+)_' for NIH "
-                             "patients); default: every image its own group")
+    add_group_arguments(parser, "for DATA: ")
     parser.add_argument("--shared", default=os.path.join(os.path.dirname(REPO), "shared", "data"),
                         help="folder holding nih-cxr8-pa and nih-sim-nodules, or 'none' (default: %(default)s)")
     add_fold_arguments(parser, "outer folds run at once")
@@ -317,8 +324,8 @@ def main(argv=None):
             loaded[root] = load_dataset(root, os.path.join(args.cache, os.path.basename(root) + suffix),
                                         View(field=args.field, box=args.lung_box))
         codes, targets, classes, files = loaded[root]
-        groups = groups_from_pattern(files, pattern) if pattern else [f"{classes[t]}/{f}" for t, f in
-                                                                     zip(targets, files)]
+        groups = image_groups(root, [classes[t] for t in targets], files, pattern,
+                              args.group_by if root in map(os.path.abspath, args.data) else None)
         chosen = np.arange(len(targets))
         if every:
             negative = 1 - metrics.positive_class(classes)

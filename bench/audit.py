@@ -29,14 +29,14 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH))
 sys.path.insert(0, BENCH)
 
-from accuracy import (add_fold_arguments, check_fold_arguments, load_dataset, outer_splits, probe_proba,  # noqa: E402
-                      run_jobs)
+from accuracy import (add_fold_arguments, add_group_arguments, check_fold_arguments, load_dataset,  # noqa: E402
+                      outer_splits, probe_proba, run_jobs)
 from models import head, metrics  # noqa: E402
 from models.errors import UserError, run_cli  # noqa: E402
 from models.fileio import read_json, write_json  # noqa: E402
 from models.images import RESIZE_MODES, View, add_lung_box_argument  # noqa: E402
 from models.progress import progress_bar  # noqa: E402
-from models.splits import groups_from_pattern  # noqa: E402
+from models.splits import image_groups  # noqa: E402
 from models.training import TrainSettings, fit_arrays  # noqa: E402
 
 SCHEMA = "xvision-mx lung-field audit v1"
@@ -66,7 +66,7 @@ def survival(auc_as_is, auc_hidden):
     return share, (WARNING if share > WARN_SHARE else None)
 
 
-def audit_set(root, pattern, view, seeds, folds, jobs, cache, log):
+def audit_set(root, pattern, group_by, view, seeds, folds, jobs, cache, log):
     """The audit of one folder of two class folders: {encoding: {model: scores}} and a verdict per model."""
     name = os.path.basename(os.path.abspath(root))
     loaded = {}
@@ -74,7 +74,7 @@ def audit_set(root, pattern, view, seeds, folds, jobs, cache, log):
         suffix = "" if field == "whole" else f"-{field}"
         loaded[field] = load_dataset(root, os.path.join(cache, name + suffix), View(view.resize, field, view.box))
     _, targets, classes, files = loaded["whole"]
-    groups = groups_from_pattern(files, pattern) if pattern else [f"{classes[t]}/{f}" for t, f in zip(targets, files)]
+    groups = image_groups(root, [classes[t] for t in targets], files, pattern, group_by)
     positive = metrics.positive_class(classes)
     truth = (targets == positive).astype(int)
     splits = outer_splits(targets, groups, folds, range(seeds))
@@ -135,9 +135,7 @@ def format_set(name, result):
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python bench/audit.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("data", metavar="DATA", nargs="+", help="folders of two class folders")
-    parser.add_argument("--group-pattern", metavar="REGEX",
-                        help=r"group id = first capture group of the file name (e.g. '^(\d+)_' for NIH patients); "
-                             "default: every image its own group")
+    add_group_arguments(parser)
     add_lung_box_argument(parser)
     parser.add_argument("--resize", choices=RESIZE_MODES, default="crop", help="as train.py (default: %(default)s)")
     add_fold_arguments(parser, "fits run at once")
@@ -168,8 +166,8 @@ def main(argv=None):
             raise UserError(f"DATA folder not found: {root}")
         name = os.path.basename(os.path.abspath(root))
         set_started = time.time()
-        result = audit_set(root, args.group_pattern, view, args.seeds, args.folds, args.jobs, args.cache,
-                           lambda line: print(line, flush=True))
+        result = audit_set(root, args.group_pattern, args.group_by, view, args.seeds, args.folds, args.jobs,
+                           args.cache, lambda line: print(line, flush=True))
         results["datasets"][name] = dict(
             result, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             lung_box=list(args.lung_box), resize=args.resize, seeds=list(range(args.seeds)), folds=args.folds,

@@ -13,7 +13,8 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
   peer of ``--bf16``, torch.compile under bfloat16 autocast;
 - the fp32 ceiling: the best fp32 GFLOP/s oneDNN reaches here (3x3 conv, GEMM) / GFLOP per image of the cut network;
 - the CPU cost of decoding one PNG into a float32 input batch (read_image + put_image, one thread), which end-to-end
-  pays on top of the network;
+  pays on top of the network; and the same for one 2,048 x 2,500 12-bit film as a 16-bit PNG, as an uncompressed
+  DICOM and as a JPEG 2000 lossless DICOM;
 - head training samples/s of train_model.py --recipe xvision (20 epochs on generated codes), and two GEMM-bound
   rates: the issue's (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy /
   MXNet dot / oneDNN); the wall clock of train_model.py's defaults (--layout auto, whose inner cross-validation trains
@@ -109,6 +110,12 @@ ROWS = [
         needs_torch),
     Row("ceiling_fp32", "fp32 ceiling: peak oneDNN GFLOP/s / GFLOP per image", "img/s", lambda b: b.ceiling()),
     Row("decode_ms", "PNG decode + crop + resize into a batch, 1 thread", "ms/img", lambda b: b.decode()),
+    Row("decode_film_png16_ms", "a 2048x2500 12-bit film as a 16-bit PNG: decode into a batch, 1 thread", "ms/img",
+        lambda b: b.film_decode("png16")),
+    Row("decode_film_dicom_ms", "the same film as DICOM, uncompressed (its window to 8 bits)", "ms/img",
+        lambda b: b.film_decode("dicom")),
+    Row("decode_film_j2k_ms", "the same film as DICOM, JPEG 2000 lossless", "ms/img",
+        lambda b: b.film_decode("j2k")),
     Row("fwd_bf16", "project forward-only bf16 (train.py --bf16's network)", "img/s", lambda b: b.forward("bf16"),
         needs_bf16),
     Row("e2e_bf16", "project end-to-end bf16: train.py --bf16", "img/s", lambda b: b.extract(("--bf16",)),
@@ -146,6 +153,10 @@ RATIOS = [
     Ratio("fwd_bf16 / peer_torch_bf16", "fwd_bf16", "peer_torch_bf16",
           meaning="bf16 forward-only vs PyTorch bf16 forward-only"),
     Ratio("fwd_bf16 / fwd_fp32", "fwd_bf16", "fwd_fp32", meaning="bf16 speed-up, forward-only"),
+    Ratio("decode_film_dicom_ms / decode_film_png16_ms", "decode_film_dicom_ms", "decode_film_png16_ms",
+          meaning="reading a film from an uncompressed DICOM vs from a 16-bit PNG"),
+    Ratio("decode_film_j2k_ms / decode_film_png16_ms", "decode_film_j2k_ms", "decode_film_png16_ms",
+          meaning="reading a film from a JPEG 2000 DICOM vs from a 16-bit PNG"),
     Ratio("e2e_int8 / peer_torch", "e2e_int8", "peer_torch", 3.0,
           meaning="train.py --int8 vs PyTorch fp32 forward-only"),
     Ratio("fwd_int8 / peer_torch", "fwd_int8", "peer_torch", meaning="int8 forward-only vs PyTorch fp32 forward-only"),
@@ -294,6 +305,43 @@ def make_big_png(job):
     return os.path.getsize(path)
 
 
+FILM_SHAPE = (2500, 2048)  # rows, columns: a 35 x 43 cm detector at ~0.17 mm (a DR chest film)
+
+
+def make_film(job):
+    """One 12-bit film in the format ``kind`` (png16: the values x 16 in a 16-bit PNG; dicom: a DX DICOM with its
+    window; j2k: the same, JPEG 2000 lossless): a bundled radiograph upsampled, plus detector noise."""
+    import numpy as np
+    from PIL import Image
+
+    path, seed, kind, source = job
+    rows, columns = FILM_SHAPE
+    gray = np.asarray(Image.open(source).convert("L").resize((columns, rows), Image.BICUBIC), np.float64)
+    noise = np.random.default_rng(seed).normal(0.0, 6.0, gray.shape)
+    stored = np.clip(np.round(gray * 16 + noise), 0, 4095).astype(np.uint16)
+    if kind == "png16":
+        Image.fromarray(stored * 16).save(path)
+    else:
+        from pydicom.dataset import Dataset, FileMetaDataset
+        from pydicom.uid import JPEG2000Lossless, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, \
+            generate_uid
+
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+        ds.Modality, ds.Rows, ds.Columns = "DX", rows, columns
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.WindowCenter, ds.WindowWidth = 2048, 4096
+        ds.PixelData = stored.tobytes()
+        if kind == "j2k":
+            ds.compress(JPEG2000Lossless)
+        ds.save_as(path, enforce_file_format=True)
+    return os.path.getsize(path)
+
+
 def link_subset(source, folder, count):
     """A folder holding the first ``count`` images of ``source`` (hard links: no copy, same bytes)."""
     os.makedirs(folder, exist_ok=True)
@@ -324,6 +372,7 @@ class Bench:
         self.settings = {}
         self.done = set()  # rows measured so far in this round
         self.big_sets = {}  # depth -> (folder of BIG_IMAGES large PNGs, their mean size), made when first measured
+        self.film_bytes = {}  # format -> mean file size of its FILMS large films, made when first measured
 
     def new_round(self):
         """Forget what the last round measured, so that every row runs again."""
@@ -436,6 +485,24 @@ class Bench:
     def ceiling(self):
         out = run_json([self.py, CHILD, "ceiling"])
         return {"runs": [out["ceiling_img_per_s"]], **out, "best_gflops_runs": [out["best_gflops"]]}
+
+    FILMS = 4  # films per format: each decodes in ~0.1 s or more
+
+    def film_decode(self, kind):
+        """CPU ms to read one large 12-bit film of format ``kind`` into a batch (one thread), as ``decode``."""
+        folder = os.path.join(self.work, f"film_{kind}")
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+            source = os.path.join(REPO, "examples", "nih-sample", "normal")
+            first = os.path.join(source, sorted(os.listdir(source))[0])
+            suffix = ".png" if kind == "png16" else ".dcm"
+            jobs = [(os.path.join(folder, f"film{i}{suffix}"), i, kind, first) for i in range(self.FILMS)]
+            with ProcessPoolExecutor(min(len(jobs), len(os.sched_getaffinity(0)))) as pool:
+                sizes = list(pool.map(make_film, jobs))
+            self.film_bytes[kind] = round(sum(sizes) / len(sizes))
+        out = run_json([self.py, CHILD, "decode", folder, "--runs", "1"])
+        return {"runs": out["cpu_ms"], "wall_ms": out["wall_ms"], "images": out["images"],
+                "file_bytes": self.film_bytes[kind]}
 
     def decode(self):
         out = run_json([self.py, CHILD, "decode", self.sets[self.args.images], "--runs", "1"])

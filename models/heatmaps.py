@@ -24,9 +24,9 @@ import zipfile
 from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image
 
 from models.fileio import atomic_path
+from models.images import ImageReadError, image_size
 
 OVERLAY_ALPHA = 0.45  # how much of the map shows over the radiograph
 
@@ -61,9 +61,8 @@ def heatmap_batch(net, codes, class_index, paths, view, context=None):
 def region_of(path, view):
     """((left, top, right, bottom), (width, height)) of the part of the image file the backbone saw (``view``)."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, SyntaxError, ValueError):
+        width, height = image_size(path)
+    except ImageReadError:
         return (-1, -1, -1, -1), (-1, -1)
     return view.region(width, height), (width, height)
 

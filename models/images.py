@@ -1,5 +1,6 @@
-"""The one image loader: every step reads image files through ``list_images`` and a ``View`` (``read_image`` /
-``load_image`` underneath): what of the file the backbone sees, at which size, and how the codes' index says so."""
+"""The one image loader: every step reads image files (PNG, JPEG, BMP, TIFF and DICOM, through ``models.dicom``)
+through ``list_images`` and a ``View`` (``read_image`` / ``load_image`` underneath): what of the file the backbone
+sees, at which size, and how the codes' index says so."""
 
 import argparse
 import os
@@ -9,9 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from models.dicom import DICOM_EXTENSIONS, DicomError, dicom_size, has_dicom_magic, is_dicom, read_dicom
 from models.errors import UserError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # read by PIL
+# files read as images by their names; a file of any other name is one when it starts with the DICOM preamble
+IMAGE_EXTENSIONS = RASTER_EXTENSIONS + DICOM_EXTENSIONS
 RESIZE_MODES = ("crop", "squash")
 INPUT_SIZE = 224  # pixels of the square the backbone sees
 
@@ -20,20 +24,44 @@ class ImageReadError(Exception):
     """An unreadable, corrupt or non-image file; the message names the reason."""
 
 
-def list_images(folder):
-    """Sorted names (not paths) of the entries directly inside ``folder`` named like images.
+def is_image_name(folder, name):
+    """Whether the entry ``name`` of ``folder`` is an image: not hidden (.name: macOS's ._name.png companions, editors'
+    files), and named like one or, whatever its name (none, or a UID such as 1.2.840.113619...), a DICOM file."""
+    if name.startswith("."):
+        return False
+    return name.lower().endswith(IMAGE_EXTENSIONS) or has_dicom_magic(os.path.join(folder, name))
 
-    Hidden names (.name: macOS's ._name.png companions, editors' files) are not images, here as in
-    ``scraper.process --from-folders``. An entry that is named like an image but cannot be read as one (a broken link,
-    a folder) is listed, so the step reading it skips it with a warning and names it, instead of dropping it unseen.
+
+def list_images(folder):
+    """Sorted names (not paths) of the images (``is_image_name``) directly inside ``folder``.
+
+    An entry that is named like an image but cannot be read as one (a broken link, a folder) is listed, so the step
+    reading it skips it with a warning and names it, instead of dropping it unseen.
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise UserError(f"image folder not found: {folder}")
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+    names = sorted(n for n in os.listdir(folder) if is_image_name(folder, n))
     if not names:
-        raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}, or DICOM files of any name) in {folder}")
     return names
+
+
+def is_dicom_file(path):
+    """``models.dicom.is_dicom``, without opening a file named like another kind of image."""
+    name = os.fspath(path).lower()
+    return not name.endswith(RASTER_EXTENSIONS) and is_dicom(path)
+
+
+def image_size(path):
+    """(width, height) of an image file, from its header; ImageReadError if it cannot be read."""
+    try:
+        if is_dicom_file(path):
+            return dicom_size(path)
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError, DicomError) as err:
+        raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
 
 
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -149,6 +177,9 @@ def read_image(path, size=224, resize="crop"):
 def _read(path, size, resize):
     """(``read_image``'s pixels, (width, height) of the file's image)."""
     try:
+        if is_dicom_file(path):
+            image = read_dicom(path)  # 8-bit gray, full size; Rows x Columns checked against PIL's limit first
+            return np.asarray(resize_image(image, size, resize), dtype=np.uint8), image.size
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
@@ -159,7 +190,8 @@ def _read(path, size, resize):
                     resized = resize_high_depth(image, size, resize)
                 else:
                     resized = resize_image(to_8bit(image), size, resize)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+            DicomError) as err:
         raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
     return np.asarray(resized, dtype=np.uint8), image.size
 

@@ -4,6 +4,7 @@ Used for the train/test split (``scraper.process``), the validation hold-out (``
 the cross-validation of ``make accuracy``, so no group is ever both learned from and scored on.
 """
 
+import os
 import random
 import re
 from collections import defaultdict
@@ -75,3 +76,26 @@ def groups_from_pattern(names, pattern):
         raise UserError(f"--group-pattern {pattern!r} matches no group id in {len(unmatched)} of {len(names)} file "
                         f"names: {shown}; fix the pattern (its first capture group is the group id) or rename them")
     return found
+
+
+def image_groups(root, labels, files, pattern=None, group_by=None):
+    """The group of each image ROOT/<label>/<file>: the first capture group of ``pattern`` in its name, with
+    ``group_by='patient'`` its DICOM Patient ID (UserError naming the images without one), else the image itself."""
+    if pattern:
+        return groups_from_pattern(files, pattern)
+    if group_by == "patient":
+        from models.dicom import DicomError, dicom_header, patient_id
+
+        groups, missing = [], []
+        for label, name in zip(labels, files):
+            try:
+                groups.append(patient_id(dicom_header(os.path.join(root, label, name))))
+            except DicomError:
+                groups.append(None)
+            if groups[-1] is None:
+                missing.append(f"{label}/{name}")
+        if missing:
+            raise UserError(f"--group-by patient: {len(missing)} of {len(files)} images have no Patient ID (not "
+                            f"DICOM, or the value is empty): {named(missing, 5)}; group them with --group-pattern")
+        return groups
+    return [f"{label}/{name}" for label, name in zip(labels, files)]

@@ -2,32 +2,39 @@
 
     python -m scraper.process DATA_DIR OUT [--classes normal nodule] [--test-fraction 0.3] [--seed 0]
                               [--protocol full|xvision]
-    python -m scraper.process --from-folders ROOT OUT [--group-pattern REGEX] [--test-fraction 0.3] [--seed 0]
+    python -m scraper.process --from-folders ROOT OUT [--group-pattern REGEX | --group-by patient] [--views PA ...]
+                              [--test-fraction 0.3] [--seed 0]
 
-Writes OUT/train/, OUT/test/ (hard links, or copies across file systems), OUT/train_labels.json,
-OUT/test_labels.json (with each image's group: its report, or its --group-pattern id) and OUT/split.json (counts per
-class and side, seed, reports per side, dropped images). All views of one report (all images of one group) go to the
-same side, so no report is both trained and tested on; train_model.py keeps the groups whole in its validation too.
+Writes OUT/train/, OUT/test/ (hard links, or copies across file systems; a DICOM file as the 8-bit PNG of its image,
+so that none of its other values reaches OUT), OUT/train_labels.json, OUT/test_labels.json (with each image's group:
+its report, its --group-pattern id, or a salted hash of its Patient ID) and OUT/split.json (counts per class and side,
+seed, reports per side, each image's View Position, dropped images). All views of one report (all images of one group)
+go to the same side, so no report is both trained and tested on; train_model.py keeps the groups whole in its
+validation too.
 """
 
 import argparse
+import hashlib
 import os
+import secrets
 import shutil
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from models.errors import UserError, run_cli
-from models.fileio import check_output_folder, write_json
-from models.images import IMAGE_EXTENSIONS
+from models.dicom import DicomError, dicom_header, read_dicom, view_position
+from models.fileio import atomic_path, check_output_folder, write_json
+from models.images import IMAGE_EXTENSIONS, RASTER_EXTENSIONS, is_dicom_file, is_image_name
 from models.labels import save_labels
-from models.splits import grouped_holdout, groups_from_pattern, shuffled_groups
+from models.splits import grouped_holdout, image_groups, shuffled_groups
 from scraper import mesh
 
 SIDES = ("train", "test")
 # The original Xvision split's sizes (scraper/process.ipynb), in images.
 XVISION_SIZES = {"train": {"normal": 100, "nodule": 77}, "test": {"normal": 50, "nodule": 26}}
 RUNNING_MARKER = ".process-running"
+VIEW_MIX_GAP = 0.20  # warn when a View Position's share differs by more than this between two classes
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Item:
     source: str  # path of the image file
     label: str
     report: str
+    view: str = "unknown"  # View Position (DICOM files only)
 
 
 def labelled_items(data_dir, classes):
@@ -61,43 +69,99 @@ def labelled_items(data_dir, classes):
     return items, dropped, unlabelled
 
 
-def folder_items(root, group_pattern=None):
+def folder_items(root, group_pattern=None, group_by=None, keep_views=None):
     """Items of ROOT/<class>/<image>, the classes (the sub-folders, sorted) and the dropped entries (a broken link, a
-    folder named like an image). Each file is its own report (group), or, with ``group_pattern``, the files whose
-    names give the same first capture group form one. Hidden files (.name) are not images, as everywhere here."""
+    folder named like an image, a DICOM file holding no single decodable image, a View Position not in
+    ``keep_views``). Each file is its own report (group); with ``group_pattern``, the files whose names give the same
+    first capture group form one; with ``group_by='patient'``, the DICOM files of one Patient ID. Hidden files
+    (.name) are not images, as everywhere here; DICOM files are images whatever their names."""
     if not os.path.isdir(root):
         raise UserError(f"--from-folders: folder not found: {root}")
-    found, dropped = {}, []
+    found, dropped, views = {}, [], {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir() and not entry.name.startswith("."):
             files = []
             for f in sorted(os.scandir(entry.path), key=lambda f: f.name):
-                if f.name.startswith(".") or not f.name.lower().endswith(IMAGE_EXTENSIONS):
+                if not is_image_name(entry.path, f.name):
                     continue
-                if f.is_file():  # follows links: a link to an image counts as the image
+                image = f"{entry.name}/{f.name}"
+                if not f.is_file():  # follows links: a link to an image counts as the image
+                    reason = "broken link" if f.is_symlink() and not os.path.exists(f.path) else "not a file"
+                    dropped.append({"image": image, "reason": reason, "detail": f.path})
+                elif is_dicom_file(f.path):
+                    try:
+                        header = dicom_header(f.path)
+                    except DicomError as err:
+                        print(f"warning: skipping {image}: {err}", file=sys.stderr)
+                        dropped.append({"image": image, "reason": "unreadable DICOM", "detail": str(err)})
+                        continue
+                    views[image] = view_position(header)
                     files.append(f.name)
                 else:
-                    reason = "broken link" if f.is_symlink() and not os.path.exists(f.path) else "not a file"
-                    dropped.append({"image": f"{entry.name}/{f.name}", "reason": reason, "detail": f.path})
+                    files.append(f.name)
             if files:
                 found[entry.name] = files
     if len(found) < 2:
         raise UserError(f"--from-folders needs at least 2 sub-folders of {root} with images "
-                        f"({', '.join(IMAGE_EXTENSIONS)}), one per class; found {sorted(found) or 'none'}")
-    counts = Counter(name for files in found.values() for name in files)
+                        f"({', '.join(IMAGE_EXTENSIONS)}, or DICOM files of any name), one per class; found "
+                        f"{sorted(found) or 'none'}")
     listed = [(label, name) for label, files in found.items() for name in files]
-    if group_pattern:
-        groups = groups_from_pattern([name for _, name in listed], group_pattern)
-    else:
-        groups = [f"{label}/{name}" for label, name in listed]
+    view_of = {image: views.get(image, "unknown") for image in (f"{lb}/{n}" for lb, n in listed)}
+    if keep_views:
+        wanted = {v.upper() for v in keep_views}
+        for image in [image for image, view in view_of.items() if view.upper() not in wanted]:
+            dropped.append({"image": image, "reason": "view not in --views", "detail": view_of[image]})
+        listed = [(label, name) for label, name in listed if view_of[f"{label}/{name}"].upper() in wanted]
+        if not listed:
+            raise UserError(f"--views {' '.join(keep_views)}: no image of {root} has one of these View Positions")
+    groups = image_groups(root, [label for label, _ in listed], [name for _, name in listed], group_pattern, group_by)
+    out_names = [output_name(name) for _, name in listed]
+    counts = Counter(out_names)
     items = []
-    for (label, name), group in zip(listed, groups):
-        out_name = f"{label}_{name}" if counts[name] > 1 else name  # same file name in several classes
-        items.append(Item(out_name, os.path.join(root, label, name), label, group))
+    for (label, name), out_name, group in zip(listed, out_names, groups):
+        out_name = f"{label}_{out_name}" if counts[out_name] > 1 else out_name  # same file name in several classes
+        items.append(Item(out_name, os.path.join(root, label, name), label, group, view_of[f"{label}/{name}"]))
     clashes = [n for n, c in Counter(i.name for i in items).items() if c > 1]
     if clashes:
         raise UserError(f"--from-folders: file names still clash after prefixing the class: {clashes[:5]}; rename them")
     return list(found), items, dropped
+
+
+def output_name(name):
+    """The name of an image in OUT: its own, or for a DICOM file (written as a PNG) its name with .png for .dcm."""
+    if name.lower().endswith(RASTER_EXTENSIONS):
+        return name
+    stem = name[:-len(".dcm")] if name.lower().endswith(".dcm") else name
+    stem = stem[:-len(".dicom")] if stem.lower().endswith(".dicom") else stem
+    return stem + ".png"
+
+
+def hashed_groups(items):
+    """``items`` with each group (a Patient ID) replaced by a hash of it under a salt drawn for this split and kept
+    nowhere, so that the label files keep patients together without revealing who they are."""
+    salt = secrets.token_bytes(16)
+    hashed = {group: "patient-" + hashlib.sha256(salt + group.encode()).hexdigest()[:16]
+              for group in {i.report for i in items}}
+    return [replace(i, report=hashed[i.report]) for i in items]
+
+
+def view_mix(items, classes):
+    """{class: {View Position: share of the class's images}} and a warning (or None) where two classes' shares of
+    one view differ by more than VIEW_MIX_GAP: a model could learn the projection instead of the finding."""
+    mix = {}
+    for label in classes:
+        views = Counter(i.view for i in items if i.label == label)
+        total = sum(views.values())
+        mix[label] = {view: n / total for view, n in sorted(views.items())} if total else {}
+    every = sorted({view for shares in mix.values() for view in shares})
+    gaps = [(view, a, b) for view in every for a in classes for b in classes
+            if a < b and abs(mix[a].get(view, 0) - mix[b].get(view, 0)) > VIEW_MIX_GAP]
+    if not gaps:
+        return mix, None
+    shown = "; ".join(", ".join(f"{view} {share:.0%}" for view, share in mix[label].items()) + f" of {label}"
+                      for label in classes)
+    return mix, (f"the classes' View Positions differ ({shown}): a model can learn the projection (AP vs PA) instead "
+                 f"of the finding; --views PA keeps only PA films")
 
 
 def split_full(items, classes, test_fraction, seed):
@@ -132,8 +196,14 @@ def split_xvision(items, classes, seed):
 
 
 def _place(source, dest):
-    """A hard link to the file ``source`` names (the link's target when it is a symbolic link), else a copy."""
+    """A hard link to the file ``source`` names (the link's target when it is a symbolic link), else a copy; a DICOM
+    file becomes the 8-bit PNG of its image (``models.dicom``), so that no value of its header is written."""
     source = os.path.realpath(source)  # os.link's follow_symlinks is ignored on Linux before Python 3.13
+    if is_dicom_file(source):
+        image = read_dicom(source)
+        with atomic_path(dest) as partial:
+            image.save(partial, format="PNG")
+        return
     try:
         os.link(source, dest)
     except OSError:  # another file system, or links not allowed
@@ -161,16 +231,28 @@ def write_split(out, sides, classes, info):
     for side in SIDES:
         folder = os.path.join(out, side)
         os.makedirs(folder)
+        placed = []
         for item in sides[side]:
-            _place(item.source, os.path.join(folder, item.name))
+            try:
+                _place(item.source, os.path.join(folder, item.name))
+                placed.append(item)
+            except DicomError as err:  # its header was fine, its pixels are not
+                image = f"{item.label}/{os.path.basename(item.source)}"
+                print(f"warning: skipping {image}: {err}", file=sys.stderr)
+                info["dropped"].append({"image": image, "reason": "unreadable DICOM", "detail": str(err)})
+        sides[side] = placed
         save_labels(os.path.join(out, f"{side}_labels.json"), classes, {i.name: i.label for i in sides[side]},
                     groups={i.name: i.report for i in sides[side]})
         counts[side] = {label: {"images": sum(i.label == label for i in sides[side]),
                                 "reports": len({i.report for i in sides[side] if i.label == label})}
                         for label in classes}
     reports = {side: sorted({i.report for i in sides[side]}) for side in SIDES}
+    info["dropped_by_reason"] = dict(Counter(d["reason"] for d in info["dropped"]))
+    info["view_mix"], info["view_warning"] = view_mix([i for side in SIDES for i in sides[side]], classes)
+    views = {side: {i.name: i.view for i in sides[side]} for side in SIDES}
     write_json(split_path, {**info, "classes": list(classes), "counts": counts,
-                            "images": {side: len(sides[side]) for side in SIDES}, "reports": reports})
+                            "images": {side: len(sides[side]) for side in SIDES}, "reports": reports,
+                            "views": views})
     os.remove(marker)
     return counts
 
@@ -202,6 +284,12 @@ def parse_args(argv):
                         help="with --from-folders: files whose names give the same first capture group (re.search) "
                              r"are one group (a patient), kept on one side of the split, e.g. '^(\d+)_' for NIH "
                              "file names like 00001234_000.png; a file it does not match is an error")
+    parser.add_argument("--group-by", choices=("patient",),
+                        help="with --from-folders: the DICOM files of one Patient ID are one group, written out only "
+                             "as a hash salted for this split; an image without a Patient ID is an error")
+    parser.add_argument("--views", nargs="+", metavar="VIEW",
+                        help="with --from-folders: keep only images of these DICOM View Positions (e.g. PA; "
+                             "'unknown' for images that record none); the others are dropped and listed")
     parser.add_argument("--classes", nargs="+", metavar="CLASS",
                         help="class names matched on MeSH major terms: 'normal' = the term 'normal', others = "
                              "the term's first part, case-insensitive (default: normal nodule)")
@@ -228,14 +316,19 @@ def main(argv=None):
     if overlap:
         raise UserError(f"the output folder {args.out} and the input folder {source} overlap; "
                         "write the split to a separate folder")
-    if args.group_pattern and not args.from_folders:
-        raise UserError("--group-pattern applies to --from-folders; Open-i images are grouped by report already")
-    info = {"protocol": args.protocol, "seed": args.seed, "group_pattern": args.group_pattern}
+    given = [flag for flag, value in (("--group-pattern", args.group_pattern), ("--group-by", args.group_by),
+                                      ("--views", args.views)) if value]
+    if given and not args.from_folders:
+        raise UserError(f"{given[0]} applies to --from-folders; Open-i images are grouped by report already")
+    if args.group_pattern and args.group_by:
+        raise UserError("give --group-pattern or --group-by patient, not both")
+    info = {"protocol": args.protocol, "seed": args.seed, "group_pattern": args.group_pattern,
+            "group_by": args.group_by, "views_kept": args.views}
     if args.from_folders:
         if args.classes or args.protocol != "full":
             raise UserError("--classes and --protocol xvision do not apply to --from-folders "
                             "(the sub-folders are the classes)")
-        classes, items, dropped = folder_items(source, args.group_pattern)
+        classes, items, dropped = folder_items(source, args.group_pattern, args.group_by, args.views)
         unlabelled = 0
         info["source"] = {"folders": source}
     else:
@@ -258,6 +351,9 @@ def main(argv=None):
     else:
         sides, shortfall = split_full(items, classes, args.test_fraction, args.seed)
         info["test_fraction"] = args.test_fraction
+    if args.group_by == "patient":
+        hashed = hashed_groups([i for side in SIDES for i in sides[side]])
+        sides = {"train": hashed[:len(sides["train"])], "test": hashed[len(sides["train"]):]}
     info.update(unlabelled_images=unlabelled, dropped_by_reason=dropped_by_reason,
                 dropped=dropped, shortfall=shortfall)
     counts = write_split(out, sides, classes, info)
@@ -269,6 +365,8 @@ def main(argv=None):
         print("dropped: " + ", ".join(f"{n} {reason}" for reason, n in info["dropped_by_reason"].items())
               + " (listed in split.json)")
     print(f"wrote {out}/train, {out}/test, train_labels.json, test_labels.json, split.json")
+    if info["view_warning"]:
+        print(f"warning: {info['view_warning']}", file=sys.stderr)
     if shortfall:
         print("warning: the data has fewer images than the xvision protocol needs: " + "; ".join(shortfall),
               file=sys.stderr)

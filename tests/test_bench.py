@@ -13,8 +13,9 @@ from conftest import REPO, run_script
 sys.path.insert(0, os.path.join(REPO, "bench"))
 import run as bench  # noqa: E402  (bench/run.py)
 
-ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "head_train", "head_auto_s", "head_flat_s",
-          "head_gemm_bound", "head_gemm_tight", "mem_small", "mem_large"]
+ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "decode_film_png16_ms", "decode_film_dicom_ms",
+          "decode_film_j2k_ms", "head_train", "head_auto_s", "head_flat_s", "head_gemm_bound", "head_gemm_tight",
+          "mem_small", "mem_large"]
 
 
 def test_quick_bench_writes_complete_results(weights, tmp_path):

@@ -1,0 +1,195 @@
+"""DICOM files as the image loader (``models.images``) reads them: gray 8-bit pixels as a radiologist sees them.
+
+The mapping, after pydicom (and its pylibjpeg plugins) has decoded the stored values (Bits Stored honoured, signed
+values sign-extended): the modality LUT (Rescale Slope / Intercept, or a Modality LUT), then the first VOI LUT, else
+the first Window Center / Width, else nothing; the result scaled from its full output range to 0..255, and inverted
+for MONOCHROME1 so that bone is bright as in every PNG. Colour (RGB, YBR_*) becomes gray with the weights PIL uses
+for a colour PNG. A file that cannot be read this way raises ``DicomError`` with the reason in a few words.
+"""
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM file (Part 10)
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
+GRAY = ("MONOCHROME1", "MONOCHROME2")
+
+
+class DicomError(Exception):
+    """A DICOM file whose pixels cannot be read as one gray image; the message is the reason."""
+
+
+def has_dicom_magic(path):
+    """Whether the file starts with a DICOM preamble: 'DICM' at byte 128 (False for anything unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(PREAMBLE + 4)[PREAMBLE:] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom(path):
+    """Named .dcm / .dicom, or any other file that starts with the DICOM preamble."""
+    return os.fspath(path).lower().endswith(DICOM_EXTENSIONS) or has_dicom_magic(path)
+
+
+def _dataset(path, **options):
+    """pydicom's dataset of a file (``options`` go to ``dcmread``); DicomError if it cannot be parsed."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns of every non-conformance it reads past
+            return pydicom.dcmread(path, force=True, **options)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as err:
+        raise DicomError(f"not a readable DICOM file ({_short(err)})") from None
+
+
+def _short(err):
+    """An exception as one short line: its first line, at most 120 characters."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def dicom_header(path):
+    """The header of a DICOM file (the pixel data left unread), after the checks that need no decoding: DicomError
+    with the reason for one that holds no single decodable image."""
+    ds = _dataset(path, defer_size=1024)  # large values (the pixels) stay on disk
+    _check_image(ds, Image.MAX_IMAGE_PIXELS)
+    return ds
+
+
+def patient_id(ds):
+    """The Patient ID of a header, or None where it is absent or blank."""
+    value = str(ds.get("PatientID") or "").strip()
+    return value or None
+
+
+def view_position(ds):
+    """The View Position of a header (PA, AP, LL, ...), upper case, or "unknown" where it is absent or blank."""
+    value = str(ds.get("ViewPosition") or "").strip().upper()
+    return value or "unknown"
+
+
+def dicom_size(path):
+    """(width, height): Columns x Rows from the header, without reading the pixel data."""
+    ds = _dataset(path, stop_before_pixels=True)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DicomError("no image in it (no Rows / Columns)")
+    return int(ds.Columns), int(ds.Rows)
+
+
+def _check_image(ds, max_pixels):
+    """DicomError unless ``ds`` holds one decodable image of at most ``max_pixels`` pixels (checked before decoding)."""
+    from pydicom.pixels import get_decoder
+
+    if "PixelData" not in ds:
+        kind = ds.get("SOPClassUID")
+        raise DicomError("no pixel data" + (f" (a {getattr(kind, 'name', kind)} object)" if kind else ""))
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames > 1:
+        raise DicomError(f"a multi-frame object ({frames} frames); one image per file is read")
+    pixels = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0)
+    if max_pixels and pixels > max_pixels:
+        raise DicomError(f"Rows x Columns = {pixels} pixels, more than the limit of {max_pixels} "
+                         f"(PIL.Image.MAX_IMAGE_PIXELS), as a possible decompression bomb")
+    interpretation = ds.get("PhotometricInterpretation")
+    if interpretation not in GRAY + COLOUR:
+        raise DicomError(f"photometric interpretation {interpretation!r} is not read (only {', '.join(GRAY + COLOUR)})")
+    syntax = getattr(ds, "file_meta", None) and ds.file_meta.get("TransferSyntaxUID")
+    if not syntax:
+        raise DicomError("no transfer syntax in its file meta information")
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise DicomError(f"no decoder for its transfer syntax {syntax.name!r}") from None
+    if not decoder.is_available:
+        raise DicomError(f"no decoder installed for its transfer syntax {syntax.name!r}")
+
+
+def output_range(ds):
+    """(low, high): the values the modality LUT can give for the stored values (Bits Stored, signed or not); the
+    range a window maps onto (as pydicom's apply_windowing does), and the one used where there is no window."""
+    if ds.get("ModalityLUTSequence"):
+        return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.BitsStored)
+    low, high = (0, 2 ** bits - 1) if int(ds.PixelRepresentation) == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        low, high = sorted((low * slope + intercept, high * slope + intercept))
+    return float(low), float(high)
+
+
+def _to_8bit(values, low, high):
+    scaled = (np.asarray(values, np.float64) - low) * (255.0 / max(high - low, 1e-12))
+    return np.clip(scaled, 0, 255).round().astype(np.uint8)
+
+
+def _voi_lut(ds, values):
+    """(the first VOI LUT applied to ``values``, the low and high of its output). Values below its first input map
+    to its first entry, above its last to its last (PS3.3 C.11.2.1.1). Not pydicom's apply_voi: that one indexes
+    with the LUT's own integer type and wraps past 255 for an 8-bit LUT of more than 256 entries."""
+    item = ds.VOILUTSequence[0]
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    data = item.LUTData
+    if isinstance(data, bytes):  # VR OW: 16-bit words in the file's byte order
+        data = np.frombuffer(data, "<u2" if ds.file_meta.TransferSyntaxUID.is_little_endian else ">u2")
+    table = np.asarray(data, np.float64).ravel()[:entries or 65536]
+    index = np.clip(np.round(np.asarray(values, np.float64)) - first, 0, len(table) - 1).astype(np.int64)
+    return table[index], 0.0, float(2 ** bits - 1)
+
+
+def _gray_of(ds, stored):
+    """Stored gray values (any shape) as uint8: the modality LUT, the VOI LUT or window, 0..255, MONOCHROME1 inverted."""
+    from pydicom.pixels import apply_modality_lut, apply_windowing
+
+    values = apply_modality_lut(stored, ds)
+    low, high = output_range(ds)
+    if ds.get("VOILUTSequence"):
+        mapped, low, high = _voi_lut(ds, values)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        try:
+            mapped = apply_windowing(values, ds)
+        except (ValueError, TypeError):  # an empty or impossible window (width < 1): the full range, as without one
+            mapped = values
+    else:
+        mapped = values
+    gray = _to_8bit(mapped, low, high)
+    return 255 - gray if ds.PhotometricInterpretation == "MONOCHROME1" else gray
+
+
+def gray_pixels(ds):
+    """The decoded image of ``ds`` as (rows, columns) uint8, mapped as the module says."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stored = ds.pixel_array  # colour comes as RGB (YBR converted)
+    bits = int(ds.BitsStored)
+    if ds.PhotometricInterpretation in COLOUR:
+        rgb = _to_8bit(stored, 0, 2 ** bits - 1)
+        return np.asarray(Image.fromarray(rgb, mode="RGB").convert("L"))
+    if bits > 16:
+        return _gray_of(ds, stored)
+    # the mapping of every value Bits Stored allows, then one lookup per pixel: the same bytes, several times faster
+    # than mapping a large film's pixels in float64
+    low = 0 if int(ds.PixelRepresentation) == 0 else -(2 ** (bits - 1))
+    table = _gray_of(ds, np.arange(low, low + 2 ** bits))
+    return table[stored] if low == 0 else table[stored.astype(np.int32) - low]
+
+
+def read_dicom(path, max_pixels=None):
+    """The image of a DICOM file as an 8-bit gray PIL image ('L'), full size; DicomError with the reason if it is not
+    one decodable image. ``max_pixels`` (PIL's decompression-bomb limit by default) is checked before decoding."""
+    ds = _dataset(path)
+    _check_image(ds, Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
+    try:
+        pixels = gray_pixels(ds)
+    except Exception as err:  # noqa: BLE001 - a third-party decoder's failures have no common type
+        raise DicomError(f"its pixel data cannot be decoded ({_short(err)})") from None
+    if pixels.ndim != 2:
+        raise DicomError(f"pixel data of shape {pixels.shape}, not one image")
+    return Image.fromarray(pixels, mode="L")

@@ -1,0 +1,224 @@
+"""DICOM input: pydicom's own test files decoded or skipped with the reason, the pixel mapping (window, MONOCHROME1,
+Bits Stored, rescale, VOI LUT) against the PNG a careful converter makes, the codes of the bundled radiographs written
+as DICOM (compressed, without extension) against the PNGs', and a DICOM export through every step with no patient
+identifier in any output."""
+
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (JPEG2000Lossless, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian,
+                         RLELossless, generate_uid)
+
+from conftest import REPO, run_script
+from models.dicom import _gray_of, gray_pixels, read_dicom
+from models.images import ImageReadError, View, list_images
+
+PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
+SAMPLE = os.path.join(REPO, "examples", "nih-sample")
+# what a PACS export carries and no output may repeat
+NAME, BIRTH = "Quixote^Dulcinea", "19450317"
+
+
+def radiograph(gray, path, *, stored=None, bits=12, mono1=False, window=None, syntax=ExplicitVRLittleEndian,
+               patient=None, accession=None, view="PA", **tags):
+    """Write ``stored`` (or ``gray`` itself) as a DX DICOM file with a preamble; ``tags`` are set as given."""
+    stored = gray if stored is None else stored
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.ViewPosition = "DX", view
+    if patient:
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber = NAME, patient, BIRTH, accession
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if mono1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.PixelData = stored.astype("<u2").tobytes()
+    if syntax != ExplicitVRLittleEndian:
+        ds.compress(syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def windowed(gray, mono1=False):
+    """12-bit stored values that the window (2020.5, 2041) maps back onto ``gray`` exactly (onto 255 - gray for
+    MONOCHROME1, which is then inverted): 8 stored levels per gray level, the window 255 x 8 levels wide."""
+    gray = gray.astype(np.int64)
+    return 1000 + 8 * ((255 - gray) if mono1 else gray), (2020.5, 2041)
+
+
+def gray_film(seed=0, shape=(96, 80)):
+    return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+
+
+def test_the_mapping_is_the_one_a_careful_converter_makes(tmp_path):
+    gray = gray_film()
+    cases = {}
+    stored, window = windowed(gray)
+    cases["window"] = radiograph(gray, tmp_path / "window.dcm", stored=stored, window=window)
+    stored, window = windowed(gray, mono1=True)
+    cases["monochrome1"] = radiograph(gray, tmp_path / "mono1.dcm", stored=stored, window=window, mono1=True)
+    stored, window = windowed(gray)  # garbage in the 4 bits above Bits Stored
+    cases["bits stored"] = radiograph(gray, tmp_path / "bits.dcm", stored=stored | 0xF000, window=window)
+    stored, window = windowed(gray)  # the window is on rescaled values: 2 x stored - 1000
+    cases["rescale"] = radiograph(gray, tmp_path / "rescale.dcm", stored=(stored + 1000) // 2, window=window,
+                                  RescaleSlope=2, RescaleIntercept=-1000)
+    full_range = np.round(gray.astype(float) * 4095 / 255).astype(int)  # no window: 0..4095 is 0..255
+    cases["no window"] = radiograph(gray, tmp_path / "full.dcm", stored=full_range)
+    stored, _ = windowed(gray)
+    lut = Dataset()
+    lut.add_new(0x00283002, "US", [4096, 0, 8])  # LUT Descriptor: entries, first value mapped, bits
+    lut.add_new(0x00283006, "US", np.clip((np.arange(4096) - 1000) // 8, 0, 255).tolist())  # LUT Data
+    cases["voi lut"] = radiograph(gray, tmp_path / "lut.dcm", stored=stored, VOILUTSequence=[lut],
+                                  WindowCenter=1, WindowWidth=2)  # the LUT comes first
+    for case, path in cases.items():
+        np.testing.assert_array_equal(np.asarray(read_dicom(path)), gray, err_msg=case)
+    for name in ("CT_small.dcm", "MR_small.dcm"):  # signed 16 bits: the lookup table maps as the formula does
+        ds = pydicom.dcmread(os.path.join(PYDICOM_FILES, name))
+        np.testing.assert_array_equal(gray_pixels(ds), _gray_of(ds, ds.pixel_array), err_msg=name)
+    # a window narrower than the values clips them, to black below and white above
+    ramp = np.tile(np.arange(0, 4096, 16), (8, 1))
+    clipped = np.asarray(read_dicom(radiograph(ramp, tmp_path / "clip.dcm", window=(2048, 1024))))
+    assert clipped[0, 0] == clipped[0, 1535 // 16] == 0 and clipped[0, -1] == clipped[0, 2560 // 16] == 255
+
+
+def test_pydicoms_own_files_decode_to_gray_or_are_skipped_with_the_reason(tmp_path, monkeypatch):
+    for name in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_rle.dcm",
+                 "SC_ybr_full_422_uncompressed.dcm", "SC_rgb_rle_16bit.dcm", "CT_small.dcm"):
+        shutil.copy(os.path.join(PYDICOM_FILES, name), tmp_path / name)
+    shutil.copy(os.path.join(PYDICOM_FILES, "MR_small.dcm"), tmp_path / "1.2.840.113619.2.55")  # a UID as its name
+    (tmp_path / "notes").write_text("not an image")
+    assert "1.2.840.113619.2.55" in list_images(tmp_path) and "notes" not in list_images(tmp_path)
+    read = {name: View(resize="squash").read(tmp_path / name) for name in list_images(tmp_path)}
+    assert all(pixels.shape == (224, 224) and pixels.dtype == np.uint8 for pixels in read.values())
+    for same in ("MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "1.2.840.113619.2.55"):  # lossless: the same
+        np.testing.assert_array_equal(read[same], read["MR_small.dcm"])
+    for colour in ("SC_ybr_full_422_uncompressed.dcm", "SC_rgb_rle_16bit.dcm"):  # colour as gray, YBR converted
+        assert np.abs(read[colour].astype(int) - read["SC_rgb_rle.dcm"]).max() <= 3, colour
+    assert read["MR_small.dcm"].max() == 255 and read["MR_small.dcm"].min() < 60  # its window, not its maximum
+
+    bad = {"MR_truncated.dcm": "its pixel data cannot be decoded", "reportsi.dcm": "no pixel data (a Basic Text SR",
+           "rtplan.dcm": "no pixel data", "SC_rgb_rle_2frame.dcm": "a multi-frame object (2 frames)",
+           "examples_palette.dcm": "photometric interpretation 'PALETTE COLOR' is not read"}
+    for name, reason in bad.items():
+        with pytest.raises(ImageReadError, match=re.escape(f"{name}: not a readable image ({reason}")):
+            View().read(os.path.join(PYDICOM_FILES, name))
+    ds = pydicom.dcmread(os.path.join(PYDICOM_FILES, "MR_small_RLE.dcm"))  # its frames, as if MPEG2 (no decoder)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+    ds.save_as(tmp_path / "mpeg2.dcm")
+    with pytest.raises(ImageReadError, match="no decoder for its transfer syntax 'MPEG2"):
+        View().read(tmp_path / "mpeg2.dcm")
+    truncated = tmp_path / "truncated_big.dcm"  # refused by its size before a byte of pixel data is decoded
+    shutil.copy(os.path.join(PYDICOM_FILES, "MR_truncated.dcm"), truncated)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
+    with pytest.raises(ImageReadError, match="Rows x Columns = 4096 pixels, more than the limit of 4095"):
+        View().read(truncated)
+
+
+def sample_films(per_class):
+    return {label: sorted(os.listdir(os.path.join(SAMPLE, label)))[:per_class] for label in ("normal", "pneumonia")}
+
+
+def test_radiographs_written_as_dicom_give_the_codes_of_their_pngs(weights, tmp_path):
+    from models.extract import extract_folder
+    from models.pretrained import Backbone
+    from models.codes import CodeStore
+
+    names = sample_films(2)["normal"] + sample_films(2)["pneumonia"]
+    paths = [os.path.join(SAMPLE, label, name) for label, files in sample_films(2).items() for name in files]
+    os.makedirs(tmp_path / "png")
+    os.makedirs(tmp_path / "dicom")
+    dicom_names = ["mono1-12bit", "rle.dcm", "j2k.dicom", "1.2.826.0.1.3680043.8.498.7"]
+    for i, (path, name) in enumerate(zip(paths, names)):
+        gray = np.asarray(Image.open(path).convert("L"))
+        shutil.copy(path, tmp_path / "png" / name)
+        stored, window = windowed(gray, mono1=i == 0)
+        syntax = {1: RLELossless, 2: JPEG2000Lossless}.get(i, ExplicitVRLittleEndian)
+        radiograph(gray, tmp_path / "dicom" / dicom_names[i], stored=stored, window=window, mono1=i == 0,
+                   syntax=syntax)
+    assert list_images(tmp_path / "dicom") == sorted(dicom_names)
+    backbone = Backbone()
+    for kind in ("png", "dicom"):
+        extract_folder(backbone, str(tmp_path / kind), str(tmp_path / f"{kind}_codes"), log=lambda *a: None)
+    png, dicom = CodeStore(tmp_path / "png_codes"), CodeStore(tmp_path / "dicom_codes")
+    for name, dicom_name in zip(names, dicom_names):
+        a, b = (store.read([n]).ravel().astype(np.float64) for store, n in ((png, name), (dicom, dicom_name)))
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.999, dicom_name
+
+
+def test_a_dicom_export_runs_to_a_report_with_no_identifier_in_any_output(weights, tmp_path):
+    export, out = tmp_path / "export", tmp_path / "out"
+    identifiers = {NAME.encode(), BIRTH.encode()}
+    patients = {}
+    for label, files in sample_films(12).items():
+        os.makedirs(export / label)
+        for i, name in enumerate(files):
+            gray = np.asarray(Image.open(os.path.join(SAMPLE, label, name)).convert("L"))
+            patient, accession = f"PID{label[:2].upper()}{i // 2:04d}X", f"ACC{label[:2].upper()}{i:05d}Z"
+            identifiers |= {patient.encode(), accession.encode()}
+            stored, window = windowed(gray, mono1=i % 3 == 0)
+            file_name = f"IM{i:04d}" if i % 2 else f"IM{i:04d}.dcm"
+            radiograph(gray, export / label / file_name, stored=stored, window=window, mono1=i % 3 == 0,
+                       syntax=RLELossless if i % 4 == 1 else ExplicitVRLittleEndian, patient=patient,
+                       accession=accession, view="AP" if label == "pneumonia" and i < 8 else "PA")
+            patients[f"{label}/{file_name}"] = patient
+    shutil.copy(os.path.join(PYDICOM_FILES, "MR_truncated.dcm"), export / "normal" / "truncated.dcm")
+    shutil.copy(os.path.join(PYDICOM_FILES, "reportsi.dcm"), export / "pneumonia" / "report")  # an SR, no extension
+
+    split = run_script("-m", "scraper.process", "--from-folders", export, out / "split", "--group-by", "patient")
+    assert split.returncode == 0, split.stderr
+    assert "skipping pneumonia/report: no pixel data" in split.stderr
+    assert "skipping normal/truncated.dcm: its pixel data cannot be decoded" in split.stderr  # found when written
+    assert "View Positions differ (PA 100% of normal; AP 67%, PA 33% of pneumonia)" in split.stderr
+    info = json.loads((out / "split" / "split.json").read_text())
+    assert {d["image"] for d in info["dropped"]} == {"pneumonia/report", "normal/truncated.dcm"}
+    views = {**info["views"]["train"], **info["views"]["test"]}  # names clash across classes: prefixed
+    assert len(views) == 24 and views["pneumonia_IM0001.png"] == "AP" and views["normal_IM0000.png"] == "PA"
+    groups = {}
+    for side in ("train", "test"):
+        labels = json.loads((out / "split" / f"{side}_labels.json").read_text())
+        for name, group in labels["groups"].items():
+            groups.setdefault(group, set()).add(side)
+    assert all(len(sides) == 1 for sides in groups.values()) and len(groups) == 12  # one side per patient
+
+    codes, models = [out / "codes" / "train", out / "codes" / "test"], out / "models"
+    steps = [("train.py", out / "split" / "train", out / "split" / "test", *codes, "--gpus", "none"),
+             ("train_model.py", out / "split" / "train", codes[0], out / "split" / "train_labels.json", models,
+              "--epochs", 3, "--folds", 0, "--layout", "avg", "--gpus", "none"),
+             ("test_model.py", out / "split" / "test", codes[1], out / "split" / "test_labels.json", models,
+              "--heatmaps", "all"),
+             ("-m", "models.predict", models, export / "normal", "--out", out / "predict", "--gpus", "none")]
+    for step in steps:
+        result = run_script(*step)
+        assert result.returncode == 0, result.stderr
+    assert (models / "eval" / "report.json").exists() and (out / "predict" / "predictions.csv").exists()
+    leaks = [(os.path.relpath(os.path.join(folder, name), out), found.decode())
+             for folder, _, files in os.walk(out) for name in files
+             for found in identifiers if found in open(os.path.join(folder, name), "rb").read()]
+    assert not leaks
+
+    only_pa = run_script("-m", "scraper.process", "--from-folders", export, out / "pa", "--group-by", "patient",
+                         "--views", "pa")
+    assert only_pa.returncode == 0 and "View Positions differ" not in only_pa.stderr, only_pa.stderr
+    kept = json.loads((out / "pa" / "split.json").read_text())
+    assert set(kept["views"]["train"].values()) | set(kept["views"]["test"].values()) == {"PA"}
+    assert kept["dropped_by_reason"]["view not in --views"] == 9  # 8 AP films, and the MR slice that has no view
+
+    from models.splits import image_groups  # make accuracy / make audit GROUP_BY=patient group so, in memory
+    assert image_groups(export, ["normal", "pneumonia"], ["IM0000.dcm", "IM0001"], group_by="patient") == [
+        patients["normal/IM0000.dcm"], patients["pneumonia/IM0001"]]
+    no_id = run_script("-m", "scraper.process", "--from-folders", SAMPLE, out / "png", "--group-by", "patient")
+    assert no_id.returncode == 2 and "images have no Patient ID (not DICOM" in no_id.stderr
