@@ -372,7 +372,7 @@ class Bench:
         self.settings = {}
         self.done = set()  # rows measured so far in this round
         self.big_sets = {}  # depth -> (folder of BIG_IMAGES large PNGs, their mean size), made when first measured
-        self.film_bytes = {}  # format -> mean file size of its FILMS large films, made when first measured
+        self.film_bytes = {}  # format -> mean file size of its --films large films, made when first measured
 
     def new_round(self):
         """Forget what the last round measured, so that every row runs again."""
@@ -486,8 +486,6 @@ class Bench:
         out = run_json([self.py, CHILD, "ceiling"])
         return {"runs": [out["ceiling_img_per_s"]], **out, "best_gflops_runs": [out["best_gflops"]]}
 
-    FILMS = 4  # films per format: each decodes in ~0.1 s or more
-
     def film_decode(self, kind):
         """CPU ms to read one large 12-bit film of format ``kind`` into a batch (one thread), as ``decode``."""
         folder = os.path.join(self.work, f"film_{kind}")
@@ -496,7 +494,7 @@ class Bench:
             source = os.path.join(REPO, "examples", "nih-sample", "normal")
             first = os.path.join(source, sorted(os.listdir(source))[0])
             suffix = ".png" if kind == "png16" else ".dcm"
-            jobs = [(os.path.join(folder, f"film{i}{suffix}"), i, kind, first) for i in range(self.FILMS)]
+            jobs = [(os.path.join(folder, f"film{i}{suffix}"), i, kind, first) for i in range(self.args.films)]
             with ProcessPoolExecutor(min(len(jobs), len(os.sched_getaffinity(0)))) as pool:
                 sizes = list(pool.map(make_film, jobs))
             self.film_bytes[kind] = round(sum(sizes) / len(sizes))
@@ -714,6 +712,8 @@ def parse_args(argv=None):
     parser.add_argument("--mem-runs", type=int, default=1, help="runs of the large memory set (first round only)")
     parser.add_argument("--big-size", type=int, default=9400,
                         help="side of the two large PNGs of mem_8bit_large / mem_16bit (default: %(default)s)")
+    parser.add_argument("--films", type=int, default=4,
+                        help="2,048 x 2,500 films per format of the decode_film_* rows (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=8, help="batches per timed forward-only run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forward-only batches first")
@@ -737,7 +737,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.mem_images, args.head_samples, args.epochs, args.batch_size = 32, 64, 32, 2, 8
-        args.big_size = 2048
+        args.big_size, args.films = 2048, 1
         args.runs, args.mem_runs, args.batches, args.warmup = 1, 1, 1, 1
         args.torch_variants, args.torch_bf16_variant = "eager", "eager_bf16"
         args.calib_images, args.wait_idle, args.retries = 8, 0, 0
