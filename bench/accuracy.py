@@ -245,25 +245,28 @@ def format_rows(title, rows, classes, winners, check):
 
 
 def datasets(args):
-    """(name, root, group pattern or None, every Nth negative or None) of every set to run."""
-    chosen = [(os.path.basename(os.path.abspath(d)), os.path.abspath(d), args.group_pattern, None) for d in args.data]
+    """(name, root, (group pattern or None, --group-by or None), every Nth negative or None) of every set to run."""
+    chosen = [(os.path.basename(os.path.abspath(d)), os.path.abspath(d), (args.group_pattern, args.group_by), None)
+              for d in args.data]
     if args.shared != "none":
         missing = [folder for _, folder, _, _ in SHARED if not os.path.isdir(os.path.join(args.shared, folder))]
         if missing:
             raise UserError(f"shared sets not found in {args.shared}: {missing}; give --shared DIR (make accuracy "
                             f"SHARED=DIR) or --shared none with DATA")
-        chosen += [(name, os.path.join(args.shared, folder), pattern, every) for name, folder, pattern, every in SHARED]
+        chosen += [(name, os.path.join(args.shared, folder), (pattern, None), every)
+                   for name, folder, pattern, every in SHARED]
     if not chosen:
         raise UserError("nothing to run: give DATA or leave --shared on")
     return chosen
 
 
 def add_group_arguments(parser, scope=""):
-    """--group-pattern and --group-by, as scraper.process has them."""
-    parser.add_argument("--group-pattern", metavar="REGEX",
+    """--group-pattern or --group-by, as scraper.process has them."""
+    either = parser.add_mutually_exclusive_group()
+    either.add_argument("--group-pattern", metavar="REGEX",
                         help=scope + r"group id = first capture group of the file name (e.g. '^(\d+)_' for NIH "
                              "patients); default: every image its own group")
-    parser.add_argument("--group-by", choices=("patient",),
+    either.add_argument("--group-by", choices=("patient",),
                         help=scope + "the DICOM files of one Patient ID are one group")
 
 
@@ -316,7 +319,7 @@ def main(argv=None):
                "machine": platform.processor() or platform.machine(),
                "view": View(field=args.field, box=args.lung_box).describe(), "datasets": {}}
     tables, loaded, raw_sets = [], {}, {}
-    for name, root, pattern, every in datasets(args):
+    for name, root, (pattern, group_by), every in datasets(args):
         if not os.path.isdir(root):
             raise UserError(f"DATA folder not found: {root}")
         if root not in loaded:
@@ -324,8 +327,7 @@ def main(argv=None):
             loaded[root] = load_dataset(root, os.path.join(args.cache, os.path.basename(root) + suffix),
                                         View(field=args.field, box=args.lung_box))
         codes, targets, classes, files = loaded[root]
-        groups = image_groups(root, [classes[t] for t in targets], files, pattern,
-                              args.group_by if root in map(os.path.abspath, args.data) else None)
+        groups = image_groups(root, [classes[t] for t in targets], files, pattern, group_by)
         chosen = np.arange(len(targets))
         if every:
             negative = 1 - metrics.positive_class(classes)
@@ -348,7 +350,8 @@ def main(argv=None):
         if args.raw:
             raw_sets[name] = {"targets": y.tolist(), "folds": [done[3] for done in folds_done]}
             write_json(args.raw, raw_sets)
-        results["datasets"][name] = {"data": root, "group_pattern": pattern, "every_nth_negative": every,
+        results["datasets"][name] = {"data": root, "group_pattern": pattern, "group_by": group_by,
+                                     "every_nth_negative": every,
                                      "counts": counts, "models": rows, "defaults_chose": winners, "verdict": check,
                                      "seconds": round(time.time() - set_started, 1)}
         tables.append(format_rows(f"\n{name} ({counts}; {args.seeds} seeds x {args.folds} folds, mean ± sd over "

@@ -106,8 +106,8 @@ def audit_set(root, pattern, group_by, view, seeds, folds, jobs, cache, log):
     for model in MODELS:
         share, warning = survival(scores["as is"][model]["roc_auc"], scores["lungs hidden"][model]["roc_auc"])
         verdicts[model] = {"share_surviving_lungs_hidden": share, "warning": warning}
-    return {"data": os.path.abspath(root), "group_pattern": pattern, "classes": classes, "positive_class":
-            classes[positive], "images": len(targets), "groups": len(set(groups)), "scores": scores,
+    return {"data": os.path.abspath(root), "group_pattern": pattern, "group_by": group_by, "classes": classes,
+            "positive_class": classes[positive], "images": len(targets), "groups": len(set(groups)), "scores": scores,
             "verdicts": verdicts}
 
 
