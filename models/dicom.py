@@ -7,7 +7,6 @@ for MONOCHROME1 so that bone is bright as in every PNG. Colour (RGB, YBR_*) beco
 for a colour PNG. A file that cannot be read this way raises ``DicomError`` with the reason in a few words.
 """
 
-import os
 import warnings
 
 import numpy as np
@@ -30,11 +29,6 @@ def has_dicom_magic(path):
             return f.read(PREAMBLE + 4)[PREAMBLE:] == b"DICM"
     except OSError:
         return False
-
-
-def is_dicom(path):
-    """Named .dcm / .dicom, or any other file that starts with the DICOM preamble."""
-    return os.fspath(path).lower().endswith(DICOM_EXTENSIONS) or has_dicom_magic(path)
 
 
 def _dataset(path, **options):
@@ -60,7 +54,7 @@ def dicom_header(path):
     """The header of a DICOM file (the pixel data left unread), after the checks that need no decoding: DicomError
     with the reason for one that holds no single decodable image."""
     ds = _dataset(path, defer_size=1024)  # large values (the pixels) stay on disk
-    _check_image(ds, Image.MAX_IMAGE_PIXELS)
+    _check_image(ds)
     return ds
 
 
@@ -84,8 +78,9 @@ def dicom_size(path):
     return int(ds.Columns), int(ds.Rows)
 
 
-def _check_image(ds, max_pixels):
-    """DicomError unless ``ds`` holds one decodable image of at most ``max_pixels`` pixels (checked before decoding)."""
+def _check_image(ds):
+    """DicomError unless ``ds`` holds one decodable image of at most PIL's decompression-bomb limit of pixels (the cap
+    PNGs have), checked before decoding."""
     from pydicom.pixels import get_decoder
 
     if "PixelData" not in ds:
@@ -94,7 +89,7 @@ def _check_image(ds, max_pixels):
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         raise DicomError(f"a multi-frame object ({frames} frames); one image per file is read")
-    pixels = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0)
+    pixels, max_pixels = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0), Image.MAX_IMAGE_PIXELS
     if max_pixels and pixels > max_pixels:
         raise DicomError(f"Rows x Columns = {pixels} pixels, more than the limit of {max_pixels} "
                          f"(PIL.Image.MAX_IMAGE_PIXELS), as a possible decompression bomb")
@@ -145,7 +140,8 @@ def _voi_lut(ds, values):
 
 
 def _gray_of(ds, stored):
-    """Stored gray values (any shape) as uint8: the modality LUT, the VOI LUT or window, 0..255, MONOCHROME1 inverted."""
+    """Stored gray values (any shape) as uint8: the modality LUT, the VOI LUT or the window, onto 0..255,
+    MONOCHROME1 inverted."""
     from pydicom.pixels import apply_modality_lut, apply_windowing
 
     values = apply_modality_lut(stored, ds)
@@ -181,11 +177,11 @@ def gray_pixels(ds):
     return table[stored] if low == 0 else table[stored.astype(np.int32) - low]
 
 
-def read_dicom(path, max_pixels=None):
+def read_dicom(path):
     """The image of a DICOM file as an 8-bit gray PIL image ('L'), full size; DicomError with the reason if it is not
-    one decodable image. ``max_pixels`` (PIL's decompression-bomb limit by default) is checked before decoding."""
+    one decodable image (its size is checked before decoding)."""
     ds = _dataset(path)
-    _check_image(ds, Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
+    _check_image(ds)
     try:
         pixels = gray_pixels(ds)
     except Exception as err:  # noqa: BLE001 - a third-party decoder's failures have no common type

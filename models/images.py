@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from models.dicom import DICOM_EXTENSIONS, DicomError, dicom_size, has_dicom_magic, is_dicom, read_dicom
+from models.dicom import DICOM_EXTENSIONS, DicomError, dicom_size, has_dicom_magic, read_dicom
 from models.errors import UserError
 
 RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # read by PIL
@@ -48,9 +48,10 @@ def list_images(folder):
 
 
 def is_dicom_file(path):
-    """``models.dicom.is_dicom``, without opening a file named like another kind of image."""
+    """Named .dcm / .dicom, or named otherwise but not like another kind of image and starting with the DICOM
+    preamble (a file named like a PNG is never opened to look)."""
     name = os.fspath(path).lower()
-    return not name.endswith(RASTER_EXTENSIONS) and is_dicom(path)
+    return name.endswith(DICOM_EXTENSIONS) or (not name.endswith(RASTER_EXTENSIONS) and has_dicom_magic(path))
 
 
 def image_size(path):

@@ -78,24 +78,28 @@ def groups_from_pattern(names, pattern):
     return found
 
 
-def image_groups(root, labels, files, pattern=None, group_by=None):
+def image_groups(root, labels, files, pattern=None, group_by=None, patient_ids=None):
     """The group of each image ROOT/<label>/<file>: the first capture group of ``pattern`` in its name, with
-    ``group_by='patient'`` its DICOM Patient ID (UserError naming the images without one), else the image itself."""
+    ``group_by='patient'`` its DICOM Patient ID (UserError naming the images without one), else the image itself.
+    ``patient_ids`` ({"label/file": ID or None}) gives the IDs of headers already read; the others are read here."""
     if pattern:
         return groups_from_pattern(files, pattern)
-    if group_by == "patient":
-        from models.dicom import DicomError, dicom_header, patient_id
+    images = [f"{label}/{name}" for label, name in zip(labels, files)]
+    if group_by != "patient":
+        return images
+    from models.dicom import DicomError, dicom_header, patient_id
 
-        groups, missing = [], []
-        for label, name in zip(labels, files):
+    known = patient_ids or {}
+    groups = []
+    for image in images:
+        if image not in known:
             try:
-                groups.append(patient_id(dicom_header(os.path.join(root, label, name))))
+                known[image] = patient_id(dicom_header(os.path.join(root, image)))
             except DicomError:
-                groups.append(None)
-            if groups[-1] is None:
-                missing.append(f"{label}/{name}")
-        if missing:
-            raise UserError(f"--group-by patient: {len(missing)} of {len(files)} images have no Patient ID (not "
-                            f"DICOM, or the value is empty): {named(missing, 5)}; group them with --group-pattern")
-        return groups
-    return [f"{label}/{name}" for label, name in zip(labels, files)]
+                known[image] = None
+        groups.append(known[image])
+    missing = [image for image, group in zip(images, groups) if group is None]
+    if missing:
+        raise UserError(f"--group-by patient: {len(missing)} of {len(files)} images have no Patient ID (not "
+                        f"DICOM, or the value is empty): {named(missing, 5)}; group them with --group-pattern")
+    return groups

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from models.errors import UserError, run_cli
-from models.dicom import DicomError, dicom_header, read_dicom, view_position
+from models.dicom import DICOM_EXTENSIONS, DicomError, dicom_header, patient_id, read_dicom, view_position
 from models.fileio import atomic_path, check_output_folder, write_json
 from models.images import IMAGE_EXTENSIONS, RASTER_EXTENSIONS, is_dicom_file, is_image_name
 from models.labels import save_labels
@@ -77,7 +77,7 @@ def folder_items(root, group_pattern=None, group_by=None, keep_views=None):
     (.name) are not images, as everywhere here; DICOM files are images whatever their names."""
     if not os.path.isdir(root):
         raise UserError(f"--from-folders: folder not found: {root}")
-    found, dropped, views = {}, [], {}
+    found, dropped, views, patients = {}, [], {}, {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir() and not entry.name.startswith("."):
             files = []
@@ -95,7 +95,7 @@ def folder_items(root, group_pattern=None, group_by=None, keep_views=None):
                         print(f"warning: skipping {image}: {err}", file=sys.stderr)
                         dropped.append({"image": image, "reason": "unreadable DICOM", "detail": str(err)})
                         continue
-                    views[image] = view_position(header)
+                    views[image], patients[image] = view_position(header), patient_id(header)
                     files.append(f.name)
                 else:
                     files.append(f.name)
@@ -114,7 +114,8 @@ def folder_items(root, group_pattern=None, group_by=None, keep_views=None):
         listed = [(label, name) for label, name in listed if view_of[f"{label}/{name}"].upper() in wanted]
         if not listed:
             raise UserError(f"--views {' '.join(keep_views)}: no image of {root} has one of these View Positions")
-    groups = image_groups(root, [label for label, _ in listed], [name for _, name in listed], group_pattern, group_by)
+    groups = image_groups(root, [label for label, _ in listed], [name for _, name in listed], group_pattern, group_by,
+                          patients)
     out_names = [output_name(name) for _, name in listed]
     counts = Counter(out_names)
     items = []
@@ -131,18 +132,19 @@ def output_name(name):
     """The name of an image in OUT: its own, or for a DICOM file (written as a PNG) its name with .png for .dcm."""
     if name.lower().endswith(RASTER_EXTENSIONS):
         return name
-    stem = name[:-len(".dcm")] if name.lower().endswith(".dcm") else name
-    stem = stem[:-len(".dicom")] if stem.lower().endswith(".dicom") else stem
-    return stem + ".png"
+    dicom = next((ext for ext in DICOM_EXTENSIONS if name.lower().endswith(ext)), "")
+    return name[:len(name) - len(dicom)] + ".png"
 
 
-def hashed_groups(items):
-    """``items`` with each group (a Patient ID) replaced by a hash of it under a salt drawn for this split and kept
-    nowhere, so that the label files keep patients together without revealing who they are."""
+def hashed_groups(sides):
+    """``sides`` with each item's group (a Patient ID) replaced by a hash of it under a salt drawn for this split and
+    kept nowhere, so that the label files keep patients together without revealing who they are."""
     salt = secrets.token_bytes(16)
-    hashed = {group: "patient-" + hashlib.sha256(salt + group.encode()).hexdigest()[:16]
-              for group in {i.report for i in items}}
-    return [replace(i, report=hashed[i.report]) for i in items]
+
+    def hashed(group):
+        return "patient-" + hashlib.sha256(salt + group.encode()).hexdigest()[:16]
+
+    return {side: [replace(i, report=hashed(i.report)) for i in items] for side, items in sides.items()}
 
 
 def view_mix(items, classes):
@@ -341,9 +343,8 @@ def main(argv=None):
         info["source"] = {"datas": os.path.join(source, "datas.json")}
     present = {i.label for i in items}
     empty = [c for c in classes if c not in present]
-    dropped_by_reason = dict(Counter(d["reason"] for d in dropped))
     if empty:
-        reasons = ", ".join(f"{n} {r}" for r, n in dropped_by_reason.items()) or "none dropped"
+        reasons = ", ".join(f"{n} {r}" for r, n in Counter(d["reason"] for d in dropped).items()) or "none dropped"
         raise UserError(f"no usable images for class(es) {empty} in {source} ({reasons}); check --classes "
                         f"against the MeSH terms, and that the images are in {os.path.join(source, 'images')}")
     if args.protocol == "xvision":
@@ -352,10 +353,8 @@ def main(argv=None):
         sides, shortfall = split_full(items, classes, args.test_fraction, args.seed)
         info["test_fraction"] = args.test_fraction
     if args.group_by == "patient":
-        hashed = hashed_groups([i for side in SIDES for i in sides[side]])
-        sides = {"train": hashed[:len(sides["train"])], "test": hashed[len(sides["train"]):]}
-    info.update(unlabelled_images=unlabelled, dropped_by_reason=dropped_by_reason,
-                dropped=dropped, shortfall=shortfall)
+        sides = hashed_groups(sides)
+    info.update(unlabelled_images=unlabelled, dropped=dropped, shortfall=shortfall)  # write_split counts the dropped
     counts = write_split(out, sides, classes, info)
     for side in SIDES:
         parts = ", ".join(f"{c} {counts[side][c]['images']} images / {counts[side][c]['reports']} reports"
