@@ -80,7 +80,7 @@ reproduce: setup ## the paper's experiment: scrape Open-i, its split sizes, the 
 	$(PY) train.py "$(REPRO_OUT)/split/train" "$(REPRO_OUT)/split/test" "$(REPRO_OUT)/codes/train" "$(REPRO_OUT)/codes/test"
 	$(PY) train_model.py "$(REPRO_OUT)/split/train" "$(REPRO_OUT)/codes/train" "$(REPRO_OUT)/split/train_labels.json" "$(REPRO_OUT)/models" --recipe xvision --resume
 	$(PY) test_model.py "$(REPRO_OUT)/split/test" "$(REPRO_OUT)/codes/test" "$(REPRO_OUT)/split/test_labels.json" "$(REPRO_OUT)/models"
-	$(PY) bench/reproduce.py "$(REPRO_OUT)/models/eval/report.json" "$(REPRO_OUT)/reproduce.json"
+	$(PY) -m bench.reproduce "$(REPRO_OUT)/models/eval/report.json" "$(REPRO_OUT)/reproduce.json"
 
 bench/.venv/.installed: bench/requirements.txt
 	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
@@ -88,15 +88,15 @@ bench/.venv/.installed: bench/requirements.txt
 	touch $@
 
 bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction (fp32, bf16, int8) against PyTorch, head training, memory; writes bench/*.json
-	$(PY) bench/run.py
-	$(PY) bench/fidelity.py
+	$(PY) -m bench.run
+	$(PY) -m bench.fidelity
 
 accuracy: setup ## [DATA=class folders] [GROUP_PATTERN=regex | GROUP_BY=patient]: cross-validate the head's defaults, each layout, the original recipe and two linear probes on DATA and the shared NIH sets; writes bench/accuracy.json
-	$(PY) bench/accuracy.py $(if $(DATA),"$(DATA)") $(GROUP_ARG) --seeds $(SEEDS) --shared "$(SHARED)" --field $(FIELD) $(BOX_ARG)
+	$(PY) -m bench.accuracy $(if $(DATA),"$(DATA)") $(GROUP_ARG) --seeds $(SEEDS) --shared "$(SHARED)" --field $(FIELD) $(BOX_ARG)
 
 audit: setup ## DATA=class folders [GROUP_PATTERN=regex | GROUP_BY=patient] [LUNG_BOX=l,t,r,b]: how much of the head's and a probe's ROC-AUC survives with the lung field hidden; writes bench/audit.json and bench/audit.png
 	@test -n "$(DATA)" || { echo "error: make audit needs DATA=folder-of-class-folders" >&2; exit 2; }
-	$(PY) bench/audit.py "$(DATA)" $(GROUP_ARG) $(BOX_ARG) --seeds $(SEEDS)
+	$(PY) -m bench.audit "$(DATA)" $(GROUP_ARG) $(BOX_ARG) --seeds $(SEEDS)
 
 clean: ## remove the venv, the weights cache and the converted checkpoint
 	rm -rf $(VENV) bench/.venv models/cache models/resnet-50-symbol.json models/resnet-50-0000.params models/resnet-50-classes.json

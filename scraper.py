@@ -9,21 +9,10 @@ The images are CC BY-NC-ND 4.0 (Indiana University / National Library of Medicin
 
 import argparse
 
+from models.cli import at_least
 from models.errors import UserError, run_cli
 from models.fileio import check_output_folder
 from scraper import archive, openi
-
-
-def _positive(kind, minimum):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        return value
-    return parse
 
 
 def parse_args(argv):
@@ -37,32 +26,32 @@ def parse_args(argv):
     api.add_argument("--collection", default="cxr",
                      help="Open-i collection, the API's 'coll' (default cxr: the Indiana chest X-rays)")
     api.add_argument("--query", default="", help="free-text search query (default: empty, the whole collection)")
-    api.add_argument("--limit", type=_positive(int, 1), help="stop after the first N search results (default: all)")
-    api.add_argument("--delay", type=_positive(float, 0), default=1.0,
+    api.add_argument("--limit", type=at_least(int, 1), help="stop after the first N search results (default: all)")
+    api.add_argument("--delay", type=at_least(float, 0), default=1.0,
                      help="seconds to wait between API page requests (default 1.0)")
-    api.add_argument("--workers", type=_positive(int, 1), default=4,
+    api.add_argument("--workers", type=at_least(int, 1), default=4,
                      help="parallel image downloads (default 4; keep it small to be polite)")
     api.add_argument("--base-url", default=openi.DEFAULT_BASE_URL,
                      help=f"Open-i server; images must be on the same host (default {openi.DEFAULT_BASE_URL})")
-    api.add_argument("--retries", type=_positive(int, 0), default=5,
+    api.add_argument("--retries", type=at_least(int, 0), default=5,
                      help="retries per request on connection errors, timeouts, HTTP 429/5xx, broken bodies and "
                           "answers over --deadline (default 5)")
-    api.add_argument("--backoff", type=_positive(float, 0), default=1.0,
+    api.add_argument("--backoff", type=at_least(float, 0), default=1.0,
                      help="retry backoff factor in seconds: waits factor*2^n between tries; a server's "
                           "Retry-After is obeyed (up to 120 s) (default 1.0)")
-    api.add_argument("--timeout", type=_positive(float, 0.01), default=30.0,
+    api.add_argument("--timeout", type=at_least(float, 0.01), default=30.0,
                      help="seconds to wait for the server to connect or for its next bytes, per read; a server "
                           "that trickles is stopped by --deadline instead (default 30)")
-    api.add_argument("--deadline", type=_positive(float, 0.01), default=120.0,
+    api.add_argument("--deadline", type=at_least(float, 0.01), default=120.0,
                      help="seconds one answer (an API page or an image) may take in all, from the request to "
                           "the body's last byte; a slower one is abandoned and retried like a timeout "
                           "(--retries), then the run stops (API page: run again to resume) or the image is "
                           "reported as not saved (default 120)")
-    api.add_argument("--max-api-mb", type=_positive(float, 0.001), default=8.0,
+    api.add_argument("--max-api-mb", type=at_least(float, 0.001), default=8.0,
                      help="refuse an API answer bigger than this many MiB: reading stops at the cap and the run "
                           "stops with an error, without retrying (default 8; Open-i's pages of 100 results "
                           "are ~0.1-0.3)")
-    parser.add_argument("--max-image-mb", type=_positive(float, 0.001), default=10.0,
+    parser.add_argument("--max-image-mb", type=at_least(float, 0.001), default=10.0,
                         help="refuse images bigger than this many MiB (default 10; Open-i's are ~0.1-0.3)")
     offline = parser.add_argument_group("offline route (official bulk archives)")
     offline.add_argument("--from-archive", metavar="NLMCXR_png.tgz",

@@ -7,6 +7,7 @@ import argparse
 import os
 
 from models.errors import run_cli
+from models.runtime import setup_runtime
 
 
 def build_parser():
@@ -42,6 +43,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    setup_runtime()
     from models.evaluation import evaluate, format_table
 
     report, out_dir = evaluate(args.test_imgs, args.test_codes, args.test_labels, args.models_dir,

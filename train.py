@@ -3,12 +3,16 @@
 import argparse
 import os
 import sys
+import time
 
-from models.devices import CPU_SPECS, GPU_SPEC_HELP, select_contexts
+from models.cli import add_batch_size_argument, add_gpus_argument, add_view_arguments, at_least
+from models.devices import CPU_SPECS, select_contexts
 from models.errors import run_cli
 from models.fileio import check_output_folder
-from models.images import FIELDS, RESIZE_MODES, View, add_lung_box_argument, list_images
-from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
+from models.images import View, list_images
+from models.pretrained import DEFAULT_LAYER
+from models.runtime import setup_runtime
+from models.weights import DEFAULT_PREFIX
 
 
 def parse_args(argv=None):
@@ -23,17 +27,9 @@ def parse_args(argv=None):
                         help="MXNet checkpoint prefix: PREFIX-symbol.json + PREFIX-0000.params, taking raw RGB 0..255 "
                              "(default: the converted ImageNet ResNet-50, %(default)s)")
     parser.add_argument("--layer", default=DEFAULT_LAYER, help="internal output to cut at (default: %(default)s)")
-    parser.add_argument("--gpus", default="auto", help=GPU_SPEC_HELP + " (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--resize", choices=RESIZE_MODES, default="crop",
-                        help="crop: centre square crop then 224x224 (the original's way); squash: resize the whole "
-                             "image to 224x224 (default: %(default)s)")
-    parser.add_argument("--field", choices=FIELDS[:2], default="whole",
-                        help="whole: encode the whole image; lungs: only the lung field (--lung-box), the rest filled "
-                             "with the image's mean, so that nothing outside the lungs (markers, text, tubes, "
-                             "collimation) can reach the codes; recorded in the codes' index, and later steps refuse to "
-                             "mix fields (default: %(default)s)")
-    add_lung_box_argument(parser)
+    add_gpus_argument(parser)
+    add_batch_size_argument(parser)
+    add_view_arguments(parser)
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true",
                            help="run a bfloat16 copy of the network on the CPU (oneDNN); needs a CPU with avx512_bf16 "
@@ -47,19 +43,17 @@ def parse_args(argv=None):
                                 "sample of TRAIN_IMGS, cached in TRAIN_CODES/int8-calibration; codes within ~0.98 "
                                 "cosine similarity of fp32; forward-only 3.6x fp32 on a 2-core AMD EPYC Zen 5, 3.2x "
                                 "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16")
-    parser.add_argument("--calib-images", type=int, default=64,
+    parser.add_argument("--calib-images", type=at_least(int, 1), default=64,
                         help="with --int8: how many training images to calibrate on (default: %(default)s)")
     args = parser.parse_args(argv)
     args.view = View(resize=args.resize, field=args.field, box=args.lung_box)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    if args.calib_images < 1:
-        parser.error("--calib-images must be at least 1")
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def encode_folders(args, log=print):
+    """Encode TRAIN_IMGS and TEST_IMGS as ``args`` (``parse_args``) say; returns per folder what was done and how
+    long it took: {"folder", "codes_dir", "images", "skipped", "precision", "started" (time.perf_counter()),
+    "seconds"}."""
     train_names = list_images(args.train_imgs)  # a missing or empty folder fails before any work starts
     list_images(args.test_imgs)
     images = [("TRAIN_IMGS", args.train_imgs), ("TEST_IMGS", args.test_imgs)]
@@ -90,11 +84,24 @@ def main(argv=None):
     checked = f", {check['speedup']:.2f}x fp32 in a {check['check_s']:.1f} s check at load" \
         if check and backbone.precision != "fp32" else ""
     field = "" if args.field == "whole" else f", lung field only (box {','.join(map(str, args.lung_box))})"
-    print(f"backbone {args.model} cut at {args.layer} ({backbone.precision}{checked}): codes of shape "
-          f"{backbone.output_shape} on {backbone.contexts}{field}")
+    log(f"backbone {args.model} cut at {args.layer} ({backbone.precision}{checked}): codes of shape "
+        f"{backbone.output_shape} on {backbone.contexts}{field}")
+    done = []
     for folder, codes_dir in ((args.train_imgs, args.train_codes), (args.test_imgs, args.test_codes)):
-        writer = extract_folder(backbone, folder, codes_dir, args.view)
-        print(f"{codes_dir}: {len(writer.files) - len(writer.skipped)} codes, {len(writer.skipped)} skipped")
+        started = time.perf_counter()
+        writer = extract_folder(backbone, folder, codes_dir, args.view, log=log)
+        seconds = time.perf_counter() - started
+        done.append({"folder": folder, "codes_dir": codes_dir, "images": len(writer.files) - len(writer.skipped),
+                     "skipped": len(writer.skipped), "precision": backbone.precision, "started": started,
+                     "seconds": seconds})
+        log(f"{codes_dir}: {done[-1]['images']} codes, {done[-1]['skipped']} skipped ({seconds:.1f} s)")
+    return done
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_runtime()
+    encode_folders(args)
 
 
 if __name__ == "__main__":

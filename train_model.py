@@ -4,14 +4,14 @@ Example: python train_model.py data/train data/codes/train data/train_labels.jso
 """
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 
-from models import head
-from models.devices import GPU_SPEC_HELP
+from models.cli import add_batch_size_argument, add_gpus_argument
 from models.errors import run_cli
-from models.training import LAYOUT_CHOICES, LAYOUT_LR, RECIPES, TrainSettings
+from models.classifier import LAYOUT_CHOICES, LAYOUT_LR, RECIPES, TrainSettings
+from models.headfolder import HeadFolder, finished_epochs
+from models.runtime import setup_runtime
 
 DEFAULTS = TrainSettings()
 XVISION = ", ".join(f"--{key.replace('_', '-')} {value if not isinstance(value, bool) else 'on' if value else 'off'}"
@@ -42,8 +42,7 @@ def build_parser():
                         help="SGD learning rate (default: the layout's own: "
                              + ", ".join(f"{name} {lr}" for name, lr in LAYOUT_LR.items())
                              + "; with both, each branch its own)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                        help="images per SGD step (default: %(default)s)")
+    add_batch_size_argument(parser, DEFAULTS.batch_size, minimum=2, what="images per SGD step (BatchNorm needs two)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
                         help="seed of the initial weights, each epoch's shuffle and the inner folds "
                              "(default: %(default)s)")
@@ -84,13 +83,13 @@ def build_parser():
     parser.add_argument("--resume", action="store_true",
                         help="continue MODELS_DIR from its last finished epoch (same settings and data: the result "
                              "equals an uninterrupted run); without it an existing MODELS_DIR is refused")
-    parser.add_argument("--gpus", default="auto", help=f"{GPU_SPEC_HELP}; the head trains on the first one "
-                                                       "(default: %(default)s)")
+    add_gpus_argument(parser, "the head trains on the first one")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    setup_runtime()
     from models.devices import select_contexts
     from models.training import train
 
@@ -107,8 +106,8 @@ def main(argv=None):
         meta = train(args.train_imgs, args.train_codes, args.train_labels, args.models_dir, settings,
                      resume=args.resume, context=contexts[0])
     except KeyboardInterrupt:
-        saved = os.path.join(args.models_dir, head.META_FILE)
-        done = head.finished_epochs(head.read_meta(args.models_dir)) if os.path.exists(saved) else []
+        folder = HeadFolder(args.models_dir)
+        done = finished_epochs(folder.read_meta()) if folder.has_meta() else []
         kept = f"epochs 1..{done[-1]} are saved in {args.models_dir}" if done else "no epoch was finished"
         print(f"interrupted: {kept}; run the same command with --resume to continue", file=sys.stderr)
         return 130

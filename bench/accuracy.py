@@ -1,18 +1,18 @@
 """Cross-validated evidence for the head's defaults (`make accuracy [DATA=folder-of-class-folders]`).
 
-    .venv/bin/python bench/accuracy.py [DATA ...] [--group-pattern REGEX] [--shared DIR|none] [--seeds 3] [--folds 5]
+    .venv/bin/python -m bench.accuracy [DATA ...] [--group-pattern REGEX] [--shared DIR|none] [--seeds 3] [--folds 5]
                                        [--field whole|lungs] [--lung-box L,T,R,B]
 
 Runs every DATA given plus, by default, the two shared NIH sets (nih-cxr8-pa as it is and with every 5th normal image,
 1:8, the shape of Open-i normal vs nodule; nih-sim-nodules, a local finding). Codes are extracted once per set (cached
 in bench/.cache/<name>/, resumable). Then, for each of --seeds fold seeds, a grouped, stratified k-fold
 cross-validation (no group in two folds) of
-- the head with train_model.py's defaults (--layout auto: its inner cross-validation on each training fold chooses the
-  layout and the threshold exactly as train_model.py does);
+- the head with train_model.py's defaults: the same estimator (``models.classifier.HeadClassifier``), whose inner
+  cross-validation on each training fold chooses the layout and the threshold;
 - the head with each layout fixed (--layout avg, flat, both; all three from one head of both branches, whose
-  branches train exactly as the single layouts would alone; thresholds from the same inner cross-validation, which is
-  what train_model.py --layout NAME computes) and with the original Xvision settings (--recipe xvision, threshold
-  0.5);
+  branches train as the single layouts would alone, but for their dropout masks; each at the threshold the
+  defaults' inner cross-validation found for it, what train_model.py --layout NAME computes) and with the original
+  Xvision settings (--recipe xvision, threshold 0.5);
 - a standardised, class-balanced logistic-regression probe on the same codes, flattened and averaged over the grid
   (what a linear model gets: the bar the head must clear).
 Prints a table per set (mean +- sd over seeds) and whether the defaults are within 0.02 ROC-AUC of the better probe
@@ -23,23 +23,23 @@ import argparse
 import datetime
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, replace
 
 import numpy as np
 
+from models import head, metrics
+from models.classifier import RECIPES, HeadClassifier, TrainSettings
+from models.cli import add_group_arguments, add_view_arguments, at_least
+from models.codes import CodeStore
+from models.errors import UserError, run_cli
+from models.fileio import write_json
+from models.images import View, list_images
+from models.runtime import setup_runtime
+from models.splits import grouped_folds, image_groups
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-sys.path.insert(0, REPO)
-
-from models import head, metrics, selection  # noqa: E402
-from models.codes import CodeStore  # noqa: E402
-from models.errors import UserError, run_cli  # noqa: E402
-from models.fileio import write_json  # noqa: E402
-from models.images import FIELDS, View, add_lung_box_argument, list_images  # noqa: E402
-from models.splits import image_groups  # noqa: E402
-from models.training import RECIPES, TrainSettings, fit_arrays, inner_cross_validation, predict_layouts  # noqa: E402
 
 SCHEMA = "xvision-mx accuracy v2"
 DEFAULTS = TrainSettings()
@@ -97,45 +97,41 @@ def outer_fold(codes, targets, groups, classes, train, test, seed):
     """Every row's test probabilities and decisions (at its operating point and at 0.5) for one outer fold, and the
     layout the defaults chose."""
     positive = metrics.positive_class(classes)
-    settings = TrainSettings(seed=seed)
-    x, y = codes[train], targets[train]
-    held_out, _, results = inner_cross_validation(x, y, [groups[i] for i in train], classes, settings, progress=False)
-    # a class in a single group: no inner folds, and train_model.py then trains the averaged heads at 0.5
-    winner = selection.choose(results, y, positive)[0] if held_out else head.LAYOUT_NAMES[-1]
-    # one --layout both head: its branches give the single layouts' rows (each trains as it would alone)
+    x, y, fold_groups = codes[train], targets[train], [groups[i] for i in train]
+    defaults = HeadClassifier(TrainSettings(seed=seed)).fit(x, y, fold_groups, classes=classes)
+    # the fixed layouts: the branches of one --layout both head (each trains as its layout would alone), each at the
+    # threshold the defaults' inner cross-validation found for it (what train_model.py --layout NAME computes)
     largest = head.LAYOUT_NAMES[-1]
-    layouts = predict_layouts(fit_arrays(x, y, classes, settings.for_layout(largest)), codes[test], largest)
-    proba, threshold = {}, {}
+    both = defaults if defaults.layout_ == largest else \
+        HeadClassifier(TrainSettings(seed=seed, layout=largest, folds=0)).fit(x, y, classes=classes)
+    proba, threshold = {HEAD_ROWS[0]: defaults.predict_proba(codes[test])}, {HEAD_ROWS[0]: defaults.threshold_}
     for name in head.LAYOUT_NAMES:
-        proba[f"head (--layout {name})"] = layouts[name]
-        threshold[f"head (--layout {name})"] = selection.operating_point(
-            results[name]["proba"], y, classes, positive)["threshold"] if held_out else 0.5
-    defaults = HEAD_ROWS[0]  # the chosen layout's head: train_model.py trains exactly that one on all of x
-    proba[defaults], threshold[defaults] = proba[f"head (--layout {winner})"], threshold[f"head (--layout {winner})"]
-    proba[HEAD_ROWS[-1]] = head.predict_proba(fit_arrays(x, y, classes, replace(XVISION, seed=seed)), codes[test])
+        proba[f"head (--layout {name})"] = both.predict_proba(codes[test], layout=name)
+        result = defaults.cv_results_.get(name)  # none where a class lies in a single group: no inner folds
+        threshold[f"head (--layout {name})"] = result["threshold"] if result else 0.5
+    xvision = HeadClassifier(replace(XVISION, seed=seed)).fit(x, y, classes=classes)
+    proba[HEAD_ROWS[-1]], threshold[HEAD_ROWS[-1]] = xvision.predict_proba(codes[test]), xvision.threshold_
     pooled, flat = head.pool_codes(codes, "avg"), codes.reshape(len(codes), -1)
     for name, features in zip(PROBE_ROWS, (flat, pooled)):
         proba[name] = probe_proba(features[train], y, features[test], seed)
     decided = {name: (metrics.decide(p, positive, threshold.get(name, 0.5)), metrics.decide(p, positive, 0.5))
                for name, p in proba.items()}
     raw = {"seed": seed, "train": train.tolist(), "test": test.tolist(),
-           "inner_held_out": [fold.tolist() for fold in held_out],
-           "out_of_fold": {name: result["proba"][:, positive].tolist() for name, result in results.items()},
+           "inner_held_out": [fold.tolist() for fold in defaults.cv_folds_],
+           "out_of_fold": {name: result["proba"][:, positive].tolist()
+                           for name, result in defaults.cv_results_.items()},
            "test_proba": {name: p[:, positive].tolist() for name, p in proba.items()}}
-    return proba, decided, winner, raw
+    return proba, decided, defaults.layout_, raw
 
 
 def outer_splits(targets, groups, folds, seeds):
     """[(seed, fold, training positions, test positions)] of a grouped, stratified k-fold per seed."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    group_ids = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
     return [(seed, fold, train, test) for seed in seeds
-            for fold, (train, test) in enumerate(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-                                                 .split(np.zeros(len(targets)), targets, group_ids))]
+            for fold, (train, test) in enumerate(grouped_folds(targets, groups, folds, seed))]
 
 
 def _fold_job(codes, targets, groups, classes, train, test, seed, fold):
+    setup_runtime()  # in a worker process: before its MXNet loads
     started = time.time()
     return outer_fold(codes, targets, groups, classes, train, test, seed) + (time.time() - started,)
 
@@ -260,32 +256,16 @@ def datasets(args):
     return chosen
 
 
-def add_group_arguments(parser, scope=""):
-    """--group-pattern or --group-by, as scraper.process has them."""
-    either = parser.add_mutually_exclusive_group()
-    either.add_argument("--group-pattern", metavar="REGEX",
-                        help=scope + r"group id = first capture group of the file name (e.g. '^(\d+)_' for NIH "
-                             "patients); default: every image its own group")
-    either.add_argument("--group-by", choices=("patient",),
-                        help=scope + "the DICOM files of one Patient ID are one group")
-
-
 def add_fold_arguments(parser, jobs_are):
     """--seeds, --folds and --jobs: the cross-validation of make accuracy and make audit."""
-    parser.add_argument("--seeds", type=int, default=3, help="fold seeds 0..N-1 (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--seeds", type=at_least(int, 1), default=3, help="fold seeds 0..N-1 (default: %(default)s)")
+    parser.add_argument("--folds", type=at_least(int, 2), default=5, help="cross-validation folds (default: %(default)s)")
+    parser.add_argument("--jobs", type=at_least(int, 1), default=len(os.sched_getaffinity(0)),
                         help=f"{jobs_are}, one process each (default: the CPUs, %(default)s)")
 
 
-def check_fold_arguments(parser, args):
-    if args.seeds < 1 or args.folds < 2 or args.jobs < 1:
-        parser.error("--seeds and --jobs must be at least 1 and --folds at least 2")
-    return args
-
-
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python bench/accuracy.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
     parser.add_argument("data", metavar="DATA", nargs="*", help="folders of two class folders, run before the "
                                                                   "shared sets")
     add_group_arguments(parser, "for DATA: ")
@@ -298,16 +278,15 @@ def parse_args(argv):
                         help="also write every fold's probabilities of the positive class (the training images' "
                              "out-of-fold ones per layout, the test images' per row) and its splits as JSON, to "
                              "study thresholds and layouts without training again")
-    parser.add_argument("--field", choices=FIELDS[:2], default="whole",
-                        help="as train.py: the whole image, or only the lung field (default: %(default)s)")
-    add_lung_box_argument(parser)
+    add_view_arguments(parser, resize=False)
     parser.add_argument("--cache", default=os.path.join(BENCH, ".cache"),
                         help="folder for the codes, one sub-folder per data folder name (default: %(default)s)")
-    return check_fold_arguments(parser, parser.parse_args(argv))
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    setup_runtime()
     started = time.time()
     results = {"schema": SCHEMA, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "folds": args.folds, "seeds": list(range(args.seeds)),

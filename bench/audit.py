@@ -1,6 +1,6 @@
 """Where the evidence lies: the lung-field audit (`make audit DATA=folder-of-class-folders`).
 
-    .venv/bin/python bench/audit.py DATA [DATA ...] [--group-pattern REGEX] [--lung-box L,T,R,B] [--seeds 3]
+    .venv/bin/python -m bench.audit DATA [DATA ...] [--group-pattern REGEX] [--lung-box L,T,R,B] [--seeds 3]
 
 Encodes every image of DATA three ways: as it is, with the lung field hidden (the box filled with the image's mean),
 and with only the lung field kept (the rest filled so); codes cached in bench/.cache/<name>[-<field>]/, resumable.
@@ -20,24 +20,23 @@ the evidence lies, not whether it is right.
 import argparse
 import datetime
 import os
-import sys
 import time
 
 import numpy as np
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(BENCH))
-sys.path.insert(0, BENCH)
+from bench.accuracy import add_fold_arguments, load_dataset, outer_splits, probe_proba, run_jobs
+from models import head, metrics
+from models.classifier import HeadClassifier, TrainSettings
+from models.cli import add_group_arguments, add_view_arguments
+from models.errors import UserError, run_cli
+from models.fileio import read_json, write_json
+from models.images import View
+from models.plots import figure, save_figure
+from models.progress import progress_bar
+from models.runtime import setup_runtime
+from models.splits import image_groups
 
-from accuracy import (add_fold_arguments, add_group_arguments, check_fold_arguments, load_dataset,  # noqa: E402
-                      outer_splits, probe_proba, run_jobs)
-from models import head, metrics  # noqa: E402
-from models.errors import UserError, run_cli  # noqa: E402
-from models.fileio import read_json, write_json  # noqa: E402
-from models.images import RESIZE_MODES, View, add_lung_box_argument  # noqa: E402
-from models.progress import progress_bar  # noqa: E402
-from models.splits import image_groups  # noqa: E402
-from models.training import TrainSettings, fit_arrays  # noqa: E402
+BENCH = os.path.dirname(os.path.abspath(__file__))
 
 SCHEMA = "xvision-mx lung-field audit v1"
 # the encodings, in the order they are shown: (field of models.images.View, name in the tables)
@@ -51,10 +50,11 @@ WARNING = ("most of this signal is outside the lung fields: check for markers, d
 
 def _fold_job(codes, targets, classes, train, test, seed, field):
     """Both models' test probabilities of the positive class on one outer fold of one encoding."""
+    setup_runtime()  # in a worker process: before its MXNet loads
     positive = metrics.positive_class(classes)
-    net = fit_arrays(codes[train], targets[train], classes, HEAD)
+    fitted = HeadClassifier(HEAD).fit(codes[train], targets[train], classes=classes)
     pooled = head.pool_codes(codes, "avg")
-    return {MODELS[0]: head.predict_proba(net, codes[test])[:, positive],
+    return {MODELS[0]: fitted.predict_proba(codes[test])[:, positive],
             MODELS[1]: probe_proba(pooled[train], targets[train], pooled[test], seed)[:, positive]}
 
 
@@ -132,25 +132,45 @@ def format_set(name, result):
     return "\n".join(lines)
 
 
+def plot_audit(datasets, encodings, models, path):
+    """The lung-field audit as grouped bars: per data set, each model's ROC-AUC on each encoding with its 95% interval,
+    chance marked. ``datasets``: {name: audit result (bench/audit.py)}."""
+    fig = figure(1 + 4.5 * len(datasets), 4)
+    axes = np.atleast_1d(fig.subplots(1, len(datasets), sharey=True))
+    width = 0.8 / len(encodings)
+    for ax, (name, result) in zip(axes, datasets.items()):
+        for k, encoding in enumerate(encodings):
+            rows = [result["scores"][encoding][model] for model in models]
+            auc = np.array([row["roc_auc"] for row in rows])
+            low, high = np.array([row["ci95"] for row in rows]).T
+            ax.bar(np.arange(len(models)) + (k - (len(encodings) - 1) / 2) * width, auc, width,
+                   yerr=[auc - low, high - auc], capsize=3, label=encoding)
+        ax.axhline(0.5, color="gray", linestyle=":", label="chance")
+        ax.set_xticks(range(len(models)), [model.split(" (")[0].split(",")[0] for model in models])
+        ax.set(title=name, ylim=(0.3, 1.1))
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set(ylabel="ROC-AUC, 95% CI")
+    axes[-1].legend(fontsize="small", loc="upper center", ncol=len(encodings) + 1)
+    save_figure(fig, path)
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python bench/audit.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__.split("\n\n")[0])
     parser.add_argument("data", metavar="DATA", nargs="+", help="folders of two class folders")
     add_group_arguments(parser)
-    add_lung_box_argument(parser)
-    parser.add_argument("--resize", choices=RESIZE_MODES, default="crop", help="as train.py (default: %(default)s)")
+    add_view_arguments(parser, field=False)
     add_fold_arguments(parser, "fits run at once")
     parser.add_argument("--out", default=os.path.join(BENCH, "audit.json"),
                         help="JSON results; an earlier file's other data sets are kept (default: %(default)s)")
     parser.add_argument("--png", default=os.path.join(BENCH, "audit.png"), help="bar chart (default: %(default)s)")
     parser.add_argument("--cache", default=os.path.join(BENCH, ".cache"),
                         help="folder for the codes, one sub-folder per data folder and field (default: %(default)s)")
-    return check_fold_arguments(parser, parser.parse_args(argv))
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    from models.plots import plot_audit
-
     args = parse_args(argv)
+    setup_runtime()
     started = time.time()
     view = View(args.resize, "whole", args.lung_box)
     results = {"schema": SCHEMA, "head": "train_model.py --layout both --folds 0 (the default head)",

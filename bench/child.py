@@ -1,14 +1,14 @@
-"""Measurements that bench/run.py runs in child processes of the project's venv, one mode per call.
+"""Measurements that bench.run runs in child processes of the project's venv, one mode per call.
 
 Each mode prints one JSON object as the last line of stdout. A child process per measurement keeps the runs
 independent (fresh MXNet engine, fresh page tables: ru_maxrss is the peak of that measurement alone).
 
-    python bench/child.py extract -- TRAIN.PY ARGS...                 train.py's own code path, timed from inside
-    python bench/child.py forward --precision fp32|bf16|int8 ...       Backbone forward-only on in-memory batches
-    python bench/child.py export OUT.npz IMAGE...                      weights + a numeric check for the PyTorch peer
-    python bench/child.py ceiling                                      network GFLOP/image, peak oneDNN conv GFLOP/s
-    python bench/child.py gemm --batch-size 32                         head GEMM times (numpy, MXNet, oneDNN)
-    python bench/child.py decode FOLDER                                ms per image of decoding into a batch
+    python -m bench.child extract -- TRAIN.PY ARGS...                 train.py's own code path, timed from inside
+    python -m bench.child forward --precision fp32|bf16|int8 ...       Backbone forward-only on in-memory batches
+    python -m bench.child export OUT.npz IMAGE...                      weights + a numeric check for the PyTorch peer
+    python -m bench.child ceiling                                      network GFLOP/image, peak oneDNN conv GFLOP/s
+    python -m bench.child gemm --batch-size 32                         head GEMM times (numpy, MXNet, oneDNN)
+    python -m bench.child decode FOLDER                                ms per image of decoding into a batch
 """
 
 import argparse
@@ -19,10 +19,7 @@ import sys
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import models  # noqa: E402,F401  (sets OMP_NUM_THREADS before MXNet is imported, as train.py does)
+from models.runtime import setup_runtime
 
 
 def emit(result):
@@ -65,27 +62,15 @@ def memory_report(anon):
 
 
 def mode_extract(argv):
-    """Run train.py's main() with extract_folder wrapped in a timer: steady extraction img/s per folder, and peaks."""
+    """Run train.py's own code path (its encode_folders): steady extraction img/s per folder, and peaks."""
     anon = AnonPeak()
     started = time.perf_counter()
-    import models.extract
-
-    original, folders = models.extract.extract_folder, []
-
-    def timed(backbone, folder, codes_dir, *args, **kwargs):
-        begin = time.perf_counter()
-        writer = original(backbone, folder, codes_dir, *args, **kwargs)
-        seconds = time.perf_counter() - begin
-        done = len(writer.files) - len(writer.skipped)
-        folders.append({"folder": folder, "images": done, "seconds": seconds, "img_per_s": done / seconds,
-                        "precision": backbone.precision,
-                        "started_at_s": begin - started})
-        return writer
-
-    models.extract.extract_folder = timed  # train.py imports it from models.extract inside main()
     import train
 
-    train.main(argv)
+    done = train.encode_folders(train.parse_args(argv))
+    folders = [{"folder": f["folder"], "images": f["images"], "seconds": f["seconds"],
+                "img_per_s": f["images"] / f["seconds"], "precision": f["precision"],
+                "started_at_s": f["started"] - started} for f in done]
     result = {"folders": folders, "wall_s": time.perf_counter() - started}
     result.update(memory_report(anon))
     emit(result)
@@ -105,7 +90,8 @@ def mode_forward(argv):
     """Forward-only img/s of the project's Backbone on one in-memory uint8 NHWC batch (NCHW float conversion included)."""
     import numpy as np
 
-    from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
+    from models.pretrained import DEFAULT_LAYER
+    from models.weights import DEFAULT_PREFIX
 
     parser = argparse.ArgumentParser(prog="child.py forward")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
@@ -139,7 +125,9 @@ def mode_export(argv):
     import numpy as np
 
     from models.images import load_image
-    from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX, Backbone, load_checkpoint
+    from models.checkpoint import load_checkpoint
+    from models.pretrained import DEFAULT_LAYER, Backbone
+    from models.weights import DEFAULT_PREFIX
 
     parser = argparse.ArgumentParser(prog="child.py export")
     parser.add_argument("out")
@@ -190,7 +178,9 @@ def mode_ceiling(argv):
     """GFLOP per image of the cut network, and the peak fp32 GFLOP/s oneDNN reaches here (conv and GEMM)."""
     import mxnet as mx
 
-    from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX, cut, load_checkpoint
+    from models.checkpoint import load_checkpoint
+    from models.pretrained import DEFAULT_LAYER, cut
+    from models.weights import DEFAULT_PREFIX
 
     parser = argparse.ArgumentParser(prog="child.py ceiling")
     parser.add_argument("--model", default=DEFAULT_PREFIX)
@@ -332,7 +322,8 @@ MODES = {"decode": mode_decode, "extract": mode_extract, "forward": mode_forward
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in MODES:
-        sys.exit(f"usage: child.py {{{','.join(MODES)}}} ...")
+        sys.exit(f"usage: python -m bench.child {{{','.join(MODES)}}} ...")
+    setup_runtime()  # before MXNet is imported, as train.py does
     mode, rest = sys.argv[1], sys.argv[2:]
     if mode == "extract" and rest[:1] == ["--"]:
         rest = rest[1:]

@@ -7,7 +7,7 @@
    test_model.py — and the test accuracies are compared with fp32's.
 bf16 is left out on a CPU without native bfloat16, where train.py --bf16 refuses to run.
 
-    python bench/fidelity.py [--out bench/fidelity.json]
+    python -m bench.fidelity [--out bench/fidelity.json]
 """
 
 import argparse
@@ -19,14 +19,15 @@ import tempfile
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from models.devices import has_native_bf16
+from models.fileio import write_json
+from models.images import load_image
+from models.pretrained import DEFAULT_LAYER, Backbone
+from models.quantize import int8_backbone
+from models.runtime import setup_runtime
+from models.weights import DEFAULT_PREFIX
 
-import models  # noqa: E402,F401  (sets OMP_NUM_THREADS before MXNet loads)
-from models.devices import has_native_bf16  # noqa: E402
-from models.images import load_image  # noqa: E402
-from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX, Backbone  # noqa: E402
-from models.quantize import int8_backbone  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NATIVE_BF16 = has_native_bf16()
 
@@ -116,11 +117,11 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "fidelity.json"),
                         help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
+    setup_runtime()
     results = {"photos": photo_similarity()}
     with tempfile.TemporaryDirectory() as work:
         results["digits"] = digits_accuracy(work)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(args.out, results)
     print(json.dumps(results, indent=1))
 
 

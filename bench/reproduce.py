@@ -1,6 +1,6 @@
 """The paper's figures beside ours (the last step of `make reproduce`).
 
-    .venv/bin/python bench/reproduce.py REPORT_JSON OUT_JSON
+    .venv/bin/python -m bench.reproduce REPORT_JSON OUT_JSON
 
 REPORT_JSON is test_model.py's report of a head trained with ``--recipe xvision`` on ``scraper.process --protocol
 xvision``; OUT_JSON gets the table as JSON, and stdout as Markdown. Our figures come with 95% Wilson intervals, so a
@@ -9,13 +9,10 @@ reader sees whether the paper's number is within what a test set of 76 images ca
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from models.errors import UserError, run_cli  # noqa: E402
-from models.fileio import read_json, write_json  # noqa: E402
-from models.metrics import wilson_interval  # noqa: E402
+from models.errors import UserError, run_cli
+from models.fileio import read_json, write_json
+from models.metrics import wilson_interval
 
 # Xvision's README (github.com/ayush1997/Xvision): the VGG-16 transfer-learning result on its test set.
 PAPER = {"normal": {"precision": 0.7755, "recall": 0.76, "support": 50},
@@ -64,7 +61,7 @@ def format_rows(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python bench/reproduce.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("report", metavar="REPORT_JSON", help="report.json written by test_model.py")
     parser.add_argument("out", metavar="OUT_JSON", help="where to write the comparison")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Xvision-MX benchmark (issue 5): one command, one machine, one table and bench/results.json.
 
-    .venv/bin/python bench/run.py            # the full bench (`make bench`), ~9 minutes on an idle 2-core machine
-    .venv/bin/python bench/run.py --quick    # 32 images, 1 run, a smoke test of the harness (tests/test_bench.py)
+    .venv/bin/python -m bench.run            # the full bench (`make bench`), ~9 minutes on an idle 2-core machine
+    .venv/bin/python -m bench.run --quick    # 32 images, 1 run, a smoke test of the harness (tests/test_bench.py)
 
 Rows (each one line in ROWS below; a row whose requirement is missing is listed as skipped with the reason):
 - forward-only images/s of the project's Backbone on a uint8 batch already in memory (fp32, bf16 where the CPU has
@@ -44,13 +44,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 
+from models.runtime import setup_runtime
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-sys.path.insert(0, REPO)
-
-import models  # noqa: E402,F401  (OMP_NUM_THREADS for the children, as the project sets it)
-
-CHILD = os.path.join(BENCH, "child.py")
+CHILD = ["-m", "bench.child"]  # run from REPO
 TORCH_PYTHON = os.path.join(BENCH, ".venv", "bin", "python")
 TORCH_PEER = os.path.join(BENCH, "torch_peer.py")
 RESULTS = os.path.join(BENCH, "results.json")
@@ -398,7 +396,7 @@ class Bench:
 
     def forward(self, precision):
         a = self.args
-        cmd = [self.py, CHILD, "forward", "--precision", precision, "--batch-size", a.batch_size,
+        cmd = [self.py, *CHILD, "forward", "--precision", precision, "--batch-size", a.batch_size,
                "--batches", a.batches, "--runs", 1, "--warmup", a.warmup]
         if precision == "int8":
             cmd += ["--calibration", *self.calibration_paths(a.calib_images)]
@@ -413,7 +411,7 @@ class Bench:
         while len(done) < runs:
             out = os.path.join(self.work, f"codes_{'_'.join(f.strip('-') for f in flags) or 'fp32'}_{images}_"
                                           f"{len(done)}")
-            cmd = [self.py, CHILD, "extract", "--", self.sets[images], self.one_image, f"{out}/train", f"{out}/test",
+            cmd = [self.py, *CHILD, "extract", "--", self.sets[images], self.one_image, f"{out}/train", f"{out}/test",
                    "--batch-size", str(self.args.batch_size), "--gpus", "none", *flags]
             done.append(run_json(cmd))
             shutil.rmtree(out, ignore_errors=True)
@@ -471,7 +469,7 @@ class Bench:
         """Peak memory of a fresh train.py over the large PNGs of ``depth`` bits (TEST_IMGS: one small image)."""
         folder, png_bytes = self.big_set(depth)
         out = os.path.join(self.work, f"codes_big{depth}")
-        cmd = [self.py, CHILD, "extract", "--", folder, self.one_image, f"{out}/train", f"{out}/test",
+        cmd = [self.py, *CHILD, "extract", "--", folder, self.one_image, f"{out}/train", f"{out}/test",
                "--batch-size", str(self.args.batch_size), "--gpus", "none"]
         result = run_json(cmd)
         shutil.rmtree(out, ignore_errors=True)
@@ -483,7 +481,7 @@ class Bench:
                 "end_rss_file_mib": [round(result["end_rss_file_mib"], 1)]}
 
     def ceiling(self):
-        out = run_json([self.py, CHILD, "ceiling"])
+        out = run_json([self.py, *CHILD, "ceiling"])
         return {"runs": [out["ceiling_img_per_s"]], **out, "best_gflops_runs": [out["best_gflops"]]}
 
     def film_decode(self, kind):
@@ -498,12 +496,12 @@ class Bench:
             with ProcessPoolExecutor(min(len(jobs), len(os.sched_getaffinity(0)))) as pool:
                 sizes = list(pool.map(make_film, jobs))
             self.film_bytes[kind] = round(sum(sizes) / len(sizes))
-        out = run_json([self.py, CHILD, "decode", folder, "--runs", "1"])
+        out = run_json([self.py, *CHILD, "decode", folder, "--runs", "1"])
         return {"runs": out["cpu_ms"], "wall_ms": out["wall_ms"], "images": out["images"],
                 "file_bytes": self.film_bytes[kind]}
 
     def decode(self):
-        out = run_json([self.py, CHILD, "decode", self.sets[self.args.images], "--runs", "1"])
+        out = run_json([self.py, *CHILD, "decode", self.sets[self.args.images], "--runs", "1"])
         return {"runs": out["cpu_ms"], "wall_ms": out["wall_ms"], "images": out["images"],
                 "note": "CPU ms per image on one thread; end-to-end spends it on top of the forward pass's 2 cores"}
 
@@ -513,7 +511,7 @@ class Bench:
         weights = os.path.join(self.work, "resnet50_cut.npz")
         if not os.path.exists(weights):
             check = self.calibration_paths(min(4, a.batch_size))
-            self.export = run_json([self.py, CHILD, "export", weights, *check])
+            self.export = run_json([self.py, *CHILD, "export", weights, *check])
         out = run_json(list(map(str, [TORCH_PYTHON, TORCH_PEER, weights, "--batch-size", a.batch_size,
                                       "--batches", a.batches, "--runs", 1, "--warmup", a.warmup,
                                       "--threads", len(os.sched_getaffinity(0)),
@@ -582,7 +580,7 @@ class Bench:
         """The head's GEMM timings (child.py gemm), measured once a round for both GEMM-bound rows."""
         a = self.args
         if self.gemm is None:
-            self.gemm = run_json([self.py, CHILD, "gemm", "--batch-size", str(a.batch_size)])
+            self.gemm = run_json([self.py, *CHILD, "gemm", "--batch-size", str(a.batch_size)])
         batches = max(1, a.head_samples // a.batch_size)  # a trailing batch of one joins the previous one
         batches = batches + (1 if a.head_samples - batches * a.batch_size > 1 else 0)
         return self.gemm, batches, a.head_samples * a.epochs
@@ -699,7 +697,7 @@ def measure_row(bench, row):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 32 images, 1 run, 2 epochs, small memory set (numbers are not meaningful)")
     parser.add_argument("--images", type=int, default=256, help="PNGs for end-to-end and the small memory set")
@@ -746,9 +744,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    setup_runtime()  # OMP_NUM_THREADS as the project's steps set it, for every child
     watch_all = CpuWatch()
     results = {"schema": SCHEMA, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "command": " ".join([os.path.relpath(sys.executable, REPO)] + sys.argv),
+               "command": " ".join([os.path.relpath(sys.executable, REPO), "-m", "bench.run"] + sys.argv[1:]),
                "quick": args.quick, "git": git_state(), "machine": machine_info(),
                "rows": {}, "rounds": {}, "skipped": {}, "ratios": {}, "warnings": []}
     work = tempfile.mkdtemp(prefix="xvision-bench-")

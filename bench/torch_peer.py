@@ -1,10 +1,10 @@
 """The PyTorch peer of the benchmark: the same cut ResNet-50 v1 (Caffe style), timed the way a PyTorch expert would.
 
-Runs inside bench/.venv (torch + numpy, never the project's venv). bench/run.py calls it as
+Runs inside bench/.venv (torch + numpy, never the project's venv). `python -m bench.run` calls it as
 
     bench/.venv/bin/python bench/torch_peer.py WEIGHTS.npz --batch-size 32 --batches 8 --runs 3 --threads 2
 
-WEIGHTS.npz (written by ``bench/child.py export`` from models/resnet-50-0000.params) holds every ``arg:``/``aux:``
+WEIGHTS.npz (written by ``python -m bench.child export`` from models/resnet-50-0000.params) holds every ``arg:``/``aux:``
 array of the MXNet checkpoint under its MXNet name, plus ``check_input`` (uint8 NHWC images) and ``check_output`` (what
 the project's MXNet backbone made of them). The peer loads the same weights, reports how far its output is from
 MXNet's, then times forward-only images/s of several expert variants on inputs already in memory. The last line of
@@ -168,7 +168,7 @@ def build_variants(model, example, names):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("weights", help=".npz written by bench/child.py export")
+    parser.add_argument("weights", help=".npz written by python -m bench.child export")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=8, help="forward passes per timed run")
     parser.add_argument("--runs", type=int, default=3)

@@ -1,42 +1,5 @@
 """Networks, pretrained weights, image preprocessing and the on-disk formats shared by every step.
 
-Importing this package does not import MXNet; the submodules that need it import it themselves.
+Importing this package has no side effect and does not import MXNet; the submodules that need MXNet import it
+themselves, and the entry points call ``models.runtime.setup_runtime()`` before they do.
 """
-
-import os
-
-# MXNet assumes two hyperthreads per core and, unless OMP_NUM_THREADS is set, runs its operators on half the
-# processors: on a 2-core machine that is one thread and half the speed. Use every core this process may run on.
-if hasattr(os, "sched_getaffinity"):
-    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # else every bound graph logs "Subgraph backend MKLDNN is activated"
-
-
-def _preload_cuda11_libraries():
-    """With requirements-gpu.txt, load the pip-installed CUDA 11 libraries so that mxnet-cu112 finds them.
-
-    mxnet-cu112 bundles no CUDA libraries and the ``nvidia-*-cu11`` wheels are not on the loader's search path; loading
-    them here (globally, dependencies first by retrying) spares users an LD_LIBRARY_PATH. A no-op on CPU installs.
-    """
-    import ctypes
-    import glob
-    import importlib.util
-
-    spec = importlib.util.find_spec("nvidia")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    pending = sorted(path for root in spec.submodule_search_locations
-                     for path in glob.glob(os.path.join(root, "*", "lib", "lib*.so*")))
-    while pending:
-        failed = []
-        for path in pending:
-            try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            except OSError:
-                failed.append(path)
-        if len(failed) == len(pending):
-            return  # what is left cannot load (e.g. no driver): MXNet's import then names the missing library
-        pending = failed
-
-
-_preload_cuda11_libraries()

@@ -158,6 +158,10 @@ class CodeRows:
     def __getitem__(self, positions):
         return self.store.read([self.names[i] for i in np.atleast_1d(np.arange(len(self))[positions])])
 
+    def subset(self, positions):
+        """The rows at ``positions``, still read on demand."""
+        return CodeRows(self.store, [self.names[i] for i in positions])
+
 
 def check_examples(image_dir, store, labels, labels_path, codes_dir):
     """Names of the images in ``image_dir``; UserError naming those without a label or without a code."""

@@ -26,10 +26,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from models.fileio import atomic_path
+from models.head import PREDICT_BATCH
 from models.images import ImageReadError, image_size
-
-OVERLAY_ALPHA = 0.45  # how much of the map shows over the radiograph
-
 
 def grad_cam(net, codes, class_index, context=None):
     """Grad-CAM maps (n, H, W) float32 of the classes ``class_index`` (n,) for ``codes`` (n, C, H, W), batched.
@@ -94,27 +92,6 @@ def _inside_share(box, rows, columns, size):
     return np.outer(overlap(top, bottom, rows), overlap(left, right, columns))
 
 
-def draw_overlay(ax, image, heat):
-    """``image`` (the backbone's view, size x size) with ``heat`` upsampled over it; colours relative to its maximum."""
-    size = image.shape[0]
-    ax.imshow(image)
-    top = float(heat.max())
-    ax.imshow(heat / top if top > 0 else heat, cmap="jet", vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
-              interpolation="bilinear", extent=(0, size, size, 0))
-    ax.axis("off")
-
-
-def save_overlay(path, image, heat, title):
-    """One image with its map, as a PNG of its own."""
-    from models.plots import _figure, _save
-
-    fig = _figure(3.2, 3.5)
-    ax = fig.subplots()
-    draw_overlay(ax, image, heat)
-    ax.set_title(title, fontsize=8)
-    _save(fig, path)
-
-
 class HeatmapWriter:
     """Adds the maps to an open heatmaps.npz archive batch by batch (see ``heatmap_file``)."""
 
@@ -160,3 +137,58 @@ def heatmap_file(path, count, grid, class_names):
 def overlay_name(name):
     """File name of an image's overlay PNG: the image's name (its folder left out) with .png."""
     return os.path.splitext(os.path.basename(name))[0] + ".png"
+
+
+def lung_field_report(shares, outside, truth, predicted, classes, names, view):
+    """report.json's "lung_field": how much of the Grad-CAM mass lies inside the lung box, on average, per true and
+    per predicted class, and which images' maps peak outside it."""
+    def mean(mask):
+        chosen = shares[mask & np.isfinite(shares)]
+        return float(chosen.mean()) if len(chosen) else None
+
+    everything = np.ones(len(shares), bool)
+    return {"box": list(view.box), "field": view.field,
+            "mass_inside": {"mean": mean(everything),
+                            "by_true_class": {c: mean(truth == i) for i, c in enumerate(classes)},
+                            "by_predicted_class": {c: mean(predicted == i) for i, c in enumerate(classes)}},
+            "peaks_outside": {"count": int(outside.sum()), "files": [names[i] for i in np.flatnonzero(outside)]},
+            "how": "share of each image's Grad-CAM map (heatmaps.npz) inside the lung box, each cell of the map "
+                   "counted by the part of it inside the box; a map peaks outside when its largest cell lies mostly "
+                   "outside the box. A box is not a segmentation: read it as where the head looked, roughly"}
+
+
+def lung_field_line(record, count):
+    inside = record["mass_inside"]
+    if inside["mean"] is None:
+        return "lung field: no heatmap had any mass"
+    per_class = ", ".join(f"{c} {v:.0%}" for c, v in inside["by_true_class"].items() if v is not None)
+    return (f"lung field: {inside['mean']:.0%} of the heatmap mass lies inside the lung box on average (by true "
+            f"class: {per_class}); {record['peaks_outside']['count']} of {count} maps peak outside it")
+
+
+def write_test_heatmaps(net, store, image_dir, names, truth, predicted, classes, view, out_dir, shown, overlays,
+                        context=None):
+    """test_model.py's Grad-CAM pass: heatmaps.npz (and with ``overlays`` heatmaps/<image>.png) batch by batch;
+    returns the maps of ``shown``, every map's share inside the lung box and whether it peaks outside it, and the box
+    of each of ``shown`` (view pixels)."""
+    from models.plots import save_overlay
+
+    kept = {int(i): None for i in shown}
+    shares, outside, boxes = np.full(len(names), np.nan), np.zeros(len(names), bool), [None] * len(names)
+    with heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(names), store.shape[1:], classes) as writer:
+        for start in range(0, len(names), PREDICT_BATCH):
+            batch = np.arange(start, min(start + PREDICT_BATCH, len(names)))
+            paths = [os.path.join(image_dir, names[i]) for i in batch]
+            maps, crops, sizes = heatmap_batch(net, store.read([names[i] for i in batch]), predicted[batch], paths,
+                                               view, context)
+            writer.add(maps, [names[i] for i in batch], predicted[batch], crops, sizes)
+            for i, size in zip(batch, sizes):
+                boxes[i] = view.field_box(*size) if size[0] > 0 else None
+            shares[batch], outside[batch] = field_shares(maps, [boxes[i] for i in batch], view.size)
+            for i, heat, path in zip(batch, maps, paths):
+                if i in kept:
+                    kept[i] = heat
+                if overlays:
+                    save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(names[i])), view.load_or_blank(path), heat,
+                                 f"{names[i]}\ntrue {classes[truth[i]]}, said {classes[predicted[i]]}")
+    return [kept[int(i)] for i in shown], shares, outside, [boxes[int(i)] for i in shown]

@@ -224,13 +224,6 @@ def lung_box_arg(text):
                                      f"{','.join(map(str, LUNG_BOX))})")
 
 
-def add_lung_box_argument(parser):
-    """The --lung-box option of every script that encodes a lung field."""
-    parser.add_argument("--lung-box", type=lung_box_arg, default=LUNG_BOX, metavar="L,T,R,B",
-                        help="the lung field as fractions of the image's width and height: left, top, right, bottom "
-                             f"(default: {','.join(map(str, LUNG_BOX))})")
-
-
 @dataclass(frozen=True)
 class View:
     """What the backbone sees of an image file: ``size`` x ``size`` pixels of its centre square (``resize='crop'``) or
@@ -296,3 +289,10 @@ class View:
         """``read`` as (size, size, 3) uint8 RGB (gray repeated)."""
         pixels = self.read(path)
         return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+
+    def load_or_blank(self, path):
+        """``load``, or a black image where the file cannot be read again (to draw an image that had a code)."""
+        try:
+            return self.load(path)
+        except ImageReadError:
+            return np.zeros((self.size, self.size, 3), np.uint8)

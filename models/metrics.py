@@ -151,3 +151,68 @@ def auc_interval(truth, probabilities, positive=None, z=Z_95):
     auc, variance = auc_and_variance(truth, probabilities, positive)
     half = z * math.sqrt(variance)
     return [max(0.0, auc - half), min(1.0, auc + half)]
+
+
+def scores_at(truth, probabilities, classes, positive, threshold):
+    """Accuracy (with its Wilson interval), balanced accuracy, per-class scores and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(classes)))
+    predicted = decide(probabilities, positive, threshold)
+    correct = int((predicted == truth).sum())
+    # zero_division=0: a class without test examples or predictions gets 0, reported as such, without a warning
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    return predicted, {
+        "accuracy": {"value": correct / len(truth), "correct": correct,
+                     "ci95": wilson_interval(correct, len(truth)), "ci_method": "Wilson score"},
+        "balanced_accuracy": balanced_accuracy(truth, predicted, len(classes)),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                             "support": int(support[i])} for i, name in enumerate(classes)},
+        "confusion_matrix": {"rows": "true class", "columns": "predicted class", "order": list(classes),
+                             "counts": confusion_matrix(truth, predicted, labels=labels).tolist()},
+    }
+
+
+def _rates(truth, probabilities, positive, threshold):
+    """(false positive rate, true positive rate) of deciding at ``threshold``."""
+    said_positive = probabilities[:, positive] >= threshold
+    is_positive = truth == positive
+    return float(np.mean(said_positive[~is_positive])), float(np.mean(said_positive[is_positive]))
+
+
+def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5, threshold_source="0.5"):
+    """The numbers of report.json (scores at the operating threshold, and at 0.5 for two classes), the ROC curves
+    to draw and the predicted classes."""
+    from sklearn.metrics import roc_curve
+
+    predicted, report = scores_at(truth, probabilities, classes, positive, threshold)
+    report = {"n": int(len(truth)), "classes": list(classes), **report}
+    curves = []
+    auc = roc_auc(truth, probabilities, positive)
+    if positive is not None:
+        report["operating_point"] = {"positive_class": classes[positive], "threshold": threshold,
+                                     "chosen_by": threshold_source}
+        report["at_0.5"] = scores_at(truth, probabilities, classes, positive, 0.5)[1]
+        if auc is not None:
+            fpr, tpr, _ = roc_curve(truth == positive, probabilities[:, positive])
+            marks = [(label, _rates(truth, probabilities, positive, t)) for label, t in
+                     ((f"threshold {threshold:.3f}", threshold), ("threshold 0.5", 0.5))]
+            curves.append((f"{classes[positive]} vs {classes[1 - positive]}", fpr, tpr, auc, marks))
+        method = f"binary, positive class {classes[positive]!r}"
+    else:
+        if auc is not None:
+            for i, name in enumerate(classes):
+                fpr, tpr, _ = roc_curve(truth == i, probabilities[:, i])
+                one_vs_rest = np.stack([1 - probabilities[:, i], probabilities[:, i]], axis=1)
+                curves.append((f"{name} vs rest", fpr, tpr, roc_auc((truth == i).astype(int), one_vs_rest, 1),
+                               []))
+        method = "macro average of one-vs-rest AUCs"
+    if auc is None:
+        missing = [classes[i] for i in range(len(classes)) if not np.any(truth == i)]
+        report["roc_auc"] = {"value": None, "method": f"undefined: no test images of {missing}"}
+    else:
+        report["roc_auc"] = {"value": auc, "method": method,
+                             "ci95": bootstrap_auc_interval(truth, probabilities, positive),
+                             "ci_method": f"percentile, {BOOTSTRAP_RESAMPLES} bootstrap resamples drawn "
+                                          f"within each class, seed 0"}
+    return report, curves, predicted

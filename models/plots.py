@@ -4,14 +4,16 @@ import numpy as np
 
 from models.fileio import atomic_path
 
+OVERLAY_ALPHA = 0.45  # how much of a heatmap shows over the radiograph
 
-def _figure(width, height):
+
+def figure(width, height):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(fig, path):
+def save_figure(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
@@ -23,7 +25,7 @@ def plot_training_curve(history, path, best=None, selection=None):
     epochs = [entry["epoch"] for entry in history]
     validated = [entry for entry in history if entry.get("val_loss") is not None]
     candidates = (selection or {}).get("candidates") or {}
-    fig = _figure(13 if candidates else 9, 3.5)
+    fig = figure(13 if candidates else 9, 3.5)
     axes = fig.subplots(1, 3 if candidates else 2, width_ratios=[3, 3, 2] if candidates else None)
     loss_ax, acc_ax = axes[:2]
     if candidates:
@@ -46,7 +48,7 @@ def plot_training_curve(history, path, best=None, selection=None):
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_candidates(ax, candidates, winner, folds):
@@ -67,7 +69,7 @@ def plot_confusion_matrix(matrix, classes, path):
     """Counts, rows = true class, columns = predicted class."""
     matrix = np.asarray(matrix)
     size = 2.5 + 0.8 * len(classes)
-    fig = _figure(size + 1, size)
+    fig = figure(size + 1, size)
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax)
@@ -77,13 +79,13 @@ def plot_confusion_matrix(matrix, classes, path):
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), count in np.ndenumerate(matrix):
         ax.text(col, row, str(count), ha="center", va="center", color="white" if count > threshold else "black")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_roc(curves, path):
     """``curves``: [(label, false positive rates, true positive rates, auc, marks)], ``marks`` a list of
     (label, (false positive rate, true positive rate)) operating points drawn on the curve."""
-    fig = _figure(5, 5)
+    fig = figure(5, 5)
     ax = fig.subplots()
     for label, fpr, tpr, auc, marks in curves:
         ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
@@ -92,7 +94,7 @@ def plot_roc(curves, path):
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize="small")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_predictions(images, true_classes, predicted_classes, probabilities, classes, path, columns=5, maps=None,
@@ -102,10 +104,8 @@ def plot_predictions(images, true_classes, predicted_classes, probabilities, cla
     ``boxes`` ((left, top, right, bottom) in the image's pixels, or None), a dashed box (the lung field)."""
     from matplotlib.patches import Rectangle
 
-    from models.heatmaps import draw_overlay
-
     rows = max(1, -(-len(images) // columns))
-    fig = _figure(2.6 * columns, 3.1 * rows)
+    fig = figure(2.6 * columns, 3.1 * rows)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -123,26 +123,23 @@ def plot_predictions(images, true_classes, predicted_classes, probabilities, cla
         caption = f"true: {truth}, said: {guess}\n" + "\n".join(f"{classes[i]}: {probs[i]:.2f}" for i in top)
         ax.set_title(caption, fontsize=8, color="tab:green" if guess == truth else "tab:red")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def plot_audit(datasets, encodings, models, path):
-    """The lung-field audit as grouped bars: per data set, each model's ROC-AUC on each encoding with its 95% interval,
-    chance marked. ``datasets``: {name: audit result (bench/audit.py)}."""
-    fig = _figure(1 + 4.5 * len(datasets), 4)
-    axes = np.atleast_1d(fig.subplots(1, len(datasets), sharey=True))
-    width = 0.8 / len(encodings)
-    for ax, (name, result) in zip(axes, datasets.items()):
-        for k, encoding in enumerate(encodings):
-            rows = [result["scores"][encoding][model] for model in models]
-            auc = np.array([row["roc_auc"] for row in rows])
-            low, high = np.array([row["ci95"] for row in rows]).T
-            ax.bar(np.arange(len(models)) + (k - (len(encodings) - 1) / 2) * width, auc, width,
-                   yerr=[auc - low, high - auc], capsize=3, label=encoding)
-        ax.axhline(0.5, color="gray", linestyle=":", label="chance")
-        ax.set_xticks(range(len(models)), [model.split(" (")[0].split(",")[0] for model in models])
-        ax.set(title=name, ylim=(0.3, 1.1))
-        ax.grid(alpha=0.3, axis="y")
-    axes[0].set(ylabel="ROC-AUC, 95% CI")
-    axes[-1].legend(fontsize="small", loc="upper center", ncol=len(encodings) + 1)
-    _save(fig, path)
+def draw_overlay(ax, image, heat):
+    """``image`` (the backbone's view, size x size) with ``heat`` upsampled over it; colours relative to its maximum."""
+    size = image.shape[0]
+    ax.imshow(image)
+    top = float(heat.max())
+    ax.imshow(heat / top if top > 0 else heat, cmap="jet", vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
+              interpolation="bilinear", extent=(0, size, size, 0))
+    ax.axis("off")
+
+
+def save_overlay(path, image, heat, title):
+    """One image with its map, as a PNG of its own."""
+    fig = figure(3.2, 3.5)
+    ax = fig.subplots()
+    draw_overlay(ax, image, heat)
+    ax.set_title(title, fontsize=8)
+    save_figure(fig, path)

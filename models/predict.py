@@ -16,12 +16,13 @@ from contextlib import nullcontext
 import numpy as np
 
 from models import head, metrics
-from models.devices import GPU_SPEC_HELP
+from models.cli import add_batch_size_argument, add_gpus_argument
 from models.errors import UserError, one_line, run_cli
-from models.evaluation import EPOCH_CHOICES, operating_point, resolve_epoch
+from models.headfolder import EPOCH_CHOICES, HeadFolder, decision_rule
 from models.fileio import atomic_path, check_output_folder
 from models.images import IMAGE_EXTENSIONS, View, list_images
 from models.progress import progress_bar
+from models.runtime import setup_runtime
 
 
 def image_paths(inputs):
@@ -54,7 +55,7 @@ def recorded_backbone(meta, batch_size, contexts):
         raise UserError(f"{params} is not the checkpoint the head's codes were made with (its sha256 differs from "
                         f"head.json's): restore that checkpoint, or train a head on codes of this one")
     if precision == "int8":
-        from models.pretrained import load_checkpoint
+        from models.checkpoint import load_checkpoint
 
         cached = os.path.join(meta["training"].get("train_codes", ""), "int8-calibration",
                               f"int8-{made.get('int8_calibration')}")
@@ -73,18 +74,20 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     images classified. Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
     recorded one, or inputs that name no image."""
     from models.extract import encode
-    from models.heatmaps import heatmap_batch, heatmap_file, overlay_name, save_overlay
+    from models.heatmaps import heatmap_batch, heatmap_file, overlay_name
+    from models.plots import save_overlay
 
-    meta = head.read_meta(models_dir)
-    epoch, _ = resolve_epoch(meta, epoch, models_dir)
+    folder = HeadFolder(models_dir)
+    meta = folder.read_meta()
+    epoch, _ = folder.resolve_epoch(meta, epoch)
     paths = image_paths(inputs)
     out_dir = out_dir or os.path.join(models_dir, "predict")
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     classes = meta["classes"]
-    positive, threshold, _ = operating_point(meta, epoch)
+    positive, threshold, _ = decision_rule(meta, epoch)
     view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field
-    net = head.load_predictor(models_dir, epoch)
-    cam_net = head.gradient_net(meta, (models_dir, epoch)) if heatmaps else None
+    net = folder.load_predictor(epoch)
+    cam_net = folder.gradient_net(meta, epoch) if heatmaps else None
     backbone = recorded_backbone(meta, batch_size, contexts)
     grid = tuple(meta["code_shape"][1:])
     heatmaps = heatmaps and len(grid) == 2
@@ -135,11 +138,10 @@ def main(argv=None):
                                                      "(default: MODELS_DIR/predict)")
     parser.add_argument("--heatmaps", action="store_true",
                         help="also write heatmaps.npz and an overlay PNG per image (Grad-CAM of the predicted class)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--gpus", default="auto", help=GPU_SPEC_HELP + " (default: %(default)s)")
+    add_batch_size_argument(parser)
+    add_gpus_argument(parser)
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    setup_runtime()
     from models.devices import select_contexts
 
     contexts, notice = select_contexts(args.gpus)

@@ -16,7 +16,9 @@ import time
 
 import numpy as np
 
-from models.errors import UserError, mxnet_reason, run_cli
+from models.checkpoint import load_checkpoint
+from models.errors import UserError, run_cli
+from models.runtime import setup_runtime
 from models.images import INPUT_SIZE, ImageReadError, load_image
 from models.weights import DEFAULT_PREFIX, sha256_of
 
@@ -35,33 +37,6 @@ CLEAR_MARGIN = 1.15  # after the first pairs, a speed-up beyond MIN_SPEEDUP x/÷
 # the fallback can be tested on any CPU. Nothing else changes: the real networks are built and timed as usual.
 SIMULATE_SLOW_ENV = "XVISION_SIMULATE_SLOW"
 SIMULATED_SPEEDUP = 0.6
-
-
-def require_checkpoint(prefix, epoch=0):
-    """(symbol file, params file) of a checkpoint; UserError naming the missing file and the fix."""
-    symbol_file, params_file = f"{prefix}-symbol.json", f"{prefix}-{epoch:04d}.params"
-    for path in (symbol_file, params_file):
-        if not os.path.exists(path):
-            hint = "run `make setup` to fetch and convert the ImageNet weights" if prefix == DEFAULT_PREFIX \
-                else "--model takes a checkpoint prefix PREFIX with PREFIX-symbol.json and PREFIX-0000.params"
-            raise UserError(f"model file not found: {path}; {hint}")
-    return symbol_file, params_file
-
-
-def load_checkpoint(prefix, epoch=0):
-    """(symbol, arg_params, aux_params) of an MXNet checkpoint; UserError naming the missing file and the fix."""
-    import mxnet as mx
-
-    symbol_file, params_file = require_checkpoint(prefix, epoch)
-    try:
-        symbol = mx.sym.load(symbol_file)
-        saved = mx.nd.load(params_file)
-    except mx.base.MXNetError as err:
-        raise UserError(f"cannot load checkpoint {prefix}: {mxnet_reason(err)} (a damaged or cut-off file: "
-                        f"remake it, for the converted ResNet-50 with `make setup`)") from None
-    args = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
-    aux = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
-    return symbol, args, aux
 
 
 def layer_names(symbol):
@@ -326,6 +301,7 @@ def main(argv=None):
     parser.add_argument("--classify", nargs="+", metavar="IMAGE", required=True, help="image files to classify")
     parser.add_argument("--model", default=DEFAULT_PREFIX, help="checkpoint prefix (default: %(default)s)")
     args = parser.parse_args(argv)
+    setup_runtime()
     for path, top in classify(args.classify, args.model):
         print(path)
         for name, prob in top:

@@ -11,8 +11,9 @@ import numpy as np
 
 from models.errors import UserError
 from models.images import ImageReadError, View
-from models.pretrained import Backbone, cut, load_checkpoint, require_checkpoint
-from models.weights import save_checkpoint, sha256_of
+from models.checkpoint import load_checkpoint, require_checkpoint, save_checkpoint
+from models.pretrained import Backbone, cut
+from models.weights import sha256_of
 
 CALIBRATION_MODE = "entropy"  # KL-divergence thresholds: closer to fp32 than min/max ("naive") at the same speed
 

@@ -11,7 +11,8 @@ maximum and the old "smaller layout on a tie" rule each lost 0.006-0.022 ROC-AUC
 threshold is the balanced operating point of the winner's out-of-fold probabilities, where their sensitivity equals
 their specificity: it moves smoothly with the images, where Youden's J (an arg-max) jumps between plateaus and, on a
 few dozen images of the rarer class, lost balanced accuracy against 0.5 (docs/accuracy.md).
-Learning on arrays only; ``models.training.train`` records the result in head.json.
+Learning on arrays only; ``models.classifier.HeadClassifier`` runs it, ``models.training`` records the result in
+head.json.
 """
 
 import math
@@ -20,6 +21,7 @@ import time
 import numpy as np
 
 from models import metrics
+from models.splits import grouped_folds
 
 MIN_THRESHOLD_IMAGES = 10  # fewer out-of-fold images of a class than this: threshold 0.5, not estimated
 
@@ -27,8 +29,6 @@ MIN_THRESHOLD_IMAGES = 10  # fewer out-of-fold images of a class than this: thre
 def inner_folds(targets, groups, folds, seed):
     """(list of held-out position arrays, a note or None): grouped, stratified ``folds``-fold, fewer folds when a class
     has fewer groups than that; no folds (and a note) when a class has fewer than two groups."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     targets = np.asarray(targets)
     group_ids = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
     fewest = min(len(set(group_ids[targets == c])) for c in set(targets.tolist()))
@@ -36,8 +36,7 @@ def inner_folds(targets, groups, folds, seed):
     if k < 2:
         return [], f"a class has only {fewest} group(s) of images: no cross-validation possible"
     note = None if k == folds else f"{k} folds instead of {folds}: the rarer class has only {fewest} groups"
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [test for _, test in splitter.split(np.zeros(len(targets)), targets, group_ids)], note
+    return [test for _, test in grouped_folds(targets, groups, k, seed)], note
 
 
 def cross_validate(codes, targets, classes, held_out, names, fit):
@@ -80,7 +79,7 @@ def choose(results, targets, positive):
                   f"({math.sqrt(variance):.3f}) above {averaged} (against {others})")
 
 
-def operating_point(proba, targets, classes, positive):
+def balanced_point(proba, targets, classes, positive):
     """The two-class threshold from out-of-fold probabilities, and where it came from (a dict for head.json): the
     balanced operating point (sensitivity = specificity) of all of them; 0.5 where the rarer class has fewer than
     MIN_THRESHOLD_IMAGES."""

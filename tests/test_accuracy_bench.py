@@ -1,4 +1,4 @@
-"""bench/accuracy.py (`make accuracy`) on a tiny generated set: real codes, every model row, a complete JSON.
+"""python -m bench.accuracy (`make accuracy`) on a tiny generated set: real codes, every model row, a complete JSON.
 
 The real-radiograph figures come from `make accuracy` on the shared NIH sets; here only the harness is checked, on
 images so easy that every sensible model separates them.
@@ -7,14 +7,13 @@ images so easy that every sensible model separates them.
 import json
 import os
 
-from conftest import run_script
-from test_pipeline import write_class_folders
+from helpers import run_script, write_class_folders
 
 
 def test_accuracy_bench_cross_validates_every_model(weights, tmp_path):
     write_class_folders(tmp_path / "discs", per_class=12)
     out, cache = tmp_path / "accuracy.json", tmp_path / "cache"
-    args = ["bench/accuracy.py", tmp_path / "discs", "--shared", "none", "--folds", 3, "--seeds", 2, "--jobs", 2,
+    args = ["-m", "bench.accuracy", tmp_path / "discs", "--shared", "none", "--folds", 3, "--seeds", 2, "--jobs", 2,
             "--out", out, "--cache", cache]
     result = run_script(*args, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -40,5 +39,5 @@ def test_accuracy_bench_cross_validates_every_model(weights, tmp_path):
     again = run_script(*args, timeout=900, env=dict(os.environ, XVISION_PROGRESS_EVERY="0"))
     assert again.returncode == 0 and "img/s" not in again.stderr
 
-    missing = run_script("bench/accuracy.py", "--shared", tmp_path / "nowhere", "--out", out, timeout=120)
+    missing = run_script("-m", "bench.accuracy", "--shared", tmp_path / "nowhere", "--out", out, timeout=120)
     assert missing.returncode == 2 and "shared sets not found" in missing.stderr

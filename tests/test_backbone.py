@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import skimage
 
-from conftest import run_script
+from helpers import run_script
+from models.checkpoint import load_checkpoint
 from models.errors import UserError
-from models.pretrained import DEFAULT_LAYER, Backbone, layer_names, load_checkpoint
+from models.pretrained import DEFAULT_LAYER, Backbone, layer_names
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 

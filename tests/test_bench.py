@@ -1,4 +1,4 @@
-"""bench/run.py --quick: the harness runs every row end to end and writes a complete results.json.
+"""python -m bench.run --quick: the harness runs every row end to end and writes a complete results.json.
 
 No time is asserted anywhere: the numbers of a quick run mean nothing, only their presence and shape are checked.
 """
@@ -6,12 +6,9 @@ No time is asserted anywhere: the numbers of a quick run mean nothing, only thei
 import json
 import math
 import os
-import sys
 
-from conftest import REPO, run_script
-
-sys.path.insert(0, os.path.join(REPO, "bench"))
-import run as bench  # noqa: E402  (bench/run.py)
+from bench import run as bench
+from helpers import run_script
 
 ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "decode_film_png16_ms", "decode_film_dicom_ms",
           "decode_film_j2k_ms", "head_train", "head_auto_s", "head_flat_s", "head_gemm_bound", "head_gemm_tight",
@@ -21,12 +18,12 @@ ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "decode_film_png1
 def test_quick_bench_writes_complete_results(weights, tmp_path):
     out = tmp_path / "results.json"
     # the PyTorch peer runs only where bench/.venv exists (made by `make bench`); bf16 only on a CPU with native bf16
-    result = run_script("bench/run.py", "--quick", "--out", out, timeout=300)
+    result = run_script("-m", "bench.run", "--quick", "--out", out, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
 
     assert results["schema"] == bench.SCHEMA and results["quick"] is True
-    assert "bench/run.py" in results["command"] and results["date"]
+    assert "-m bench.run --quick" in results["command"] and results["date"]
     machine = results["machine"]
     assert machine["usable_cores"] >= 1 and isinstance(machine["flags"], list) and machine["cpu"]
     assert machine["omp_num_threads"] == str(machine["usable_cores"])

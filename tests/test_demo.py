@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, read_tree, run_script
-from test_head import check_report_against_csv
+from helpers import REPO, check_report_against_csv, read_tree, run_script, save_gray
 
 SAMPLE = os.path.join(REPO, "examples", "nih-sample")
 SCRIPT = os.path.join("examples", "make_nih_sample.py")
@@ -136,7 +135,7 @@ def write_fake_source(root):
             patient += 1
             for follow_up in range(int(rng.integers(1, 4))):
                 pixels = rng.integers(0, 256, (64, 96), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / label / f"{patient:08d}_{follow_up:03d}.png")
+                save_gray(root / label / f"{patient:08d}_{follow_up:03d}.png", pixels)
 
 
 def test_script_draws_whole_patients_seeded_and_writes_only_out_dir(tmp_path):

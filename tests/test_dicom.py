@@ -13,10 +13,15 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (JPEG2000Lossless, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian,
-                         RLELossless, generate_uid)
+from pydicom.uid import (
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
+)
 
-from conftest import REPO, run_script
+from helpers import REPO, run_script
 from models.dicom import _gray_of, gray_pixels, read_dicom
 from models.images import ImageReadError, View, list_images
 
@@ -133,9 +138,9 @@ def sample_films(per_class):
 
 
 def test_radiographs_written_as_dicom_give_the_codes_of_their_pngs(weights, tmp_path):
+    from models.codes import CodeStore
     from models.extract import extract_folder
     from models.pretrained import Backbone
-    from models.codes import CodeStore
 
     names = sample_films(2)["normal"] + sample_films(2)["pneumonia"]
     paths = [os.path.join(SAMPLE, label, name) for label, files in sample_films(2).items() for name in files]
@@ -217,7 +222,9 @@ def test_a_dicom_export_runs_to_a_report_with_no_identifier_in_any_output(weight
     assert set(kept["views"]["train"].values()) | set(kept["views"]["test"].values()) == {"PA"}
     assert kept["dropped_by_reason"]["view not in --views"] == 9  # 8 AP films, and the MR slice that has no view
 
-    from models.splits import image_groups  # make accuracy / make audit GROUP_BY=patient group so, in memory
+    from models.splits import (
+        image_groups,  # make accuracy / make audit GROUP_BY=patient group so, in memory
+    )
     assert image_groups(export, ["normal", "pneumonia"], ["IM0000.dcm", "IM0001"], group_by="patient") == [
         patients["normal/IM0000.dcm"], patients["pneumonia/IM0001"]]
     no_id = run_script("-m", "scraper.process", "--from-folders", SAMPLE, out / "png", "--group-by", "patient")

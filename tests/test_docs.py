@@ -5,7 +5,7 @@ import os
 import re
 import subprocess
 
-from conftest import REPO
+from helpers import REPO
 
 PAGES = ["README.md"] + [os.path.join("docs", name) for name in sorted(os.listdir(os.path.join(REPO, "docs")))
                          if name.endswith(".md")]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_script, write_noise_pngs
+from helpers import REPO, run_script, write_noise_pngs
 from models.codes import CodeStore, CodeWriter
 from models.devices import select_contexts
 

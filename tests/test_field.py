@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_script
+from helpers import run_script, write_class_images
 from models.images import LUNG_BOX, View, lung_box_arg
 
 
@@ -45,7 +45,7 @@ def test_the_view_is_recorded_so_that_older_whole_image_codes_stay_valid():
 
 def test_codes_of_whole_images_still_fit_heads_trained_before_fields_existed():
     from models.errors import UserError
-    from models.head import check_codes_match
+    from models.headfolder import check_codes_match
 
     before = {"model": "m", "model_sha256": "abc", "layer": "l", "shape": [512, 7, 7], "precision": "fp32",
               "input_size": 224, "resize": "crop"}  # a codes index of whole images, then as now
@@ -71,27 +71,25 @@ def test_heatmap_mass_inside_the_lung_box():
     assert np.isnan(field_shares(np.stack([centre]), [None], 224)[0][0])  # image size unknown
 
 
-def marked_films(root, per_class, inside):
+def marked_films(root, per_class, inside, folders=True):
     """Two classes of the same smooth random films; class 'marked' carries a bright square, in the middle of the film
-    (``inside`` the lung box) or in its top-left corner (outside it, like a side marker)."""
-    rng = np.random.default_rng(3)
-    for label in ("marked", "plain"):
-        os.makedirs(root / label)
-        for i in range(per_class):
-            film = np.asarray(Image.fromarray(rng.integers(60, 200, (6, 6), dtype=np.uint8)).resize((160, 160),
-                                                                                                   Image.BICUBIC))
-            film = film.copy()
-            if label == "marked":
-                top, left = (70, 70) if inside else (4, 4)
-                film[top:top + 14, left:left + 14] = 255
-            Image.fromarray(film).save(root / label / f"{label}_{i:02d}.png")
+    (``inside`` the lung box) or in its top-left corner (outside it, like a side marker). Returns {file: class}."""
+    def draw(rng, label, i):
+        film = np.asarray(Image.fromarray(rng.integers(60, 200, (6, 6), dtype=np.uint8)).resize((160, 160),
+                                                                                               Image.BICUBIC)).copy()
+        if label == "marked":
+            top, left = (70, 70) if inside else (4, 4)
+            film[top:top + 14, left:left + 14] = 255
+        return film
+
+    return write_class_images(root, {"marked": per_class, "plain": per_class}, draw, seed=3, folders=folders)
 
 
 @pytest.mark.parametrize("inside", [False, True])
 def test_the_audit_warns_when_the_signal_lies_outside_the_lung_field(weights, tmp_path, inside):
     marked_films(tmp_path / "films", 12, inside)
     out, png = tmp_path / "audit.json", tmp_path / "audit.png"
-    result = run_script("bench/audit.py", tmp_path / "films", "--seeds", 1, "--folds", 3, "--jobs", 2, "--out", out,
+    result = run_script("-m", "bench.audit", tmp_path / "films", "--seeds", 1, "--folds", 3, "--jobs", 2, "--out", out,
                         "--png", png, "--cache", tmp_path / "cache", timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     films = json.loads(out.read_text())["datasets"]["films"]
@@ -117,14 +115,7 @@ def marked_split(root, inside, train=10, test=4):
     from models.labels import save_labels
 
     for side, count in (("train", train), ("test", test)):
-        marked_films(root / side, count, inside=inside)
-        labels = {}
-        for label in ("marked", "plain"):
-            for name in os.listdir(root / side / label):
-                os.rename(root / side / label / name, root / side / name)
-                labels[name] = label
-            os.rmdir(root / side / label)
-        save_labels(root / f"{side}.json", ["plain", "marked"], labels)
+        save_labels(root / f"{side}.json", ["plain", "marked"], marked_films(root / side, count, inside, folders=False))
 
 
 def test_the_report_finds_a_trained_heads_evidence_inside_or_outside_the_lung_box(weights, tmp_path):

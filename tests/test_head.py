@@ -1,8 +1,6 @@
 """Steps 4 and 5 on small generated codes: training, resume, validation, evaluation report and every error path."""
 
-import csv
 import json
-import math
 import os
 import re
 
@@ -12,54 +10,20 @@ from PIL import Image
 
 import test_model
 import train_model
-from models import head, training
-from models.codes import CodeStore, CodeWriter
-from models.errors import run_cli
+from helpers import (
+    CODE_SHAPE,
+    CODES_META,
+    check_report_against_csv,
+    cli,
+    fail,
+    make_split,
+    read_params,
+    run_quietly,
+)
+from models import classifier, head
+from models.codes import CodeStore
+from models.headfolder import META_FILE, HeadFolder, params_file
 from models.labels import save_labels
-
-CODE_SHAPE = (8, 2, 2)
-CODES_META = {"model": "models/fake", "model_sha256": "ab" * 32, "layer": "fake_layer", "resize": "crop",
-              "input_size": 224, "precision": "fp32"}
-PALETTE = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 200, 40)]
-
-
-def make_split(folder, classes, per_class, seed, shape=CODE_SHAPE, meta=CODES_META, separation=3.0):
-    """Images (one flat colour per class), codes (class centre + noise) and labels; returns the three paths."""
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(123).normal(size=(len(classes),) + tuple(shape))  # same in every split
-    images, codes_dir, labels_path = folder / "imgs", folder / "codes", folder / "labels.json"
-    images.mkdir(parents=True)
-    names, codes, labels = [], [], {}
-    for c, name in enumerate(classes):
-        for i in range(per_class):
-            file = f"{name}_{i:03d}.png"
-            image = Image.new("RGB", (16, 16), PALETTE[c % len(PALETTE)])
-            image.putpixel((0, 0), (i % 256, seed % 256, c))  # every file's bytes differ, across splits too
-            image.save(images / file)
-            names.append(file)
-            labels[file] = name
-            codes.append(separation * centres[c] + rng.normal(size=shape))
-    order = np.argsort(names)
-    writer = CodeWriter(codes_dir, [names[i] for i in order], shape, meta, image_dir=images)
-    writer.write(np.asarray(codes, np.float32)[order])
-    save_labels(labels_path, classes, labels)
-    return str(images), str(codes_dir), str(labels_path)
-
-
-def cli(main, argv, capsys):
-    """Run an entry point as its ``__main__`` does; returns (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as stop:
-        run_cli(main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return stop.value.code, out, err
-
-
-def fail(main, argv, capsys):
-    """Run a command that must fail with a one-line 'error: ...'; returns that line."""
-    status, _, err = cli(main, argv, capsys)
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert status == 2 and len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -73,39 +37,27 @@ def two_class(tmp_path_factory):
 def trained(two_class, tmp_path_factory):
     """A head trained for 6 epochs on the two-class data (shared by the evaluation tests, which only read it)."""
     (train, _), models_dir = two_class, str(tmp_path_factory.mktemp("models") / "head")
-    code = run_cli_quietly(train_model.main, [*train, models_dir, "--epochs", 6, "--batch-size", 8, "--gpus", "none"])
+    code = run_quietly(train_model.main, [*train, models_dir, "--epochs", 6, "--batch-size", 8, "--gpus", "none"])
     assert code == 0
     return models_dir
 
 
-def run_cli_quietly(main, argv):
-    with pytest.raises(SystemExit) as stop:
-        run_cli(main, [str(a) for a in argv])
-    return stop.value.code
-
-
-def read_params(path):
-    import mxnet as mx
-
-    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
-
-
 def test_training_writes_checkpoints_metadata_and_curve(two_class, trained, capsys):
-    meta = json.load(open(os.path.join(trained, head.META_FILE)))
+    meta = json.load(open(os.path.join(trained, META_FILE)))
     assert meta["classes"] == ["normal", "nodule"] and meta["code_shape"] == list(CODE_SHAPE)
     assert meta["backbone"]["layer"] == "fake_layer" and meta["backbone"]["model_sha256"] == CODES_META["model_sha256"]
     assert meta["training"]["epochs"] == 6 and meta["training"]["seed"] == 0
-    assert meta["training"]["lr"] == training.LAYOUT_LR.get(meta["head"]["layout"])
+    assert meta["training"]["lr"] == classifier.LAYOUT_LR.get(meta["head"]["layout"])
     assert [e["epoch"] for e in meta["history"]] == list(range(1, 7))
     assert meta["history"][-1]["loss"] < meta["history"][0]["loss"]
     assert list(meta["selection"]["candidates"]) == ["avg", "flat", "both"]
-    assert meta["head"] == training.head_record(training.TrainSettings().for_layout(meta["selection"]["winner"]))
+    assert meta["head"] == classifier.head_record(classifier.TrainSettings().for_layout(meta["selection"]["winner"]))
     assert meta["training"]["class_weight"] == "balanced" and meta["positive_class"] == "nodule"
     # --keep 5: epoch 1's params were removed once epoch 6 was written (no hold-out, so no best epoch to keep)
     kept = {e["epoch"] for e in meta["history"] if e["params"]}
     assert kept == set(range(2, 7)) and meta["best_epoch"] is None
     for epoch in range(1, 7):
-        assert os.path.exists(os.path.join(trained, head.params_file(epoch))) == (epoch in kept)
+        assert os.path.exists(os.path.join(trained, params_file(epoch))) == (epoch in kept)
     assert os.path.getsize(os.path.join(trained, "training_curve.png")) > 0
     assert not [n for n in os.listdir(trained) if n.startswith(".tmp-")]
 
@@ -122,10 +74,10 @@ def test_checkpoint_loads_without_training_code_and_batchnorm_uses_running_stats
     np.testing.assert_allclose(one_by_one, batch, rtol=1e-4, atol=1e-5)  # no dependence on the batch's statistics
 
     # the exported symbol pools and standardises by itself: the same logits as the head rebuilt by this code
-    meta = json.load(open(os.path.join(trained, head.META_FILE)))
+    meta = json.load(open(os.path.join(trained, META_FILE)))
     rebuilt = head.build_from_meta(meta)
     rebuilt.initialize()
-    head.load_weights(trained, rebuilt, 6)
+    HeadFolder(trained).load_weights(rebuilt, 6)
     np.testing.assert_allclose(rebuilt(codes).asnumpy(), batch, rtol=1e-4, atol=1e-5)
     params = read_params(os.path.join(trained, "head-0006.params"))
     for stored in ("standardize_mean", "standardize_scale"):  # head_ or, with both, head_avg_
@@ -171,69 +123,6 @@ def epoch_lines(out):
     return len(re.findall(r"^epoch \d+/\d+: loss ", out, flags=re.M))
 
 
-def check_report_against_csv(out_dir):
-    """Recompute report.json's numbers from predictions.csv without scikit-learn; returns the report."""
-    report = json.load(open(out_dir / "report.json"))
-    classes = report["classes"]
-    with open(out_dir / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    truth = np.array([classes.index(r["true_class"]) for r in rows])
-    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
-    assert report["n"] == len(rows)
-    if len(classes) == 2:
-        positive = classes.index(report["operating_point"]["positive_class"])
-        threshold = report["operating_point"]["threshold"]
-        predicted = np.where(probs[:, positive] >= threshold, positive, 1 - positive)
-        check_scores(report["at_0.5"], truth, np.where(probs[:, positive] >= 0.5, positive, 1 - positive), classes)
-    else:
-        positive, predicted = None, probs.argmax(axis=1)
-    assert [classes[i] for i in predicted] == [r["predicted_class"] for r in rows]
-    check_scores(report, truth, predicted, classes)
-
-    def rank_auc(hits, scores):  # Mann-Whitney: P(score of a positive > score of a negative)
-        pos, neg = scores[hits], scores[~hits]
-        return ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
-
-    if positive is not None:
-        expected_auc = rank_auc(truth == positive, probs[:, positive])
-    else:
-        expected_auc = np.mean([rank_auc(truth == i, probs[:, i]) for i in range(len(classes))])
-    assert report["roc_auc"]["value"] == pytest.approx(expected_auc)
-    low, high = report["roc_auc"]["ci95"]
-    assert low <= expected_auc <= high and high - low < 1
-    return report
-
-
-def check_scores(scores, truth, predicted, classes):
-    """Accuracy with its Wilson interval, balanced accuracy, confusion matrix and per-class scores of ``predicted``."""
-    correct = int((truth == predicted).sum())
-    n = len(truth)
-    assert scores["accuracy"]["correct"] == correct
-    assert scores["accuracy"]["value"] == pytest.approx(correct / n)
-    # Wilson interval: the p with |p_hat - p| = z sqrt(p (1 - p) / n), i.e. the roots of a quadratic in p
-    z, p_hat = 1.959963984540054, correct / n
-    a, b, c = 1 + z * z / n, -(2 * p_hat + z * z / n), p_hat * p_hat
-    roots = sorted((-b + s * math.sqrt(b * b - 4 * a * c)) / (2 * a) for s in (-1, 1))
-    assert scores["accuracy"]["ci95"] == pytest.approx(roots, abs=1e-9)
-
-    matrix = np.zeros((len(classes), len(classes)), int)
-    for t, p in zip(truth, predicted):
-        matrix[t, p] += 1
-    assert scores["confusion_matrix"]["counts"] == matrix.tolist()
-    assert scores["confusion_matrix"]["order"] == classes
-    recalls = []
-    for i, name in enumerate(classes):
-        row = scores["per_class"][name]
-        tp = matrix[i, i]
-        precision = tp / matrix[:, i].sum() if matrix[:, i].sum() else 0.0
-        recall = tp / matrix[i].sum()
-        recalls.append(recall)
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((precision, recall, f1))
-        assert row["support"] == matrix[i].sum()
-    assert scores["balanced_accuracy"] == pytest.approx(np.mean(recalls))
-
-
 def test_resume_after_ctrl_c_equals_uninterrupted_run(two_class, tmp_path, monkeypatch, capsys):
     (train, _) = two_class
     settings = ["--epochs", 5, "--batch-size", 8, "--seed", 7, "--gpus", "none"]
@@ -251,19 +140,19 @@ def test_resume_after_ctrl_c_equals_uninterrupted_run(two_class, tmp_path, monke
     monkeypatch.setattr(CodeStore, "read", read_then_interrupt)
     status, _, err = cli(train_model.main, [*train, parts, *settings], capsys)
     assert status == 130 and "epochs 1..2 are saved" in err and "--resume" in err
-    assert [e["epoch"] for e in json.load(open(parts / head.META_FILE))["history"]] == [1, 2]
-    assert not (parts / head.params_file(3)).exists() and not [n for n in os.listdir(parts) if n.startswith(".tmp-")]
+    assert [e["epoch"] for e in json.load(open(parts / META_FILE))["history"]] == [1, 2]
+    assert not (parts / params_file(3)).exists() and not [n for n in os.listdir(parts) if n.startswith(".tmp-")]
     monkeypatch.setattr(CodeStore, "read", original_read)
 
     status, out, _ = cli(train_model.main, [*train, parts, *settings, "--resume"], capsys)
     assert status == 0 and "resuming" in out and epoch_lines(out) == 3
 
     for epoch in (2, 5):
-        a, b = read_params(whole / head.params_file(epoch)), read_params(parts / head.params_file(epoch))
+        a, b = read_params(whole / params_file(epoch)), read_params(parts / params_file(epoch))
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"epoch {epoch} {key}")
-    history = [json.load(open(d / head.META_FILE))["history"] for d in (whole, parts)]
+    history = [json.load(open(d / META_FILE))["history"] for d in (whole, parts)]
     assert [(e["loss"], e["accuracy"]) for e in history[0]] == [(e["loss"], e["accuracy"]) for e in history[1]]
 
     status, out, _ = cli(train_model.main, [*train, parts, *settings, "--resume"], capsys)
@@ -353,7 +242,7 @@ def test_missing_params_file(two_class, tmp_path, capsys):
     (train, test) = two_class
     models_dir = tmp_path / "m"
     assert cli(train_model.main, [*train, models_dir, "--epochs", 2, "--batch-size", 8], capsys)[0] == 0
-    os.remove(models_dir / head.params_file(2))
+    os.remove(models_dir / params_file(2))
     line = fail(test_model.main, [*test, models_dir], capsys)
     assert "head-0002.params" in line and "missing" in line
 
@@ -362,7 +251,7 @@ def test_sgd_step_is_what_gluon_trainer_does():
     import mxnet as mx
     from mxnet import autograd, gluon
 
-    from models.training import sgd_step
+    from models.classifier import sgd_step
 
     data, truth = mx.nd.array(np.random.default_rng(0).normal(size=(6, 8, 2, 2))), mx.nd.array([0, 1, 0, 1, 1, 0])
     nets = []

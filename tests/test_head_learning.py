@@ -10,12 +10,20 @@ import pytest
 
 import test_model
 import train_model
-from models import head, metrics, training
+from helpers import (
+    CODE_SHAPE,
+    check_report_against_csv,
+    cli,
+    fail,
+    make_split,
+    read_params,
+)
+from models import classifier, head, metrics
+from models.classifier import RECIPES, HeadClassifier, TrainSettings
 from models.errors import UserError
+from models.headfolder import META_FILE, params_file
 from models.labels import load_labels, save_labels
 from models.splits import grouped_holdout, groups_from_pattern
-from models.training import RECIPES, TrainSettings, fit_and_select
-from test_head import CODE_SHAPE, check_report_against_csv, cli, fail, make_split, read_params
 
 
 def imbalanced_codes(n_major, n_minor, seed, signal=0.45):
@@ -29,8 +37,8 @@ def imbalanced_codes(n_major, n_minor, seed, signal=0.45):
     return codes.astype(np.float32), targets
 
 
-def recalls(net, threshold, codes, targets):
-    decided = metrics.decide(head.predict_proba(net, codes), 1, 0.5 if threshold is None else threshold)
+def recalls(fitted, codes, targets):
+    decided = fitted.predict(codes)
     return [float(np.mean(decided[targets == c] == c)) for c in (0, 1)]
 
 
@@ -38,27 +46,27 @@ def test_defaults_learn_the_rare_class_where_the_original_recipe_collapses():
     codes, targets = imbalanced_codes(260, 20, seed=3)  # 13:1, the shape of Open-i normal vs nodule
     test_codes, test_targets = imbalanced_codes(130, 10, seed=4)
     groups = [f"g{i}" for i in range(len(targets))]
-    net, threshold, record = fit_and_select(codes, targets, groups, ["normal", "nodule"], TrainSettings())
-    normal, nodule = recalls(net, threshold, test_codes, test_targets)
+    fitted = HeadClassifier(TrainSettings()).fit(codes, targets, groups, classes=["normal", "nodule"])
+    normal, nodule = recalls(fitted, test_codes, test_targets)
     assert normal > 0.6 and nodule > 0.6, (normal, nodule)
-    point = record["operating_point"]  # from every training image's out-of-fold probability, no hold-out
-    assert threshold == point["threshold"] and point["images"] == {"normal": 260, "nodule": 20}
-    assert record["selection"]["folds"] == 5 and not any("val_loss" in entry for entry in record["history"])
-    original = TrainSettings(**RECIPES["xvision"])
-    net, threshold, _ = fit_and_select(codes, targets, groups, ["normal", "nodule"], original)
-    assert threshold is None and recalls(net, threshold, test_codes, test_targets)[1] <= 0.3  # nodules missed
+    point = fitted.operating_point_  # from every training image's out-of-fold probability, no hold-out
+    assert fitted.threshold_ == point["threshold"] and point["images"] == {"normal": 260, "nodule": 20}
+    assert fitted.selection_["folds"] == 5 and not any("val_loss" in entry for entry in fitted.history_)
+    original = HeadClassifier(TrainSettings(**RECIPES["xvision"])).fit(codes, targets, groups,
+                                                                       classes=["normal", "nodule"])
+    assert original.threshold_ == 0.5 and recalls(original, test_codes, test_targets)[1] <= 0.3  # nodules missed
 
 
 def test_class_weights_are_scikit_learns_balanced_and_a_no_op_for_equal_classes(tmp_path, capsys):
-    np.testing.assert_allclose(training.class_weights([0, 0, 0, 1], 2, "balanced"), [4 / 6, 4 / 2])
-    np.testing.assert_allclose(training.class_weights([0, 1, 2, 2], 3, "balanced"), [4 / 3, 4 / 3, 4 / 6])
-    assert training.class_weights([0, 0, 1, 1], 2, "balanced").tolist() == [1.0, 1.0]
-    assert training.class_weights([0, 0, 0, 1], 2, "none").tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(classifier.class_weights([0, 0, 0, 1], 2, "balanced"), [4 / 6, 4 / 2])
+    np.testing.assert_allclose(classifier.class_weights([0, 1, 2, 2], 3, "balanced"), [4 / 3, 4 / 3, 4 / 6])
+    assert classifier.class_weights([0, 0, 1, 1], 2, "balanced").tolist() == [1.0, 1.0]
+    assert classifier.class_weights([0, 0, 0, 1], 2, "none").tolist() == [1.0, 1.0]
     train = make_split(tmp_path / "d", ["normal", "nodule"], 12, seed=1)  # equal classes
     common = ["--epochs", 2, "--batch-size", 8, "--val-fraction", 0]
     for weight in ("balanced", "none"):
         assert cli(train_model.main, [*train, tmp_path / weight, *common, "--class-weight", weight], capsys)[0] == 0
-    a, b = (read_params(tmp_path / w / head.params_file(2)) for w in ("balanced", "none"))
+    a, b = (read_params(tmp_path / w / params_file(2)) for w in ("balanced", "none"))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
@@ -67,10 +75,10 @@ def test_standardisation_is_streamed_exactly_and_leaves_constant_features_alone(
     rng = np.random.default_rng(0)
     codes = (rng.gamma(2.0, 3.0, size=(50, 4, 2, 2)) + 100).astype(np.float32)
     codes[:, 3] = 7.0  # a channel that never varies
-    monkeypatch.setattr(training, "STATS_BATCH", 7)  # several partial batches
+    monkeypatch.setattr(classifier, "STATS_BATCH", 7)  # several partial batches
     for pool in ("avg", "none"):
         features = head.pool_codes(codes, pool).astype(np.float64)
-        mean, scale = training.feature_scaling(codes, pool)
+        mean, scale = classifier.feature_scaling(codes, pool)
         np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-9)
         varying = features.std(axis=0) > 0
         np.testing.assert_allclose(scale[varying], 1 / features.std(axis=0)[varying], rtol=1e-6)
@@ -86,7 +94,7 @@ def test_original_recipe_is_plain_sgd_on_flat_codes_exactly(tmp_path, capsys):
     os.remove(os.path.join(images, "nodule_016.png"))  # 33 images: batches of 8, 8, 8 and 9 (no batch of one)
     assert cli(train_model.main, [images, codes_dir, labels_path, tmp_path / "m", "--recipe", "xvision", "--epochs", 3,
                                   "--batch-size", 8, "--seed", 4], capsys)[0] == 0
-    meta = json.load(open(tmp_path / "m" / head.META_FILE))
+    meta = json.load(open(tmp_path / "m" / META_FILE))
     assert meta["head"]["pool"] == "none" and not meta["head"]["standardize"] and meta["best_epoch"] is None
     assert meta["validation"]["images"] == [] and meta["training"]["class_weights"] == {"normal": 1.0, "nodule": 1.0}
 
@@ -105,7 +113,7 @@ def test_original_recipe_is_plain_sgd_on_flat_codes_exactly(tmp_path, capsys):
                 loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(mx.nd.array(codes[batch])), mx.nd.array(truth[batch]))
             loss.backward()
             trainer.step(len(batch))
-    saved = read_params(tmp_path / "m" / head.params_file(3))
+    saved = read_params(tmp_path / "m" / params_file(3))
     for name, param in net.collect_params().items():
         prefix = "aux:" if "running" in name else "arg:"
         np.testing.assert_array_equal(saved[prefix + name], param.data().asnumpy(), err_msg=name)
@@ -120,7 +128,7 @@ def test_validation_keeps_groups_whole_and_scores_every_epoch(tmp_path, capsys):
     status, out, _ = cli(train_model.main, [images, codes, tmp_path / "grouped.json", models_dir, "--epochs", 3,
                                             "--batch-size", 8, "--val-fraction", 0.3], capsys)
     assert status == 0 and "validation:" in out
-    meta = json.load(open(models_dir / head.META_FILE))
+    meta = json.load(open(models_dir / META_FILE))
     held = set(meta["validation"]["images"])
     assert 6 <= len(held) <= 18 and meta["training"]["n_images"] == 40 - len(held)
     assert not {groups[n] for n in held} & {groups[n] for n in data["labels"] if n not in held}
@@ -153,7 +161,7 @@ def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
     models_dir = tmp_path / "m"
     assert cli(train_model.main, [*train, models_dir, "--epochs", 4, "--batch-size", 8, "--val-fraction", 0.25],
                capsys)[0] == 0
-    meta = json.load(open(models_dir / head.META_FILE))
+    meta = json.load(open(models_dir / META_FILE))
     assert meta["positive_class"] == "nodule"  # the class not named like normal, though it sorts first
     status, out, _ = cli(test_model.main, [*test, models_dir, "--epoch", "best", "--out", tmp_path / "eval"], capsys)
     assert status == 0 and "threshold" in out and "at 0.5" in out and "95% CI" in out
@@ -168,7 +176,7 @@ def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
     # without inner cross-validation the hold-out sets it, epoch by epoch, as before
     assert cli(train_model.main, [*train, tmp_path / "m0", "--epochs", 4, "--batch-size", 8, "--val-fraction", 0.25,
                                   "--folds", 0, "--layout", "avg"], capsys)[0] == 0
-    meta = json.load(open(tmp_path / "m0" / head.META_FILE))
+    meta = json.load(open(tmp_path / "m0" / META_FILE))
     assert cli(test_model.main, [*test, tmp_path / "m0", "--epoch", "best", "--out", tmp_path / "e0"], capsys)[0] == 0
     entry = next(e for e in meta["history"] if e["epoch"] == meta["best_epoch"])
     assert json.load(open(tmp_path / "e0" / "report.json"))["operating_point"] == {
@@ -181,7 +189,7 @@ def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
     assert "--positive 'effusion'" in line and "nodule" in line
     assert cli(train_model.main, [*train, tmp_path / "m3", "--epochs", 1, "--batch-size", 8, "--positive", "normal"],
                capsys)[0] == 0
-    assert json.load(open(tmp_path / "m3" / head.META_FILE))["positive_class"] == "normal"
+    assert json.load(open(tmp_path / "m3" / META_FILE))["positive_class"] == "normal"
 
 
 def test_keep_removes_old_checkpoints_but_never_the_best(tmp_path, capsys):
@@ -189,16 +197,16 @@ def test_keep_removes_old_checkpoints_but_never_the_best(tmp_path, capsys):
     models_dir = tmp_path / "m"
     common = ["--batch-size", 8, "--keep", 2, "--val-fraction", 0.25]
     assert cli(train_model.main, [*train, models_dir, "--epochs", 6, *common], capsys)[0] == 0
-    meta = json.load(open(models_dir / head.META_FILE))
+    meta = json.load(open(models_dir / META_FILE))
     kept = {5, 6, meta["best_epoch"]}
     assert {e["epoch"] for e in meta["history"] if e["params"]} == kept
-    assert {n for n in os.listdir(models_dir) if n.endswith(".params")} == {head.params_file(e) for e in kept}
+    assert {n for n in os.listdir(models_dir) if n.endswith(".params")} == {params_file(e) for e in kept}
     gone = min(set(range(1, 7)) - kept)
     line = fail(test_model.main, [*train, models_dir, "--epoch", gone], capsys)
     assert "removed (--keep)" in line and "kept checkpoints: epochs" in line
     # resuming longer goes on pruning; the best stays whatever its age
     assert cli(train_model.main, [*train, models_dir, "--epochs", 8, *common, "--resume"], capsys)[0] == 0
-    meta = json.load(open(models_dir / head.META_FILE))
+    meta = json.load(open(models_dir / META_FILE))
     assert {e["epoch"] for e in meta["history"] if e["params"]} == {7, 8, meta["best_epoch"]}
     for bad in (["--keep", 0], ["--val-fraction", 1], ["--dropout", -0.1], ["--lr", "inf"], ["--folds", 1]):
         line = fail(train_model.main, [*train, tmp_path / "bad", *bad], capsys)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_script
+from helpers import run_script, write_class_images
 from models import head
+from models.classifier import HeadClassifier, TrainSettings
+from models.headfolder import FORMAT, META_FILE, HeadFolder, params_file
 from models.heatmaps import grad_cam, heatmap_file, region_of
 from models.images import View
 from models.labels import save_labels
-from models.training import TrainSettings, fit_and_select
 
 
 def spot_codes(count, seed, cell=(1, 2), grid=4, channels=8):
@@ -27,8 +28,7 @@ def spot_codes(count, seed, cell=(1, 2), grid=4, channels=8):
 
 def spot_head(codes, targets):
     """A head trained with the defaults on ``codes``, and its twin for input gradients."""
-    net, _, _ = fit_and_select(codes, targets, [str(i) for i in range(len(targets))], ["plain", "spot"],
-                               TrainSettings(layout="avg", folds=0))
+    net = HeadClassifier(TrainSettings(layout="avg", folds=0)).fit(codes, targets, classes=["plain", "spot"]).net_
     meta = {"classes": ["plain", "spot"], "code_shape": list(codes.shape[1:]),
             "head": {"pool": "avg", "standardize": True, "dropout": 0.5}}
     return net, head.gradient_net(meta, net.collect_params())
@@ -101,27 +101,27 @@ def test_heatmap_file_is_whole_or_absent(tmp_path):
 
 
 def blob_images(folder, count, seed, with_blob):
-    """Gray noise; with_blob: a bright disc in the upper-left quarter (the only difference between the classes)."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    """Gray noise; with_blob: a bright disc in the upper-left quarter (the only difference between the classes).
+    Returns {file: 'blob' or 'plain'}."""
     yy, xx = np.mgrid[:128, :128]
-    names = []
-    for i in range(count):
+
+    def draw(rng, label, i):
         pixels = rng.normal(110, 25, (128, 128))
-        if with_blob:
+        if label == "blob":
             cy, cx = rng.integers(22, 42, size=2)
             pixels[(yy - cy) ** 2 + (xx - cx) ** 2 < 14 ** 2] = 245
-        names.append(f"{'blob' if with_blob else 'plain'}_{seed}_{i:02d}.png")
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(os.path.join(folder, names[-1]))
-    return names
+        return pixels
+
+    return write_class_images(folder, {"blob" if with_blob else "plain": count}, draw, seed,
+                              name=f"{{label}}_{seed}_{{i:02d}}.png", folders=False)
 
 
 def test_real_codes_heatmaps_and_predict_agree_with_test_model(weights, tmp_path):
     labels = {}
     for side, seed in (("train", 0), ("test", 1)):
         for with_blob in (False, True):
-            for name in blob_images(tmp_path / side, 16 if side == "train" else 6, seed, with_blob):
-                labels.setdefault(side, {})[name] = "blob" if with_blob else "plain"
+            labels.setdefault(side, {}).update(blob_images(tmp_path / side, 16 if side == "train" else 6, seed,
+                                                           with_blob))
         save_labels(tmp_path / f"{side}.json", ["plain", "blob"], labels[side])
     codes = [tmp_path / "codes_train", tmp_path / "codes_test"]
     assert run_script("train.py", tmp_path / "train", tmp_path / "test", *codes, "--gpus", "none").returncode == 0
@@ -175,14 +175,14 @@ def test_predict_refuses_what_it_cannot_trust(weights, tmp_path):
     models_dir.mkdir()
     result = run_script("-m", "models.predict", models_dir, tmp_path / "imgs")
     assert result.returncode == 2 and "no trained head" in result.stderr
-    meta = {"format": head.FORMAT, "classes": ["a", "b"], "code_shape": [512, 7, 7], "training": {},
+    meta = {"format": FORMAT, "classes": ["a", "b"], "code_shape": [512, 7, 7], "training": {},
             "backbone": {"model": "models/resnet-50", "model_sha256": "0" * 64, "layer": "stage4_unit2_relu1_output",
                          "precision": "fp32"},
-            "history": [{"epoch": 1, "params": head.params_file(1)}]}
-    (models_dir / head.META_FILE).write_text(json.dumps(meta))
+            "history": [{"epoch": 1, "params": params_file(1)}]}
+    (models_dir / META_FILE).write_text(json.dumps(meta))
     net = head.build_head(2, (512, 7, 7))
     net.initialize()
-    head.save_weights(str(models_dir), net, 1)
+    HeadFolder(models_dir).save_epoch(net, 1)
     result = run_script("-m", "models.predict", models_dir, tmp_path / "imgs")
     assert result.returncode == 2 and "is not the checkpoint" in result.stderr and result.stderr.count("error:") == 1
     result = run_script("-m", "models.predict", models_dir, tmp_path / "empty")
@@ -190,6 +190,6 @@ def test_predict_refuses_what_it_cannot_trust(weights, tmp_path):
     result = run_script("-m", "models.predict", models_dir, tmp_path / "missing.png")
     assert result.returncode == 2 and "no such image or folder" in result.stderr
     meta["history"] = []
-    (models_dir / head.META_FILE).write_text(json.dumps(meta))
+    (models_dir / META_FILE).write_text(json.dumps(meta))
     result = run_script("-m", "models.predict", models_dir, tmp_path / "imgs")
     assert result.returncode == 2 and "no finished epoch" in result.stderr

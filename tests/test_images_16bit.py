@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import models.images as images
-from conftest import REPO
+from helpers import REPO
 from models.images import read_image, resize_image, to_8bit
 
 

@@ -4,23 +4,7 @@ import json
 import os
 import subprocess
 
-import numpy as np
-from PIL import Image
-
-from conftest import REPO
-
-
-def write_class_folders(root, per_class=14):
-    """Two classes a backbone tells apart: bright discs on dark vs dark discs on bright, at random places."""
-    rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[:160, :160]
-    for label, (disc, background) in {"disc_bright": (230, 30), "disc_dark": (30, 230)}.items():
-        os.makedirs(root / label)
-        for i in range(per_class):
-            cy, cx, r = rng.integers(50, 110), rng.integers(50, 110), rng.integers(20, 40)
-            pixels = np.where((yy - cy) ** 2 + (xx - cx) ** 2 < r * r, disc, background)
-            pixels = np.clip(pixels + rng.normal(0, 10, pixels.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{label}_{i:02d}.png")
+from helpers import REPO, write_class_folders
 
 
 def test_make_pipeline_on_local_folders(weights, tmp_path):

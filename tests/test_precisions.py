@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 import skimage
 
-from conftest import run_script
+from helpers import run_script
 from models.codes import CodeStore
 from models.devices import cpu_model, has_native_bf16, require_native_bf16
 from models.errors import UserError
-from models.pretrained import MIN_SPEEDUP, SIMULATE_SLOW_ENV, SIMULATED_SPEEDUP, compare_speed
+from models.pretrained import (
+    MIN_SPEEDUP,
+    SIMULATE_SLOW_ENV,
+    SIMULATED_SPEEDUP,
+    compare_speed,
+)
 
 PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "horse.png", "hubble_deep_field.jpg",
           "ihc.png", "moon.png", "motorcycle_left.png", "rocket.jpg", "page.png"]

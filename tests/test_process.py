@@ -6,20 +6,13 @@ import random
 
 import pytest
 
-from models.errors import run_cli
+from helpers import cli
 from models.labels import load_labels
 from scraper import mesh, process
 from scraper.store import report_id_of
 from tests.openi_server import make_png
 
 PNG = make_png("placeholder")
-
-
-def run_process(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(process.main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def make_data_dir(folder, reports, seed=1):
@@ -56,7 +49,7 @@ def read_output(out):
 def test_split_is_by_report_stratified_and_matches_split_json(tmp_path, capsys):
     datas = make_data_dir(tmp_path / "data", STANDARD)
     os.remove(tmp_path / "data" / "images" / "CXR1_IM-0001-1001.png")
-    status, out, err = run_process([tmp_path / "data", tmp_path / "out"], capsys)
+    status, out, err = cli(process.main, [tmp_path / "data", tmp_path / "out"], capsys)
     assert status == 0, err
     split, sides = read_output(tmp_path / "out")
     reports = {side: {report_id_of(n[:-4]) for n in sides[side].labels} for side in sides}
@@ -94,11 +87,11 @@ def test_same_seed_same_split_other_seed_other_split(tmp_path, capsys):
     make_data_dir(tmp_path / "data", STANDARD)
     splits = []
     for out, seed in (("a", 0), ("b", 0), ("c", 1)):
-        assert run_process([tmp_path / "data", tmp_path / out, "--seed", seed], capsys)[0] == 0
+        assert cli(process.main, [tmp_path / "data", tmp_path / out, "--seed", seed], capsys)[0] == 0
         splits.append(read_output(tmp_path / out)[1]["test"].labels)
     assert splits[0] == splits[1] and splits[0] != splits[2]
     # rerunning into the same folder replaces the earlier split
-    assert run_process([tmp_path / "data", tmp_path / "a", "--seed", 1], capsys)[0] == 0
+    assert cli(process.main, [tmp_path / "data", tmp_path / "a", "--seed", 1], capsys)[0] == 0
     assert read_output(tmp_path / "a")[1]["test"].labels == splits[2]
 
 
@@ -117,7 +110,7 @@ def test_legacy_datas_json_and_other_classes(tmp_path, capsys):
         else:
             (data / "images" / f"{image_id}.png").write_bytes(PNG)
     (data / "datas.json").write_text(json.dumps(legacy))
-    status, out, err = run_process([data, tmp_path / "out", "--classes", "normal", "calcified granuloma"], capsys)
+    status, out, err = cli(process.main, [data, tmp_path / "out", "--classes", "normal", "calcified granuloma"], capsys)
     assert status == 0, err
     split, sides = read_output(tmp_path / "out")
     labels = {**sides["train"].labels, **sides["test"].labels}
@@ -129,7 +122,7 @@ def test_legacy_datas_json_and_other_classes(tmp_path, capsys):
 
 def test_xvision_protocol_sizes_without_leakage(tmp_path, capsys):
     make_data_dir(tmp_path / "data", {("normal",): 100, ("Nodule/lung",): 70, ("Opacity",): 5})
-    status, out, err = run_process([tmp_path / "data", tmp_path / "out", "--protocol", "xvision", "--seed", 3], capsys)
+    status, out, err = cli(process.main, [tmp_path / "data", tmp_path / "out", "--protocol", "xvision", "--seed", 3], capsys)
     assert status == 0 and err == "", err
     split, sides = read_output(tmp_path / "out")
     assert split["counts"]["train"]["normal"]["images"] == 100 and split["counts"]["train"]["nodule"]["images"] == 77
@@ -137,7 +130,7 @@ def test_xvision_protocol_sizes_without_leakage(tmp_path, capsys):
     assert not set(split["reports"]["train"]) & set(split["reports"]["test"]) and split["shortfall"] == []
 
     make_data_dir(tmp_path / "small", {("normal",): 100, ("Nodule/lung",): 20})
-    status, out, err = run_process([tmp_path / "small", tmp_path / "out2", "--protocol", "xvision"], capsys)
+    status, out, err = cli(process.main, [tmp_path / "small", tmp_path / "out2", "--protocol", "xvision"], capsys)
     assert status == 0 and "warning: the data has fewer images than the xvision protocol needs: train nodule" in err
     split, _ = read_output(tmp_path / "out2")
     assert split["counts"]["test"]["nodule"]["images"] == 26 and split["shortfall"][0].startswith("train nodule")
@@ -150,7 +143,7 @@ def test_from_folders(tmp_path, capsys):
         for n in range(count):
             (root / label / f"img{n}.png").write_bytes(PNG)
     (root / "healthy" / "notes.txt").write_text("not an image")
-    status, out, err = run_process(["--from-folders", root, tmp_path / "out", "--test-fraction", "0.5"], capsys)
+    status, out, err = cli(process.main, ["--from-folders", root, tmp_path / "out", "--test-fraction", "0.5"], capsys)
     assert status == 0, err
     split, sides = read_output(tmp_path / "out")
     assert sides["train"].classes == ("healthy", "pneumonia")
@@ -187,7 +180,7 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
             process.main(argv)
         assert exit_info.value.code == 2
         return
-    status, out, err = run_process(argv, capsys)
+    status, out, err = cli(process.main, argv, capsys)
     if message is None:  # OUT = DATA_DIR/images is allowed (nothing of the input is replaced)
         assert status == 0, err
         return
@@ -198,12 +191,12 @@ def test_existing_foreign_folder_is_not_replaced(tmp_path, capsys):
     make_data_dir(tmp_path / "data", {("normal",): 3, ("Nodule/lung",): 3})
     (tmp_path / "out" / "train").mkdir(parents=True)
     (tmp_path / "out" / "train" / "mine.txt").write_text("keep me")
-    status, _, err = run_process([tmp_path / "data", tmp_path / "out"], capsys)
+    status, _, err = cli(process.main, [tmp_path / "data", tmp_path / "out"], capsys)
     assert status == 2 and "was not written by this step" in err
     assert (tmp_path / "out" / "train" / "mine.txt").exists()
-    status, _, err = run_process([tmp_path / "data", tmp_path / "data"], capsys)
+    status, _, err = cli(process.main, [tmp_path / "data", tmp_path / "data"], capsys)
     assert status == 0, err
-    status, _, err = run_process(["--from-folders", tmp_path / "data", tmp_path / "data" / "split"], capsys)
+    status, _, err = cli(process.main, ["--from-folders", tmp_path / "data", tmp_path / "data" / "split"], capsys)
     assert status == 2 and "overlap" in err
 
 
@@ -215,7 +208,7 @@ def test_from_folders_group_pattern_keeps_each_patient_on_one_side(tmp_path, cap
         (root / label).mkdir(parents=True)
         for name in names:
             (root / label / name).write_bytes(PNG)
-    status, _, err = run_process(["--from-folders", root, tmp_path / "out", "--group-pattern", r"^(\d+)_"], capsys)
+    status, _, err = cli(process.main, ["--from-folders", root, tmp_path / "out", "--group-pattern", r"^(\d+)_"], capsys)
     assert status == 0, err
     split, sides = read_output(tmp_path / "out")
     patients = {side: {labels.groups[name] for name in labels.labels} for side, labels in sides.items()}
@@ -224,15 +217,15 @@ def test_from_folders_group_pattern_keeps_each_patient_on_one_side(tmp_path, cap
     assert split["group_pattern"] == r"^(\d+)_" and not set(split["reports"]["train"]) & set(split["reports"]["test"])
 
     # without a pattern each file is its own group, and the label files say so
-    status, _, err = run_process(["--from-folders", root, tmp_path / "out2"], capsys)
+    status, _, err = cli(process.main, ["--from-folders", root, tmp_path / "out2"], capsys)
     assert status == 0, err
     labels = load_labels(tmp_path / "out2" / "train_labels.json")
     assert all(labels.groups[name] == f"{label}/{name}" for name, label in labels.labels.items())
 
     (root / "normal" / "scan-7.png").write_bytes(PNG)
-    status, _, err = run_process(["--from-folders", root, tmp_path / "out3", "--group-pattern", r"^(\d+)_"], capsys)
+    status, _, err = cli(process.main, ["--from-folders", root, tmp_path / "out3", "--group-pattern", r"^(\d+)_"], capsys)
     assert status == 2 and err.count("\n") == 1 and "'scan-7.png'" in err and "--group-pattern" in err
-    status, _, err = run_process([tmp_path / "x", tmp_path / "out4", "--group-pattern", r"^(\d+)_"], capsys)
+    status, _, err = cli(process.main, [tmp_path / "x", tmp_path / "out4", "--group-pattern", r"^(\d+)_"], capsys)
     assert status == 2 and "applies to --from-folders" in err
 
 
@@ -247,7 +240,7 @@ def test_from_folders_resolves_links_and_lists_broken_ones(tmp_path, capsys):
             os.symlink(os.path.join("..", "..", "elsewhere", f"{label}{n}.png"), root / label / f"{label}{n}.png")
     os.symlink("missing.png", root / "normal" / "gone.png")
     (root / "nodule" / "folder.png").mkdir()
-    status, out, err = run_process(["--from-folders", root, tmp_path / "out", "--test-fraction", "0.5"], capsys)
+    status, out, err = cli(process.main, ["--from-folders", root, tmp_path / "out", "--test-fraction", "0.5"], capsys)
     assert status == 0, err
     split, sides = read_output(tmp_path / "out")
     for side, labels in sides.items():

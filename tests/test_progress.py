@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 from models.progress import PlainProgress
 
 SAMPLE = os.path.join(REPO, "examples", "nih-sample")

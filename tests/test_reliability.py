@@ -11,11 +11,11 @@ from PIL import Image
 import test_model
 import train
 import train_model
-from conftest import run_script, write_noise_pngs
-from models import head, training
+from helpers import cli, fail, make_split, run_script, write_noise_pngs
+from models import classifier
 from models.codes import CodeStore
+from models.headfolder import META_FILE, params_file
 from scraper import process
-from test_head import cli, fail, make_split
 
 
 @pytest.fixture
@@ -125,17 +125,17 @@ def test_5_bad_numbers_and_damaged_files_are_one_line(split, tmp_path, capsys):
     json.dump(good, open(index_path, "w"))
 
     models_dir = trained_head(split, tmp_path / "m", capsys)
-    meta = json.load(open(models_dir / head.META_FILE))
-    json.dump({k: v for k, v in meta.items() if k != "history"}, open(models_dir / head.META_FILE, "w"))
+    meta = json.load(open(models_dir / META_FILE))
+    json.dump({k: v for k, v in meta.items() if k != "history"}, open(models_dir / META_FILE, "w"))
     line = fail(test_model.main, [test_images, test_codes, test_labels, models_dir], capsys)
     assert "is damaged (history" in line
-    json.dump(meta, open(models_dir / head.META_FILE, "w"))
+    json.dump(meta, open(models_dir / META_FILE, "w"))
 
 
 def test_5_7_a_cut_off_checkpoint_says_why_in_one_line(split, tmp_path, capsys):
     (train_split, (test_images, test_codes, test_labels)) = split
     models_dir = trained_head(split, tmp_path / "m", capsys)
-    last = models_dir / head.params_file(2)
+    last = models_dir / params_file(2)
     last.write_bytes(last.read_bytes()[:1000])
     line = fail(test_model.main, [test_images, test_codes, test_labels, models_dir], capsys)
     assert "Invalid NDArray file format" in line and "Traceback" not in line
@@ -145,7 +145,7 @@ def test_5_7_a_cut_off_checkpoint_says_why_in_one_line(split, tmp_path, capsys):
 
 def test_6_a_loss_that_blows_up_stops_the_run_and_keeps_the_good_epochs(split, tmp_path, capsys, monkeypatch):
     (train_split, _) = split
-    real_step, calls = training.sgd_step, []
+    real_step, calls = classifier.sgd_step, []
 
     def exploding_step(params, lr, batch_size):  # from epoch 3 on (3 steps an epoch) the weights overflow
         calls.append(1)
@@ -154,14 +154,14 @@ def test_6_a_loss_that_blows_up_stops_the_run_and_keeps_the_good_epochs(split, t
             for param in params:
                 param.data()[:] = np.inf
 
-    monkeypatch.setattr(training, "sgd_step", exploding_step)
+    monkeypatch.setattr(classifier, "sgd_step", exploding_step)
     models_dir = tmp_path / "m"
     line = fail(train_model.main, [*train_split, models_dir, "--epochs", 5, "--batch-size", 8, "--val-fraction", 0,
                                    "--recipe", "xvision"], capsys)
     assert "loss became" in line and "lower --lr" in line
-    meta = json.load(open(models_dir / head.META_FILE))
+    meta = json.load(open(models_dir / META_FILE))
     assert [e["epoch"] for e in meta["history"]] == [1, 2] and all(np.isfinite(e["loss"]) for e in meta["history"])
-    assert not (models_dir / head.params_file(3)).exists()
+    assert not (models_dir / params_file(3)).exists()
 
 
 def test_11_temporary_files_of_a_killed_write_are_removed_by_the_next_run(split, tmp_path, capsys):

@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from conftest import REPO
+from helpers import REPO
 from tests.openi_server import FakeOpenI, make_items
 
 

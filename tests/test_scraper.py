@@ -13,9 +13,8 @@ import time
 
 import pytest
 
-from models.errors import run_cli
+from helpers import cli, read_tree
 from scraper import archive, openi, store
-from conftest import read_tree
 from tests.openi_server import FakeOpenI, make_items, make_png
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,14 +30,6 @@ def _load_cli():
 
 
 CLI = _load_cli()
-
-
-def run_scraper(argv, capsys):
-    """Run scraper.py's main as the command would; returns (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(CLI.main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def snapshot(folder):
@@ -60,7 +51,7 @@ def test_downloads_every_page_and_image_through_faults(tmp_path, capsys):
         server.fail(paths[2], "notpng")
         server.fail(paths[3], "timeout")
         server.fail(paths[4], "500", "500")
-        status, out, err = run_scraper([tmp_path / "out", "--base-url", server.base_url, "--workers", "3",
+        status, out, err = cli(CLI.main, [tmp_path / "out", "--base-url", server.base_url, "--workers", "3",
                                         "--timeout", "0.5", *FAST[:-3], "--quiet"], capsys)
     assert status == 0, err
     assert "saved 24 results and 24 images" in out
@@ -88,7 +79,7 @@ def test_unsafe_results_are_skipped_and_nothing_is_written_outside_out(tmp_path,
     traversal = dict(items[0], imgLarge="/imgs/512/../../../../tmp/x%2F..%2Fy.png")
     weird = dict(items[0], imgLarge="/imgs/512/1/1/bad name;rm.png")
     with FakeOpenI([evil, dotted, traversal, weird] + items, pngs) as server:
-        status, out, err = run_scraper([tmp_path / "out", "--base-url", server.base_url, *FAST], capsys)
+        status, out, err = cli(CLI.main, [tmp_path / "out", "--base-url", server.base_url, *FAST], capsys)
         assert not any("evil" in key for key in server.hits)
     assert status == 0, err
     assert out.count("warning: skipped a search result") == 4
@@ -102,7 +93,7 @@ def test_limit_and_off_host_redirects(tmp_path, capsys):
     with FakeOpenI(items, pngs, page_cap=3) as server:
         first = "/" + items[0]["imgLarge"].lstrip("/")
         server.fail(first, "redirect")
-        status, out, err = run_scraper([tmp_path / "out", "--base-url", server.base_url, "--limit", "5", *FAST],
+        status, out, err = cli(CLI.main, [tmp_path / "out", "--base-url", server.base_url, "--limit", "5", *FAST],
                                        capsys)
         assert server.hits["page:1"] == 1 and server.hits["page:4"] == 1 and "page:6" not in server.hits
     assert status == 2 and "1 images could not be saved" in err and "refused redirect" in err
@@ -119,12 +110,12 @@ def test_size_cap_and_lasting_failures_are_reported_and_retried_on_rerun(tmp_pat
     with FakeOpenI(items, pngs) as server:
         server.fail(paths[1], *["notpng"] * 4)
         argv = [tmp_path / "out", "--base-url", server.base_url, "--max-image-mb", "0.05", *FAST]
-        status, out, err = run_scraper(argv, capsys)
+        status, out, err = cli(CLI.main, argv, capsys)
         assert status == 2
         assert err.count("\n") == 1 and err.startswith("error: 2 images could not be saved")
         assert "cap" in err and "not a PNG" in err and "run the same command again" in err
         assert not (tmp_path / "out" / "images" / os.path.basename(paths[1])).exists()
-        status, out, err = run_scraper(argv, capsys)  # the server is fine now: the rerun fetches the rest
+        status, out, err = cli(CLI.main, argv, capsys)  # the server is fine now: the rerun fetches the rest
         assert status == 2 and err.startswith("error: 1 images could not be saved")
         assert server.hits[paths[1]] == 5 and server.hits[paths[2]] == 1
     assert (tmp_path / "out" / "images" / os.path.basename(paths[1])).read_bytes() == pngs[paths[1]]
@@ -134,7 +125,7 @@ def test_network_down_says_what_was_saved_and_how_to_resume(tmp_path, capsys):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    status, out, err = run_scraper([tmp_path / "out", "--base-url", dead, *FAST], capsys)
+    status, out, err = cli(CLI.main, [tmp_path / "out", "--base-url", dead, *FAST], capsys)
     assert status == 2
     assert err.count("\n") == 1 and err.startswith(f"error: cannot reach {dead}")
     assert "0 catalogued results and 0 images are saved" in err and "run the same command again" in err
@@ -143,12 +134,12 @@ def test_network_down_says_what_was_saved_and_how_to_resume(tmp_path, capsys):
     paths = sorted(pngs)
     with FakeOpenI(items, pngs) as server:  # the host stops answering in the middle of the image downloads
         server.fail(paths[3], *["close"] * 10)
-        status, out, err = run_scraper([tmp_path / "out", "--base-url", server.base_url, "--workers", "1",
+        status, out, err = cli(CLI.main, [tmp_path / "out", "--base-url", server.base_url, "--workers", "1",
                                         *FAST], capsys)
         assert status == 2 and err.count("\n") == 1
         assert f"cannot reach {server.base_url}" in err and "8 catalogued results and 3 images are saved" in err
         server.faults.clear()
-        status, out, err = run_scraper([tmp_path / "out", "--base-url", server.base_url, *FAST], capsys)
+        status, out, err = cli(CLI.main, [tmp_path / "out", "--base-url", server.base_url, *FAST], capsys)
         assert status == 0, err
         assert all(server.hits[p] == 1 for p in paths[:3])
     assert len(os.listdir(tmp_path / "out" / "images")) == 8
@@ -303,7 +294,7 @@ def test_from_archive_builds_the_same_layout_and_resumes(tmp_path, capsys):
     _tgz(tmp_path / "reports.tgz", reports)
     _tgz(tmp_path / "png.tgz", pngs)
     argv = [tmp_path / "out", "--from-archive", tmp_path / "png.tgz", "--reports", tmp_path / "reports.tgz", "--quiet"]
-    status, out, err = run_scraper(argv, capsys)
+    status, out, err = cli(CLI.main, argv, capsys)
     assert status == 2 and "1 images could not be saved" in err and "CXR4_IM-2050-1002" in err
     assert "saved 4 images" in out and "1 archive images without a report" in out
     assert "warning: unreadable report ecgen-radiology/5.xml" in out
@@ -318,12 +309,12 @@ def test_from_archive_builds_the_same_layout_and_resumes(tmp_path, capsys):
     for i in images:
         assert (tmp_path / "out" / "images" / f"{i}.png").read_bytes() == pngs[f"NLMCXR_png/{i}.png"]
     first = {n: os.stat(tmp_path / "out" / "images" / n).st_mtime_ns for n in os.listdir(tmp_path / "out" / "images")}
-    run_scraper(argv, capsys)
+    cli(CLI.main, argv, capsys)
     assert {n: os.stat(tmp_path / "out" / "images" / n).st_mtime_ns for n in first} == first  # kept, not rewritten
     assert sorted(os.listdir(tmp_path / "out" / "images")) == sorted(f"{i}.png" for i in images)
 
     _tgz(tmp_path / "other.tgz", {"x/readme.txt": b"hello"})
-    status, _, err = run_scraper([tmp_path / "o2", "--from-archive", tmp_path / "png.tgz", "--reports",
+    status, _, err = cli(CLI.main, [tmp_path / "o2", "--from-archive", tmp_path / "png.tgz", "--reports",
                                   tmp_path / "other.tgz"], capsys)
     assert status == 2 and err.startswith("error: no report XMLs")
 

@@ -5,16 +5,18 @@ over positions); the real radiographs are in `make accuracy`."""
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import test_model
 import train_model
+from helpers import CODES_META, cli, make_split
 from models import head, metrics, selection
+from models.classifier import HeadClassifier, TrainSettings, head_record
+from models.headfolder import META_FILE, HeadFolder
 from models.heatmaps import grad_cam
-from models.training import TrainSettings, choose_layout, fit_and_select, fit_arrays, head_record, predict_layouts
-from test_head import CODES_META, cli, make_split
 
 SHAPE = (16, 4, 4)
 
@@ -51,7 +53,8 @@ SETTINGS = TrainSettings(epochs=10, batch_size=16)
 def test_auto_picks_the_layout_the_signal_calls_for(make_codes, right, allowed):
     codes, targets = make_codes(40, seed=1)
     groups = [f"g{i}" for i in range(len(targets))]
-    choice, point = choose_layout(codes, targets, groups, ["normal", "nodule"], SETTINGS, progress=False)
+    fitted = HeadClassifier(SETTINGS).fit(codes, targets, groups, classes=["normal", "nodule"])
+    choice, point = fitted.selection_, fitted.operating_point_
     assert choice["winner"] in allowed, choice
     candidates = choice["candidates"]
     assert list(candidates) == ["avg", "flat", "both"] and choice["folds"] == 5 and choice["images"] == 80
@@ -62,35 +65,37 @@ def test_auto_picks_the_layout_the_signal_calls_for(make_codes, right, allowed):
     assert candidates[right]["roc_auc"] > 0.8 and candidates[right]["roc_auc"] > candidates[wrong]["roc_auc"] + 0.1
     assert point["images"] == {"normal": 40, "nodule": 40} and 0 < point["threshold"] < 1
 
-    # what train_model.py then trains generalises: the chosen layout on new codes of the same kind
-    net, threshold, record = fit_and_select(codes, targets, groups, ["normal", "nodule"], SETTINGS)
-    assert record["settings"].layout == choice["winner"] and threshold == point["threshold"]
+    # what is then trained generalises: the chosen layout on new codes of the same kind, at the out-of-fold threshold
+    assert fitted.layout_ == choice["winner"] and fitted.threshold_ == point["threshold"]
+    assert fitted.cv_results_[choice["winner"]]["threshold"] == point["threshold"]
     test_codes, test_targets = make_codes(30, seed=2)
-    assert metrics.roc_auc(test_targets, head.predict_proba(net, test_codes), 1) > 0.8
+    assert metrics.roc_auc(test_targets, fitted.predict_proba(test_codes), 1) > 0.8
 
 
 def test_both_is_its_branches_trained_as_alone_and_exports_the_mean_of_their_probabilities(tmp_path):
     codes, targets = positional_codes(20, seed=3)
     classes = ["normal", "nodule"]
     settings = TrainSettings(epochs=3, batch_size=16, dropout=0.0)  # no dropout: no random masks to differ
-    both = fit_arrays(codes, targets, classes, settings.for_layout("both"))
-    together = both.collect_params()
+    both = HeadClassifier(replace(settings, layout="both", folds=0)).fit(codes, targets, classes=classes)
+    together = both.net_.collect_params()
     for name in ("avg", "flat"):  # each branch is bit for bit the layout trained alone (same seed, same batches)
-        alone = fit_arrays(codes, targets, classes, settings.for_layout(name)).collect_params()
+        alone = HeadClassifier(replace(settings, layout=name, folds=0)).fit(codes, targets, classes=classes)
+        alone = alone.net_.collect_params()
         assert len(alone.keys()) == len([key for key in together.keys() if key.startswith(f"head_{name}_")])
         for key, param in alone.items():
             np.testing.assert_array_equal(param.data().asnumpy(),
                                           together[key.replace("head_", f"head_{name}_", 1)].data().asnumpy())
     test_codes = positional_codes(10, seed=4)[0]
-    proba = predict_layouts(both, test_codes, "both")
+    proba = {name: both.predict_proba(test_codes, layout=name) for name in ("avg", "flat", "both")}
     np.testing.assert_allclose(proba["both"], (proba["avg"] + proba["flat"]) / 2, atol=1e-6)
     # the checkpoint, loaded without training code, gives the same; Grad-CAM runs through both branches
-    head.save_weights(str(tmp_path), both, 1)
-    exported = head.predict_proba(head.load_predictor(str(tmp_path), 1), test_codes)
+    folder = HeadFolder(tmp_path)
+    folder.save_epoch(both.net_, 1)
+    exported = head.predict_proba(folder.load_predictor(1), test_codes)
     np.testing.assert_allclose(exported, proba["both"], atol=1e-6)
     meta = {"classes": classes, "code_shape": list(SHAPE), "head": head_record(settings.for_layout("both"))}
     assert meta["head"]["branches"]["avg"]["lr"] == 0.03 and meta["head"]["branches"]["flat"]["lr"] == 0.01
-    maps = grad_cam(head.gradient_net(meta, (str(tmp_path), 1)), test_codes, np.ones(20, dtype=int))
+    maps = grad_cam(folder.gradient_net(meta, 1), test_codes, np.ones(20, dtype=int))
     assert maps.shape == (20, 4, 4) and np.all(np.isfinite(maps)) and maps.max() > 0
 
 
@@ -111,11 +116,11 @@ def test_inner_folds_keep_groups_whole_and_shrink_for_few_groups():
 def test_too_few_groups_fall_back_to_the_averaged_heads_and_threshold_half():
     codes, targets = positional_codes(6, seed=0)
     groups = ["a"] * 6 + [f"p{i}" for i in range(6)]  # the first class is one patient
-    choice, point = choose_layout(codes, targets, groups, ["normal", "nodule"], SETTINGS, progress=False)
+    fitted = HeadClassifier(SETTINGS).fit(codes, targets, groups, classes=["normal", "nodule"])
+    choice = fitted.selection_
     assert choice["winner"] == "both" and choice["folds"] == 0 and "no cross-validation" in choice["why"]
-    assert point is None
-    net, threshold, _ = fit_and_select(codes, targets, groups, ["normal", "nodule"], SETTINGS)
-    assert threshold is None  # test_model.py then decides at 0.5
+    assert fitted.operating_point_ is None and fitted.cv_results_ == {} and fitted.layout_ == "both"
+    assert fitted.threshold_ == 0.5
 
 
 def test_the_averaged_heads_win_unless_one_layout_beats_them_by_a_standard_error():
@@ -157,14 +162,14 @@ def test_operating_point_is_where_out_of_fold_sensitivity_equals_specificity():
     rng = np.random.default_rng(1)
     targets = np.repeat([0, 1], [90, 30])
     leaning = 0.8 + 0.1 * targets + rng.normal(scale=0.05, size=120)  # well ranked, but every score above 0.5
-    point = selection.operating_point(np.stack([1 - leaning, leaning], 1), targets, ["normal", "nodule"], 1)
+    point = selection.balanced_point(np.stack([1 - leaning, leaning], 1), targets, ["normal", "nodule"], 1)
     decided = metrics.decide(np.stack([1 - leaning, leaning], 1), 1, point["threshold"])
     sensitivity, specificity = np.mean(decided[targets == 1] == 1), np.mean(decided[targets == 0] == 0)
     assert 0.8 < point["threshold"] < 0.9 and abs(sensitivity - specificity) <= 1 / 30
     assert point["out_of_fold_balanced_accuracy"] > point["out_of_fold_balanced_accuracy_at_half"] == 0.5
     assert point["images"] == {"normal": 90, "nodule": 30} and "sensitivity equals specificity" in point["why"]
     few = np.array([0] * 6 + [1] * 40)
-    point = selection.operating_point(np.full((46, 2), 0.5), few, ["normal", "nodule"], 1)
+    point = selection.balanced_point(np.full((46, 2), 0.5), few, ["normal", "nodule"], 1)
     assert point["threshold"] == 0.5 and "only 6 training images" in point["why"]
     assert point["images"] == {"normal": 6, "nodule": 40}
 
@@ -176,7 +181,7 @@ def test_train_model_records_the_choice_and_resume_keeps_it(tmp_path, capsys):
     status, out, _ = cli(train_model.main, [*train, models_dir, *common], capsys)
     assert status == 0 and "inner cross-validation, 5 folds on 30 training images" in out
     assert "<- chosen" in out and "threshold for 'nodule'" in out
-    meta = json.load(open(models_dir / head.META_FILE))
+    meta = json.load(open(models_dir / META_FILE))
     choice = meta["selection"]
     assert choice["winner"] == meta["head"]["layout"] == meta["training"]["layout"]
     assert meta["training"]["layout_requested"] == "auto" and meta["training"]["n_images"] == 30
@@ -184,15 +189,15 @@ def test_train_model_records_the_choice_and_resume_keeps_it(tmp_path, capsys):
 
     # interrupted after the choice, before epoch 1: --resume goes on without choosing again
     meta["history"], meta["best_epoch"] = [], None
-    head.write_meta(str(models_dir), meta)
+    HeadFolder(models_dir).write_meta(meta)
     status, out, _ = cli(train_model.main, [*train, models_dir, *common, "--resume"], capsys)
     assert status == 0 and "inner cross-validation" not in out
-    assert json.load(open(models_dir / head.META_FILE))["selection"] == choice
+    assert json.load(open(models_dir / META_FILE))["selection"] == choice
 
     # a fixed layout without inner cross-validation: no selection, no out-of-fold threshold
     status, out, _ = cli(train_model.main, [*train, tmp_path / "fixed", *common, "--layout", "flat", "--folds", 0],
                          capsys)
-    fixed = json.load(open(tmp_path / "fixed" / head.META_FILE))
+    fixed = json.load(open(tmp_path / "fixed" / META_FILE))
     assert status == 0 and fixed["selection"] is None and fixed["operating_point"] is None
     assert fixed["head"]["pool"] == "none" and fixed["training"]["lr"] == 0.01
     assert os.path.getsize(tmp_path / "fixed" / "training_curve.png") > 0
@@ -200,7 +205,7 @@ def test_train_model_records_the_choice_and_resume_keeps_it(tmp_path, capsys):
     # --layout both forced: its branches are scored too, but it is what is trained, whatever they score; test_model.py
     # evaluates it like any head
     status, out, _ = cli(train_model.main, [*train, tmp_path / "both", *common, "--layout", "both"], capsys)
-    forced = json.load(open(tmp_path / "both" / head.META_FILE))
+    forced = json.load(open(tmp_path / "both" / META_FILE))
     assert status == 0 and forced["head"]["layout"] == forced["selection"]["winner"] == "both"
     assert list(forced["selection"]["candidates"]) == ["avg", "flat", "both"]
     assert forced["selection"]["why"] == "--layout both" and forced["training"]["lr"] is None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models import weights as W
+from models.checkpoint import save_checkpoint
 from models.errors import UserError
 
 
@@ -101,7 +102,7 @@ def test_failed_save_leaves_no_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(mx.nd, "save", broken_save)
     with pytest.raises(OSError):
-        W.save_checkpoint(str(tmp_path / "net"), symbol, {}, {}, ["a", "b"])
+        save_checkpoint(str(tmp_path / "net"), symbol, {}, {}, ["a", "b"])
     assert not os.path.exists(tmp_path / "net-0000.params")
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
     assert not W.checkpoint_ready(str(tmp_path / "net"))

@@ -1,0 +1,430 @@
+"""The head as an estimator: ``HeadClassifier(settings).fit(codes, targets, groups, classes=...)``, then
+``predict_proba(codes)``. The one place a head is fitted: train_model.py (through ``models.training``), make accuracy,
+make audit and the tests all call it.
+
+``fit`` does, on arrays, everything the defaults need on small, imbalanced sets of real radiographs: the layout
+(codes averaged over their grid and standardised, the raw flattened grid, or a head on each) chosen by an inner
+cross-validation on the training images (``models.selection``), whose out-of-fold probabilities also give the
+two-class operating threshold; a validation hold-out in whole groups if asked; class-balanced loss weights; the
+epochs, with a callback after each. What it learned stays on the object as fitted attributes (``layout_``,
+``threshold_``, ``selection_``, ...). ``RECIPES["xvision"]`` is the original Xvision recipe exactly: plain loss, the
+flattened code, no standardisation, no dropout, every training image trained on, threshold 0.5.
+
+Training is deterministic: the initial weights come from the seed, epoch e's shuffle and dropout masks from
+(seed, e) alone, and plain SGD without momentum has no optimizer state, so the weights after epoch e and the epoch
+number are the whole training state (what ``warm_start`` continues from).
+"""
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from models import head, metrics, selection
+from models.errors import UserError
+from models.progress import progress_bar
+from models.splits import grouped_holdout
+
+CLASS_WEIGHTS = ("balanced", "none")
+STATS_BATCH = 256  # codes read at once while computing the standardisation
+# default SGD learning rate of each single-head layout (a layout of branches: each branch its own): the averaged head
+# needs more steps than 20 epochs at 0.01 give it on a few hundred images (docs/accuracy.md); the flattened head does
+# not gain from them
+LAYOUT_LR = {"avg": 0.03, "flat": 0.01}
+LAYOUT_CHOICES = ("auto",) + head.LAYOUT_NAMES
+SELECTION_RULE = ("pooled out-of-fold ROC-AUC of a grouped, stratified k-fold on the training images (95% interval: "
+                  "DeLong); the heads of both layouts averaged, unless one layout beats them by more than one standard "
+                  "error of the paired difference")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 20  # passes over the training images
+    lr: float = None  # SGD learning rate (no momentum, no weight decay, as the original); None: each layout's own
+    batch_size: int = 32  # images per SGD step
+    seed: int = 0  # initial weights, each epoch's shuffle, the validation split, the inner folds
+    class_weight: str = "balanced"  # balanced: each class weighs n / (classes * n_class) in the loss; none: plain loss
+    layout: str = "auto"  # avg: channel means, standardised (512 features); flat: the raw grid (25,088); both: a head
+    # on each, probabilities averaged; auto: the best of them by inner cross-validation
+    folds: int = 5  # inner cross-validation folds (layout, out-of-fold scores, threshold); 0: none
+    val_fraction: float = 0.0  # of each class's training images, held out in whole groups for per-epoch curves
+    dropout: float = 0.5  # share of the head's input features dropped at random in each training step
+    keep: int = 5  # epoch checkpoints kept besides the best one (the original's TensorFlow Saver kept 5)
+    positive: str = None  # two classes: the class the ROC and the threshold are about (None: chosen by name)
+
+    def for_layout(self, layout):
+        """These settings with ``layout`` fixed, and its own learning rate unless one was given (a layout of
+        branches keeps None: each branch trains at its own)."""
+        return replace(self, layout=layout, lr=LAYOUT_LR.get(layout) if self.lr is None else self.lr)
+
+    def branch_lr(self, branch):
+        """The learning rate of the single-head layout ``branch`` inside these settings' layout."""
+        return LAYOUT_LR[branch] if self.lr is None else self.lr
+
+    def check(self):
+        """UserError naming the settings (as train_model.py's options) that are out of range."""
+        lr = 0.01 if self.lr is None else self.lr
+        if self.epochs < 1 or self.batch_size < 2 or not 0 < lr < float("inf"):
+            raise UserError(f"need --epochs >= 1, --batch-size >= 2 (BatchNorm needs 2 samples) and a finite --lr > 0; "
+                            f"got {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be 0 or more, got {self.seed}")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.dropout < 1:
+            raise UserError(f"--val-fraction and --dropout must be at least 0 and below 1, got {self.val_fraction} "
+                            f"and {self.dropout}")
+        if self.keep < 1:
+            raise UserError(f"--keep must be at least 1 (the newest checkpoint is what --resume continues), "
+                            f"got {self.keep}")
+        if self.class_weight not in CLASS_WEIGHTS or self.layout not in LAYOUT_CHOICES:
+            raise UserError(f"--class-weight must be one of {CLASS_WEIGHTS} and --layout one of {LAYOUT_CHOICES}")
+        if self.folds == 1 or self.folds < 0 or (self.layout == "auto" and self.folds < 2):
+            raise UserError(f"--folds must be 0 (no inner cross-validation) or at least 2, and --layout auto needs "
+                            f"at least 2 (it chooses by cross-validation); got --folds {self.folds}")
+
+
+# Settings that reproduce the original Xvision head training exactly (the 512x512 head, SGD lr 0.01, batch 32,
+# 20 epochs are the defaults anyway).
+RECIPES = {"xvision": dict(class_weight="none", val_fraction=0.0, layout="flat", folds=0, lr=0.01, dropout=0.0)}
+
+
+def class_weights(targets, n_classes, mode):
+    """Loss weight of each class: scikit-learn's 'balanced' n / (n_classes * n_class), or all 1."""
+    if mode == "none":
+        return np.ones(n_classes)
+    counts = np.bincount(np.asarray(targets, dtype=int), minlength=n_classes)
+    return np.where(counts > 0, len(targets) / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+def feature_scaling(codes, pool):
+    """Per-feature mean and scale (1 / std) of the head's input, streamed over ``codes`` in float64 (memory flat).
+
+    A feature that does not vary in training keeps scale 1, as scikit-learn's StandardScaler does, so a value it
+    never took in training is not blown up.
+    """
+    total, total_sq, n, shift = 0.0, 0.0, 0, None
+    for start in range(0, len(codes), STATS_BATCH):
+        features = head.pool_codes(codes[np.arange(start, min(start + STATS_BATCH, len(codes)))], pool)
+        features = features.astype(np.float64)
+        shift = features[0] if shift is None else shift  # sums around a sample value: no cancellation
+        total = total + (features - shift).sum(axis=0)
+        total_sq = total_sq + ((features - shift) ** 2).sum(axis=0)
+        n += len(features)
+    mean_shifted = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean_shifted ** 2, 0.0))
+    mean = shift + mean_shifted
+    constant = std < 1e-6 * np.maximum(1.0, np.abs(mean))
+    return mean, np.where(constant, 1.0, 1.0 / np.where(constant, 1.0, std))
+
+
+def head_record(settings):
+    """head.json's "head": the layout, how the codes enter it (per branch for a layout of branches), the dropout."""
+    record = {"layout": settings.layout}
+    names = head.branches_of(settings.layout)
+    if len(names) == 1:
+        record.update(head.LAYOUTS[settings.layout])
+    else:
+        record["branches"] = {name: dict(head.LAYOUTS[name], lr=settings.branch_lr(name)) for name in names}
+        record["output"] = "log of the mean of the branches' class probabilities"
+    return dict(record, dropout=settings.dropout, hidden_units=head.HIDDEN_UNITS)
+
+
+def candidates_of(layout):
+    """The layouts an inner cross-validation with ``--layout`` scores: every one for auto (all from the fits of the
+    head of branches, whose branches are the single-head layouts), else the one given and, for a layout of branches,
+    its branches too (free: they are trained anyway)."""
+    return head.LAYOUT_NAMES if layout == "auto" else tuple(dict.fromkeys(head.branches_of(layout) + (layout,)))
+
+
+def validation_split(targets, groups, classes, settings):
+    """Positions of the training and the validation images; UserError where a class would lack either."""
+    all_positions = list(range(len(targets)))
+    if settings.val_fraction == 0:
+        return all_positions, []
+    present = sorted(set(targets))
+    train_pos, val_pos = grouped_holdout(list(targets), groups, present, settings.val_fraction, settings.seed)
+    for c in present:
+        members = [i for i in all_positions if targets[i] == c]
+        in_val = sum(targets[i] == c for i in val_pos)
+        if in_val == 0 or in_val == len(members):
+            side = "no validation images" if in_val == 0 else "no training images left"
+            n_groups = len({groups[i] for i in members})
+            raise UserError(f"--val-fraction {settings.val_fraction} leaves class {classes[c]!r} with {side} "
+                            f"(it has {len(members)} images in {n_groups} groups); choose another --val-fraction, "
+                            f"or --val-fraction 0 to train on every image without validation")
+    return train_pos, val_pos
+
+
+def _rows(codes, positions):
+    """The codes at ``positions``: an array for an array, still read on demand for ``CodeStore.rows_of``."""
+    return codes.subset(positions) if hasattr(codes, "subset") else codes[np.asarray(positions, dtype=int)]
+
+
+def _batches(order, batch_size):
+    """Consecutive batches of ``order``; a trailing batch of one joins the previous one (BatchNorm needs two)."""
+    starts = list(range(0, len(order), batch_size))
+    if len(starts) > 1 and len(order) - starts[-1] == 1:
+        starts.pop()
+    return [order[start:end] for start, end in zip(starts, starts[1:] + [len(order)])]
+
+
+def sgd_step(params, lr, batch_size):
+    """Plain SGD, weight -= lr * grad / batch_size, one sgd_update per parameter.
+
+    What gluon.Trainer(SGD, no momentum, no weight decay).step(batch_size) computes, minus its Python bookkeeping per
+    parameter, which cost ~4 ms of a 23 ms step here (about as much as the update of the 25088x512 weight itself).
+    """
+    import mxnet as mx
+
+    for param in params:
+        weight = param.data()
+        mx.nd.sgd_update(weight, param.grad(), lr=lr, wd=0.0, rescale_grad=1.0 / batch_size, out=weight)
+
+
+def validation_scores(truth, probabilities, weights, positive):
+    """One epoch's validation numbers; with a positive class also the balanced threshold and the scores at it."""
+    threshold = metrics.balanced_threshold(truth, probabilities, positive) if positive is not None else None
+    predicted = metrics.decide(probabilities, positive, 0.5 if threshold is None else threshold)
+    n_classes = probabilities.shape[1]
+    return {"val_loss": metrics.weighted_log_loss(truth, probabilities, weights),
+            "val_accuracy": float(np.mean(predicted == truth)),
+            "val_balanced_accuracy": metrics.balanced_accuracy(truth, predicted, n_classes),
+            "val_roc_auc": metrics.roc_auc(truth, probabilities, positive),
+            "threshold": threshold}
+
+
+class HeadClassifier:
+    """The classifier head on feature codes, fitted as ``train_model.py`` fits it.
+
+    Parameters
+    ----------
+    settings : TrainSettings
+        Every choice of the fit (layout, folds, epochs, ...); checked by ``fit`` (UserError naming the option).
+    context : mxnet.Context, optional
+        Where the head trains and predicts (default: the CPU).
+    progress : bool
+        Progress bars on stderr for the inner cross-validation and each epoch.
+
+    Fitted attributes
+    -----------------
+    classes_ : list of str, the class names in index order.
+    positive_ : int or None, the positive class of a two-class problem.
+    settings_ : TrainSettings, the settings with the layout fixed and the positive class resolved.
+    layout_ : str, the layout trained (``settings_.layout``).
+    cv_results_ : {layout: {"proba", "seconds", "roc_auc", "ci95", "threshold"}}, the inner cross-validation's
+        out-of-fold probabilities of each candidate and what they give; empty without one.
+    cv_folds_ : list of arrays, the positions each inner fold held out.
+    selection_ : dict or None, head.json's "selection": the candidates' scores, the winner and why.
+    operating_point_ : dict or None, head.json's "operating_point": the two-class threshold from the out-of-fold
+        probabilities of the winner, and where it came from.
+    train_positions_, validation_positions_ : lists of int, the images trained on and held out for validation.
+    class_weights_ : array, the loss weight of each class.
+    history_ : list of dict, each epoch's numbers (loss, accuracy, validation scores, seconds).
+    threshold_ : float or None, the two-class decision threshold: the operating point's, else the last epoch's
+        validation threshold, else 0.5 (None for more than two classes).
+    net_ : the trained MXNet network (outputs class logits).
+    """
+
+    def __init__(self, settings=TrainSettings(), *, context=None, progress=False):
+        self.settings, self.context, self.progress = settings, context, progress
+
+    def fit(self, codes, targets, groups=None, *, classes, selection=None, warm_start=None, on_selected=None,
+            on_epoch=None):
+        """Choose the layout and threshold, hold out the validation groups, and train.
+
+        Parameters
+        ----------
+        codes : array (n, *code shape), or anything indexed by an array of positions like one (``CodeStore.rows_of``,
+            read on demand: the epochs then never hold every code in memory).
+        targets : class indices (n,).
+        groups : group of each image (patient, report); None: every image its own. Folds and the validation
+            hold-out keep groups whole.
+        classes : the class names, in index order.
+        selection : (selection_, operating_point_) of an earlier fit on the same data and settings (a resumed run),
+            kept instead of running the inner cross-validation again.
+        warm_start : (epoch, load) to continue after ``epoch``: ``load(net)`` puts that epoch's weights into the
+            network built for the layout, in place of the seeded initialisation.
+        on_selected : called with the estimator once its layout, operating point, validation split and class
+            weights are fixed, before any weight is initialised (train_model.py records them then).
+        on_epoch : called with each finished epoch's numbers; ``net_`` then holds that epoch's weights.
+
+        Raises UserError for settings out of range, a validation split that leaves a class without images, an
+        unknown positive class, and a loss that diverges.
+        """
+        import mxnet as mx
+
+        self.settings.check()
+        context = self.context or mx.cpu()
+        targets = np.asarray(targets, dtype=int)
+        groups = [str(i) for i in range(len(targets))] if groups is None else list(groups)
+        self.classes_ = list(classes)
+        self.positive_ = metrics.positive_class(self.classes_, self.settings.positive)
+        settings = replace(self.settings,
+                           positive=None if self.positive_ is None else self.classes_[self.positive_])
+        if selection is not None:
+            (self.selection_, self.operating_point_), self.cv_results_, self.cv_folds_ = selection, {}, []
+        else:
+            self._select(codes, targets, groups, settings)
+        self.settings_ = settings.for_layout(self.selection_["winner"] if self.selection_ else settings.layout)
+        self.layout_ = self.settings_.layout
+        self.train_positions_, self.validation_positions_ = validation_split(targets, groups, self.classes_,
+                                                                             self.settings_)
+        self.class_weights_ = class_weights(targets[self.train_positions_], len(self.classes_),
+                                            self.settings_.class_weight)
+        if on_selected is not None:
+            on_selected(self)
+
+        train_codes = _rows(codes, self.train_positions_)
+        validation = None
+        if self.validation_positions_:
+            validation = (_rows(codes, self.validation_positions_), targets[self.validation_positions_])
+        if warm_start is None:
+            first_epoch, self.net_ = 1, self._initialised_net(train_codes, context)
+        else:
+            done, load = warm_start
+            first_epoch, self.net_ = done + 1, head.build_layout(len(self.classes_), codes.shape[1:], self.layout_,
+                                                                  dropout=self.settings_.dropout)
+            self.net_.initialize(ctx=context)
+            load(self.net_)
+        self.net_.hybridize(static_alloc=True)
+        self.history_ = []
+
+        def finished(entry):
+            self.history_.append(entry)
+            if on_epoch is not None:
+                on_epoch(entry)
+
+        self._train_epochs(train_codes, targets[self.train_positions_], validation, first_epoch, finished, context)
+        self.threshold_ = self._threshold()
+        return self
+
+    def predict_proba(self, codes, layout=None):
+        """Class probabilities (n, classes) in float64; ``layout``: one branch of a layout of branches instead."""
+        if layout is None or layout == self.layout_:
+            return head.predict_proba(self.net_, codes, self.context)
+        names = head.branches_of(self.layout_)
+        if layout not in names:
+            raise ValueError(f"layout {layout!r} is not a branch of this {self.layout_!r} head")
+        return head.predict_proba(head.branches(self.net_)[names.index(layout)], codes, self.context)
+
+    def predict(self, codes):
+        """Class indices: two classes decided at ``threshold_``, more by the largest probability."""
+        return metrics.decide(self.predict_proba(codes), self.positive_, self.threshold_)
+
+    def _select(self, codes, targets, groups, settings):
+        """The inner cross-validation: ``cv_results_``, ``cv_folds_``, ``selection_`` and ``operating_point_``."""
+        self.cv_results_, self.cv_folds_, self.selection_, self.operating_point_ = {}, [], None, None
+        if settings.folds == 0:
+            return
+        self.cv_folds_, note = selection.inner_folds(targets, groups, settings.folds, settings.seed)
+        if not self.cv_folds_:
+            winner = head.LAYOUT_NAMES[-1] if settings.layout == "auto" else settings.layout
+            why = f"{winner}, the heads of every layout averaged" if settings.layout == "auto" else f"--layout {winner}"
+            self.selection_ = {"candidates": {}, "winner": winner, "why": f"{why}; {note}", "folds": 0}
+            return
+        names = candidates_of(settings.layout)
+        fold_settings = replace(settings.for_layout(names[-1]), folds=0, val_fraction=0.0)  # the largest: its
+        # branches are the others
+        data = codes if isinstance(codes, np.ndarray) else codes[np.arange(len(codes))]  # read once for every fold
+        with progress_bar(total=len(self.cv_folds_), desc="inner cross-validation", unit="fold", leave=False,
+                          enabled=self.progress) as bar:
+            def fit_fold(fold_codes, fold_targets):
+                fitted = HeadClassifier(fold_settings, context=self.context).fit(fold_codes, fold_targets,
+                                                                                 classes=self.classes_)
+                bar.update(1)
+                return lambda test_codes: {name: fitted.predict_proba(test_codes, layout=name) for name in names}
+
+            results = selection.cross_validate(data, targets, self.classes_, self.cv_folds_, names, fit_fold)
+        positive = self.positive_
+        winner, why = selection.choose(results, targets, positive) if settings.layout == "auto" else \
+            (settings.layout, f"--layout {settings.layout}")
+        table = selection.summarise(results, targets, positive)
+        for name in table:
+            table[name]["lr"] = {branch: settings.branch_lr(branch) for branch in head.branches_of(name)}
+        self.selection_ = {"candidates": table, "winner": winner, "why": why, "folds": len(self.cv_folds_),
+                           "note": note, "images": len(targets), "seed": settings.seed, "by": SELECTION_RULE}
+        points = {name: selection.balanced_point(result["proba"], targets, self.classes_, positive)
+                  if positive is not None else None for name, result in results.items()}
+        self.cv_results_ = {name: dict(result, roc_auc=table[name]["roc_auc"], ci95=table[name]["ci95"],
+                                       threshold=points[name]["threshold"] if points[name] else None)
+                            for name, result in results.items()}
+        self.operating_point_ = points[winner]
+
+    def _initialised_net(self, train_codes, context):
+        """A new head with the seed's initial weights and, in each standardising branch, the training codes'
+        scaling."""
+        import mxnet as mx
+
+        settings = self.settings_
+        net = head.build_layout(len(self.classes_), train_codes.shape[1:], settings.layout, dropout=settings.dropout)
+        for part, name in zip(head.branches(net), head.branches_of(settings.layout)):
+            mx.random.seed(settings.seed)  # each branch starts where its layout would alone
+            part.initialize(mx.init.Xavier(), ctx=context, force_reinit=True)
+            if head.LAYOUTS[name]["standardize"]:
+                head.set_standardization(part, *feature_scaling(train_codes, head.LAYOUTS[name]["pool"]))
+        return net
+
+    def _train_epochs(self, codes, targets, validation, first_epoch, on_epoch, context):
+        """Epochs ``first_epoch``..``epochs`` of ``net_`` on ``codes``. A head of branches (``--layout both``) trains
+        each branch on its own loss at its own learning rate, on the same batches: the branches share no weight, so
+        each learns as its layout would alone (bit for bit without dropout; with it, only the masks differ); the loss
+        and accuracy reported are those of the mean of their probabilities."""
+        import mxnet as mx
+        from mxnet import autograd, gluon
+
+        settings, net, weights = self.settings_, self.net_, self.class_weights_
+        targets = np.asarray(targets, dtype=np.float32)
+        weighted = not np.all(weights == 1.0)  # unweighted: the original's loss, exactly
+        sample_weight = np.asarray(weights, dtype=np.float32)[targets.astype(int)][:, None]
+        parts = head.branches(net)
+        part_lr = [settings.branch_lr(name) for name in head.branches_of(settings.layout)]
+        trainable = [[param for param in part.collect_params().values() if param.grad_req != "null"] for part in parts]
+        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        nll = gluon.loss.SoftmaxCrossEntropyLoss(from_logits=True)  # of the branches' averaged log-probabilities
+        for epoch in range(first_epoch, settings.epochs + 1):
+            started = time.time()
+            order = np.random.default_rng([settings.seed, epoch]).permutation(len(targets))
+            mx.random.seed(int(np.random.default_rng([settings.seed, epoch, 1]).integers(2 ** 31)))  # dropout masks
+            loss_sum, correct = mx.nd.zeros(1, ctx=context), mx.nd.zeros(1, ctx=context)
+            with progress_bar(total=len(targets), desc=f"epoch {epoch}/{settings.epochs}", unit="img", leave=False,
+                              enabled=self.progress) as bar:
+                for batch in _batches(order, settings.batch_size):
+                    batch_codes = mx.nd.array(codes[batch], ctx=context)
+                    truth = mx.nd.array(targets[batch], ctx=context)
+                    extra = (mx.nd.array(sample_weight[batch], ctx=context),) if weighted else ()
+                    with autograd.record():
+                        outputs = [part(batch_codes) for part in parts]
+                        losses = [loss_fn(output, truth, *extra) for output in outputs]
+                    autograd.backward(losses)
+                    for params, lr in zip(trainable, part_lr):
+                        sgd_step(params, lr, len(batch))
+                    if len(parts) == 1:
+                        logits, loss = outputs[0], losses[0]
+                    else:
+                        log_p = mx.nd.stack(*[mx.nd.log_softmax(output, axis=1) for output in outputs])
+                        logits = mx.nd.log(mx.nd.exp(log_p).mean(axis=0))
+                        loss = nll(logits, truth, *extra)
+                    # summed on the device: reading them back every batch would stall MXNet's asynchronous engine
+                    loss_sum += loss.sum()
+                    correct += (logits.argmax(axis=1) == truth).sum()
+                    bar.update(len(batch))
+            loss_value = float(loss_sum.asscalar()) / len(targets)
+            if not np.isfinite(loss_value):
+                raise UserError(f"the training loss became {loss_value} in epoch {epoch}: the learning rate "
+                                f"({' / '.join(map(str, part_lr))}) is too high for these codes; lower --lr (epochs "
+                                f"before this one are kept)")
+            entry = {"epoch": epoch, "loss": loss_value, "accuracy": int(correct.asscalar()) / len(targets)}
+            if validation is not None:
+                val_codes, val_targets = validation
+                val_proba = head.predict_proba(net, val_codes, context)
+                entry.update(validation_scores(np.asarray(val_targets, dtype=int), val_proba, weights,
+                                               self.positive_))
+            entry["seconds"] = round(time.time() - started, 2)
+            on_epoch(entry)
+
+    def _threshold(self):
+        if self.positive_ is None:
+            return None
+        if self.operating_point_:
+            return self.operating_point_["threshold"]
+        last = self.history_[-1].get("threshold") if self.history_ else None
+        return 0.5 if last is None else last

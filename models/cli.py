@@ -1,0 +1,60 @@
+"""The command-line options several scripts share, each defined once: every entry point builds its parser from these
+``add_..._arguments`` helpers (and ``run_cli`` in ``models.errors`` turns its errors into one line)."""
+
+import argparse
+
+from models.devices import GPU_SPEC_HELP
+from models.images import FIELDS, LUNG_BOX, RESIZE_MODES, lung_box_arg
+
+
+def at_least(kind, minimum):
+    """An argparse type: a number of ``kind`` that is at least ``minimum``."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+    return parse
+
+
+def add_gpus_argument(parser, use="the network runs on all of them"):
+    parser.add_argument("--gpus", default="auto", help=f"{GPU_SPEC_HELP}; {use} (default: %(default)s)")
+
+
+def add_batch_size_argument(parser, default=32, minimum=1, what="images per forward pass"):
+    parser.add_argument("--batch-size", type=at_least(int, minimum), default=default,
+                        help=f"{what} (default: %(default)s)")
+
+
+def add_view_arguments(parser, resize=True, field=True):
+    """--resize, --field and --lung-box: what of an image the backbone sees (``models.images.View``)."""
+    if resize:
+        parser.add_argument("--resize", choices=RESIZE_MODES, default="crop",
+                            help="crop: centre square crop then 224x224 (the original's way); squash: resize the "
+                                 "whole image to 224x224 (default: %(default)s)")
+    if field:
+        parser.add_argument("--field", choices=FIELDS[:2], default="whole",
+                            help="whole: encode the whole image; lungs: only the lung field (--lung-box), the rest "
+                                 "filled with the image's mean, so that nothing outside the lungs (markers, text, "
+                                 "tubes, collimation) can reach the codes; recorded in the codes' index, and later "
+                                 "steps refuse to mix fields (default: %(default)s)")
+    parser.add_argument("--lung-box", type=lung_box_arg, default=LUNG_BOX, metavar="L,T,R,B",
+                        help="the lung field as fractions of the image's width and height: left, top, right, bottom "
+                             f"(default: {','.join(map(str, LUNG_BOX))})")
+
+
+def add_group_arguments(parser, scope=""):
+    """--group-pattern or --group-by (one of them): which images are one patient, kept on one side of every split
+    (``models.splits.image_groups``)."""
+    either = parser.add_mutually_exclusive_group()
+    either.add_argument("--group-pattern", metavar="REGEX",
+                        help=scope + "files whose names give the same first capture group (re.search) are one group "
+                             r"(a patient), kept on one side of every split, e.g. '^(\d+)_' for NIH file names like "
+                             "00001234_000.png; a file it does not match is an error (default: every image its own "
+                             "group)")
+    either.add_argument("--group-by", choices=("patient",),
+                        help=scope + "the DICOM files of one Patient ID are one group, written out only as a salted "
+                             "hash; an image without a Patient ID is an error")

@@ -1,0 +1,294 @@
+"""A trained head's folder (MODELS_DIR): what it holds, how it is written and read, and which epoch and threshold it
+stands for. The one home of that folder's rules, as ``models.codes`` is of a codes folder.
+
+A models folder holds
+- ``head-symbol.json``: the network as an MXNet symbol (input ``data``: a batch of codes; output: class logits);
+- ``head-NNNN.params``: the weights after epoch NNNN, in MXNet's own array format (``arg:``/``aux:`` names, no pickle);
+- ``head.json``: classes, code shape, the head's layout (its name, pooling, standardisation), what made the codes, the
+  training arguments, the inner cross-validation that chose the layout (``selection``: each candidate's out-of-fold
+  ROC-AUC with its 95% interval, the winner and why) and the two-class threshold from it (``operating_point``: the
+  threshold, where it came from, how many images of each class stand behind it), per-epoch training (and, with a
+  hold-out, validation) scores, the best epoch, and which epochs' params are still kept (``params``: null for a
+  removed one).
+
+Every file is written under a temporary name and renamed, and an epoch counts as finished only once ``head.json``
+lists it, so a run stopped at any moment leaves a consistent folder. No training code is needed to use a checkpoint::
+
+    net = mxnet.gluon.SymbolBlock.imports("head-symbol.json", ["data"], "head-0020.params")
+    probabilities = mxnet.nd.softmax(net(codes))
+
+The symbol includes the pooling and the standardisation of the codes, so the raw codes of train.py go in as they are.
+"""
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import asdict
+
+from models import checkpoint, head
+from models.classifier import RECIPES, TrainSettings, head_record
+from models.errors import UserError, mxnet_reason
+from models.fileio import read_json, write_json
+
+FORMAT = "xvision-mx head v1"
+META_FILE = "head.json"
+CHECKPOINT_PREFIX = "head"  # head-symbol.json + head-NNNN.params, the MXNet checkpoint naming
+SYMBOL_FILE = f"{CHECKPOINT_PREFIX}-symbol.json"
+PARAMS_PATTERN = re.compile(r"^head-(\d{4})\.params$")
+EPOCH_CHOICES = "best, last or an epoch number"
+# what must be equal between the codes a head was trained on and the codes it is given
+CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision", "field", "lung_box")
+# what must be equal between a resumed run and the run that wrote the folder
+RESUME_KEYS = ("lr", "batch_size", "seed", "class_weight", "val_fraction", "layout", "layout_requested", "folds",
+               "dropout", "positive", "data_sha256")
+BEST_EPOCH_BY = "highest validation ROC-AUC, then lowest validation loss"
+
+
+def params_file(epoch):
+    return os.path.basename(checkpoint.params_path(CHECKPOINT_PREFIX, epoch))
+
+
+def code_identity(codes_meta):
+    """What must be equal between two sets of codes for one head to read both (codes made before fields existed saw
+    the whole image)."""
+    identity = {key: (list(codes_meta[key]) if key == "shape" else codes_meta.get(key)) for key in CODE_IDENTITY}
+    return dict(identity, field=identity["field"] or "whole")
+
+
+def check_codes_match(codes_meta, head_meta, codes_dir):
+    """UserError if the codes come from another model, layer, shape, precision or field than the head was trained on
+    (a head.json from before fields existed was trained on whole images)."""
+    expected, given = code_identity(head_meta["backbone"]), code_identity(codes_meta)
+    differ = [f"{key} {given[key]!r} (head trained on {expected[key]!r})"
+              for key in CODE_IDENTITY if given[key] != expected[key]]
+    if differ:
+        made = head_meta["backbone"]
+        options = {"bf16": " --bf16", "int8": " --int8"}.get(expected["precision"], "")
+        if expected["field"] != "whole":
+            options += f" --field {expected['field']} --lung-box {','.join(map(str, expected['lung_box']))}"
+        raise UserError(f"codes in {codes_dir} were not made like the head's training codes: {'; '.join(differ)}; "
+                        f"extract them with train.py using --model {made.get('model')} --layer {made.get('layer')}"
+                        f"{options}")
+
+
+def data_digest(names, labels):
+    """sha256 of the training images' names, classes and groups: a resumed run must train on the same."""
+    rows = [[n, labels.labels[n]] + ([labels.group_of(n)] if labels.groups else []) for n in names]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, train_labels, data_sha256,
+             validation_images):
+    """head.json of a head fitted by ``estimator`` (its layout, operating point and validation split fixed; no epoch
+    yet) on the codes ``codes_meta`` describes, of the images and labels named."""
+    settings, classes = estimator.settings_, estimator.classes_
+    return {
+        "format": FORMAT,
+        "classes": list(classes),
+        "code_shape": list(code_shape),
+        "head": head_record(settings),
+        "backbone": dict(codes_meta, **code_identity(codes_meta)),  # what made the codes
+        "output": "logits; softmax gives class probabilities in 'classes' order",
+        "positive_class": settings.positive,
+        "training": dict(asdict(settings), layout_requested=estimator.settings.layout, train_imgs=train_imgs,
+                         train_codes=train_codes, train_labels=train_labels,
+                         n_images=len(estimator.train_positions_), data_sha256=data_sha256,
+                         class_weights=dict(zip(classes, estimator.class_weights_.tolist())),
+                         optimizer="sgd (no momentum, no weight decay)", loss="softmax cross-entropy", init="xavier"),
+        "selection": estimator.selection_,
+        "operating_point": estimator.operating_point_,
+        "validation": {"images": list(validation_images), "best_epoch_by": BEST_EPOCH_BY,
+                       "threshold_by": "the balanced point (sensitivity = specificity) of the validation images"},
+        "best_epoch": None,
+        "history": [],
+    }
+
+
+def best_epoch(history):
+    """The finished epoch with the highest validation ROC-AUC, of equals the one with the lowest validation loss;
+    None without validation. (The validation loss alone is a poor guide here: on small sets it rises from epoch 2 or 3
+    on as the head grows confident, while the ranking, which the AUC measures, still improves.)"""
+    scored = [entry for entry in history if entry.get("val_loss") is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda entry: (entry["val_roc_auc"] if entry["val_roc_auc"] is not None else -1.0,
+                                          -entry["val_loss"]))["epoch"]
+
+
+def finished_epochs(meta):
+    return [entry["epoch"] for entry in meta["history"]]
+
+
+def decision_rule(meta, epoch):
+    """(positive class index or None, threshold, where the threshold comes from) of the head at ``epoch``: the inner
+    cross-validation's operating point, else that epoch's validation threshold, else 0.5; argmax for more than two
+    classes."""
+    classes = meta["classes"]
+    positive = meta.get("positive_class")
+    if len(classes) != 2:
+        return None, None, "argmax (more than two classes)"
+    positive = classes.index(positive) if positive in classes else 1  # heads from before positive_class: the second
+    point = meta.get("operating_point")
+    if point:
+        counts = ", ".join(f"{count} {name}" for name, count in point["images"].items())
+        return positive, point["threshold"], f"{point['source']}, {counts}; {point['why']}"
+    entry = next(e for e in meta["history"] if e["epoch"] == epoch)
+    if entry.get("threshold") is None:
+        return positive, 0.5, "the default: the head was trained without inner cross-validation or validation images"
+    return positive, entry["threshold"], f"the balanced point of the validation images at epoch {epoch}"
+
+
+class HeadFolder:
+    """The models folder at ``path``: head.json, the symbol and the kept epochs' params."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def has_checkpoints(self):
+        return os.path.isdir(self.path) and any(
+            name == META_FILE or PARAMS_PATTERN.match(name) for name in os.listdir(self.path))
+
+    def has_meta(self):
+        return os.path.exists(self.file(META_FILE))
+
+    def read_meta(self):
+        """The folder's head.json; UserError if the folder holds no trained head."""
+        path = self.file(META_FILE)
+        if not os.path.exists(path):
+            raise UserError(f"no trained head in {self.path} ({META_FILE} missing): train one with train_model.py")
+        meta = read_json(path, "head metadata")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise UserError(f"{path} is not a '{FORMAT}' file: point MODELS_DIR at a folder made by train_model.py")
+        history = meta.get("history")
+        damaged = [key for key, kind in (("classes", list), ("code_shape", list), ("backbone", dict),
+                                         ("training", dict), ("history", list)) if not isinstance(meta.get(key), kind)]
+        if not damaged and not all(isinstance(e, dict) and isinstance(e.get("epoch"), int) for e in history):
+            damaged.append("history entries")
+        if damaged:
+            raise UserError(f"{path} is damaged ({', '.join(damaged)} missing or malformed): train again into a new "
+                            f"MODELS_DIR")
+        return meta
+
+    def write_meta(self, meta):
+        write_json(self.file(META_FILE), meta)
+
+    def save_epoch(self, net, epoch):
+        """Write the symbol and this epoch's params (each atomically); the caller then records the epoch in
+        head.json. Returns the params file's name."""
+        import mxnet as mx
+
+        symbol = net(mx.sym.var("data"))
+        aux_names = set(symbol.list_auxiliary_states())
+        weights = {name: param.data().as_in_context(mx.cpu()) for name, param in net.collect_params().items()}
+        checkpoint.save_checkpoint(self.file(CHECKPOINT_PREFIX), symbol,
+                                   {k: v for k, v in weights.items() if k not in aux_names},
+                                   {k: v for k, v in weights.items() if k in aux_names}, epoch=epoch)
+        return params_file(epoch)
+
+    def _params_path(self, epoch):
+        path = self.file(params_file(epoch))
+        if not os.path.exists(path):
+            raise UserError(f"checkpoint file missing: {path} (head.json lists epoch {epoch}); "
+                            f"train again into an empty folder or pick another --epoch")
+        return path
+
+    def epoch_weights(self, epoch):
+        """Every weight of epoch ``epoch`` by parameter name (NDArrays); UserError for a missing or damaged file."""
+        args, aux = checkpoint.load_params(self._params_path(epoch),
+                                           fix="pick another --epoch, or train again into a new MODELS_DIR")
+        return dict(args, **aux)
+
+    def load_weights(self, net, epoch):
+        """Put epoch ``epoch``'s weights into ``net`` (built for this folder's head.json)."""
+        saved, params = self.epoch_weights(epoch), net.collect_params()
+        if set(saved) != set(params.keys()):
+            raise UserError(f"{params_file(epoch)} in {self.path} does not fit the head described by {META_FILE}")
+        for name, param in params.items():
+            param.set_data(saved[name])
+
+    def load_predictor(self, epoch, context=None):
+        """The exported network of epoch ``epoch`` (the way a user without this code loads it); outputs logits."""
+        import mxnet as mx
+
+        symbol_path = self.file(SYMBOL_FILE)
+        if not os.path.exists(symbol_path):
+            raise UserError(f"checkpoint file missing: {symbol_path}; train again with train_model.py")
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Cannot decide type")  # the input's dtype is only known at the call
+                return mx.gluon.SymbolBlock.imports(symbol_path, ["data"], self._params_path(epoch),
+                                                    ctx=context or mx.cpu())
+        except mx.base.MXNetError as err:
+            raise UserError(f"cannot load epoch {epoch} from {self.path}: {mxnet_reason(err)} (a damaged or cut-off "
+                            f"checkpoint); pick another --epoch or train again") from None
+
+    def gradient_net(self, meta, epoch, context=None):
+        """The head of epoch ``epoch`` for input gradients (``head.gradient_net``)."""
+        return head.gradient_net(meta, self.epoch_weights(epoch), context)
+
+    def resolve_epoch(self, meta, epoch):
+        """(epoch number, how it was chosen) for --epoch best|last|N; UserError for one without a kept checkpoint."""
+        history = meta["history"]
+        if not history:
+            raise UserError(f"{self.path} holds no finished epoch: train with train_model.py first")
+        kept = [entry["epoch"] for entry in history if entry.get("params", True)]
+        if epoch == "best":
+            if meta.get("best_epoch") is None:
+                raise UserError(f"the head in {self.path} was trained without a validation hold-out (--val-fraction), "
+                                f"so it has no best epoch; use --epoch last or a number ({_kept_text(meta)})")
+            return meta["best_epoch"], f"best ({meta['validation']['best_epoch_by']})"
+        if epoch in (None, "last"):
+            return history[-1]["epoch"], "last"
+        try:
+            number = int(epoch)
+        except ValueError:
+            raise UserError(f"--epoch must be {EPOCH_CHOICES}, not {epoch!r}") from None
+        if number not in kept:
+            finished = number in [entry["epoch"] for entry in history]
+            why = "its checkpoint was removed (--keep)" if finished else "no such epoch was trained"
+            raise UserError(f"no checkpoint for epoch {number} in {self.path}: {why}; {_kept_text(meta)}")
+        return number, f"epoch {number}"
+
+    def check_resumable(self, meta, expected):
+        """UserError unless ``expected`` (the head.json a run now would start) continues ``meta`` (the folder's):
+        the same classes, codes, settings and training data."""
+        differ = [f"classes: now {expected['classes']}, checkpoints {meta['classes']}"] \
+            if meta["classes"] != expected["classes"] else []
+        was_codes, now_codes = code_identity(meta["backbone"]), code_identity(expected["backbone"])
+        differ += [f"codes' {key}: now {now_codes[key]!r}, checkpoints {was_codes[key]!r}"
+                   for key in CODE_IDENTITY if was_codes[key] != now_codes[key]]
+        # a head.json from before a setting existed was trained as the original recipe does
+        was, now = dict(asdict(TrainSettings(**RECIPES["xvision"])), **meta["training"]), expected["training"]
+        differ += [f"{key}: now {now[key]!r}, checkpoints {was.get(key)!r}"
+                   for key in RESUME_KEYS if was.get(key) != now[key]]
+        if differ:
+            raise UserError(f"cannot --resume in {self.path}: it was trained with other settings or data "
+                            f"({'; '.join(differ)}); resume with the original settings or train into a new "
+                            f"MODELS_DIR")
+
+    def prune(self, meta, keep):
+        """Delete the params of epochs that are neither among the ``keep`` newest nor the best (head.json says
+        which)."""
+        finished = [entry["epoch"] for entry in meta["history"] if entry.get("params")]
+        kept = set(finished[-keep:]) | {meta.get("best_epoch")}
+        removed = []
+        for entry in meta["history"]:
+            if entry.get("params") and entry["epoch"] not in kept:
+                removed.append(self.file(entry["params"]))
+                entry["params"] = None
+        if removed:
+            self.write_meta(meta)  # head.json stops naming them before they go
+            for path in removed:
+                if os.path.exists(path):
+                    os.remove(path)
+
+
+def _kept_text(meta):
+    kept = [entry["epoch"] for entry in meta["history"] if entry.get("params", True)]
+    best = f", best {meta['best_epoch']}" if meta.get("best_epoch") else ""
+    return f"kept checkpoints: epochs {', '.join(map(str, kept))}{best} (finished: 1..{meta['history'][-1]['epoch']})"
