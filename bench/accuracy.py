@@ -139,7 +139,7 @@ def _fold_job(codes, targets, groups, classes, train, test, seed, fold):
 def run_folds(codes, targets, groups, classes, splits, jobs, log):
     """outer_fold of every split, ``jobs`` at a time (``run_jobs``)."""
     def done(call, result):
-        seed, fold, train, test = call[-1], call[-2], call[4], call[5]
+        train, test, seed, fold = call[4:8]
         log(f"    seed {seed} fold {fold + 1}: {len(train)} training, {len(test)} test images, defaults chose "
             f"{result[2]}, {result[4]:.0f} s")
 

@@ -20,6 +20,17 @@ def at_least(kind, minimum):
     return parse
 
 
+def fraction(text):
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
 def add_gpus_argument(parser, use="the network runs on all of them"):
     parser.add_argument("--gpus", default="auto", help=f"{GPU_SPEC_HELP}; {use} (default: %(default)s)")
 

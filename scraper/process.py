@@ -22,7 +22,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from models.cli import add_group_arguments
+from models.cli import add_group_arguments, fraction
 from models.errors import UserError, run_cli
 from models.dicom import DICOM_EXTENSIONS, DicomError, dicom_header, patient_id, read_dicom, view_position
 from models.fileio import atomic_path, check_output_folder, write_json
@@ -264,13 +264,6 @@ def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
-def _fraction(text):
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m scraper.process",
@@ -290,7 +283,7 @@ def parse_args(argv):
     parser.add_argument("--classes", nargs="+", metavar="CLASS",
                         help="class names matched on MeSH major terms: 'normal' = the term 'normal', others = "
                              "the term's first part, case-insensitive (default: normal nodule)")
-    parser.add_argument("--test-fraction", type=_fraction, default=0.3,
+    parser.add_argument("--test-fraction", type=fraction, default=0.3,
                         help="share of each class's images that go to test, in whole reports (default 0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
     parser.add_argument("--protocol", choices=("full", "xvision"), default="full",
