@@ -6,6 +6,7 @@ Example: python test_model.py data/test data/codes/test data/test_labels.json da
 import argparse
 import os
 
+from models.cli import fraction
 from models.errors import run_cli
 from models.runtime import setup_runtime
 
@@ -15,12 +16,17 @@ def build_parser():
         prog="python test_model.py",
         description="Predict every test image with a head trained by train_model.py; write report.json (accuracy with "
                     "95% Wilson interval, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC-AUC "
-                    "with a 95% bootstrap interval), predictions.csv, confusion_matrix.png, roc_curve.png, "
-                    "predictions.png and Grad-CAM heatmaps (heatmaps.png, heatmaps.npz), and print the "
-                    "precision/recall table. With two classes, an image is predicted "
-                    "positive when its probability reaches the threshold train_model.py chose on the out-of-fold "
-                    "probabilities of its inner cross-validation (else on the validation images for that epoch, else "
-                    "0.5); report.json says which, and the scores at 0.5 are reported beside.")
+                    "with a 95% bootstrap interval; with two classes sensitivity at specificity 0.90 / 0.95 and "
+                    "specificity at sensitivity 0.90 / 0.95 with bootstrap intervals over patients, PPV / NPV, and "
+                    "how far the probabilities are risks: Brier score, calibration-in-the-large, slope, ECE; the "
+                    "input check's count of images unlike the training films), predictions.csv (per image: the "
+                    "class probabilities, training_distance and unlike_training), confusion_matrix.png, "
+                    "roc_curve.png, calibration.png, predictions.png and Grad-CAM heatmaps (heatmaps.png, "
+                    "heatmaps.npz), and print the precision/recall table and every image unlike the training films. "
+                    "Probabilities are recalibrated as train_model.py learned (--calibration). With two classes, an "
+                    "image is predicted positive when its probability reaches the threshold train_model.py chose on "
+                    "the out-of-fold probabilities of its inner cross-validation (else on the validation images for "
+                    "that epoch, else 0.5); report.json says which, and the scores at 0.5 are reported beside.")
     parser.add_argument("test_imgs", metavar="TEST_IMGS", help="folder of test images: every one needs a label and a code")
     parser.add_argument("test_codes", metavar="TEST_CODES",
                         help="codes folder made by train.py for TEST_IMGS, with the same --model and --layer as the "
@@ -38,6 +44,9 @@ def build_parser():
                              "cut layer's 7x7 grid, with the region of the image it lies on) and heatmaps.png (the "
                              "maps over the images of predictions.png); all: also one overlay PNG per image in "
                              "OUT/heatmaps/; none: no heatmaps (default: %(default)s)")
+    parser.add_argument("--prevalence", type=fraction, metavar="P",
+                        help="two classes: also report PPV and NPV at this prevalence of the positive class (where "
+                             "the tool would be used), beside those at the test images' own")
     return parser
 
 
@@ -47,7 +56,7 @@ def main(argv=None):
     from models.evaluation import evaluate, format_table
 
     report, out_dir = evaluate(args.test_imgs, args.test_codes, args.test_labels, args.models_dir,
-                               epoch=args.epoch, out_dir=args.out, heatmaps=args.heatmaps)
+                               epoch=args.epoch, out_dir=args.out, heatmaps=args.heatmaps, prevalence=args.prevalence)
     print(f"epoch {report['epoch']} of {args.models_dir} on {report['n']} test images:\n")
     print(format_table(report))
     print(f"\nreport, predictions and plots in {os.path.join(out_dir, '')}")

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from models.cli import add_batch_size_argument, add_gpus_argument
 from models.errors import run_cli
+from models.calibration import METHODS as CALIBRATIONS
 from models.classifier import LAYOUT_CHOICES, LAYOUT_LR, RECIPES, TrainSettings
 from models.headfolder import HeadFolder, finished_epochs
 from models.runtime import setup_runtime
@@ -77,6 +78,12 @@ def build_parser():
     parser.add_argument("--positive", metavar="CLASS",
                         help="two classes: the class the ROC-AUC and the threshold are about (default: the class not "
                              "named like normal / no finding when exactly one is, else the second)")
+    parser.add_argument("--calibration", choices=CALIBRATIONS,
+                        help="auto: recalibrate the class probabilities on the inner cross-validation's out-of-fold "
+                             "ones (two classes: logistic recalibration of the log-odds; more: temperature scaling), "
+                             "so that p can be read as a risk; the threshold is then stated on them and every "
+                             "decision stays the same; none: the head's own probabilities, as before (default: "
+                             f"{DEFAULTS.calibration}; without inner folds there is nothing to fit on)")
     parser.add_argument("--keep", type=int, default=DEFAULTS.keep,
                         help="epoch checkpoints kept besides the best one; older ones are removed once a newer one is "
                              "safely written (default: %(default)s)")
@@ -98,7 +105,7 @@ def main(argv=None):
         print(f"notice: {notice}", file=sys.stderr)
     settings = TrainSettings(**RECIPES.get(args.recipe, {}))
     chosen = {"class_weight": args.class_weight, "val_fraction": args.val_fraction, "layout": args.layout,
-              "folds": args.folds, "dropout": args.dropout, "lr": args.lr}
+              "folds": args.folds, "dropout": args.dropout, "lr": args.lr, "calibration": args.calibration}
     settings = replace(settings, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                        keep=args.keep, positive=args.positive,
                        **{key: value for key, value in chosen.items() if value is not None})

@@ -8,15 +8,18 @@ Runs every DATA given plus, by default, the two shared NIH sets (nih-cxr8-pa as 
 in bench/.cache/<name>/, resumable). Then, for each of --seeds fold seeds, a grouped, stratified k-fold
 cross-validation (no group in two folds) of
 - the head with train_model.py's defaults: the same estimator (``models.classifier.HeadClassifier``), whose inner
-  cross-validation on each training fold chooses the layout and the threshold;
+  cross-validation on each training fold chooses the layout and the threshold and recalibrates the probabilities; and
+  the same head's own probabilities (--calibration none);
 - the head with each layout fixed (--layout avg, flat, both; all three from one head of both branches, whose
   branches train as the single layouts would alone, but for their dropout masks; each at the threshold the
   defaults' inner cross-validation found for it, what train_model.py --layout NAME computes) and with the original
   Xvision settings (--recipe xvision, threshold 0.5);
 - a standardised, class-balanced logistic-regression probe on the same codes, flattened and averaged over the grid
   (what a linear model gets: the bar the head must clear).
-Prints a table per set (mean +- sd over seeds) and whether the defaults are within 0.02 ROC-AUC of the better probe
-and 0.01 of the best fixed layout; writes everything to --out (JSON).
+Prints a table per set (mean +- sd over seeds: ROC-AUC, balanced accuracy and recalls, and of the pooled out-of-fold
+probabilities the Brier score, mean p minus the prevalence and the calibration slope), the share of held-out images
+the input check flags, and whether the defaults are within 0.02 ROC-AUC of the better probe and 0.01 of the best fixed
+layout; writes everything to --out (JSON).
 """
 
 import argparse
@@ -49,9 +52,12 @@ NIH_PATIENT = r"^(\d+)_"
 SHARED = (("nih-sim-nodules", "nih-sim-nodules", NIH_PATIENT, None),
           ("nih-cxr8-pa, every 5th normal (1:8)", "nih-cxr8-pa", NIH_PATIENT, 5),
           ("nih-cxr8-pa", "nih-cxr8-pa", NIH_PATIENT, None))
-HEAD_ROWS = ("head (defaults: --layout auto)",) + tuple(f"head (--layout {name})" for name in head.LAYOUT_NAMES) + \
-    ("head (--recipe xvision)",)
+DEFAULTS_ROW, UNCALIBRATED_ROW = "head (defaults: --layout auto)", "head (defaults, --calibration none)"
+LAYOUT_ROWS = tuple(f"head (--layout {name})" for name in head.LAYOUT_NAMES)
+HEAD_ROWS = (DEFAULTS_ROW, UNCALIBRATED_ROW) + LAYOUT_ROWS + ("head (--recipe xvision)",)
 PROBE_ROWS = ("probe, flattened codes", "probe, averaged codes")
+# how far each row's pooled out-of-fold probabilities are risks (models.metrics.probability_scores)
+PROBABILITY_KEYS = ("brier", "calibration_in_the_large", "calibration_slope")
 PROBE_MARGIN, LAYOUT_MARGIN = 0.02, 0.01  # the defaults may trail the better probe / the best fixed layout by this
 
 
@@ -103,13 +109,18 @@ def outer_fold(codes, targets, groups, classes, train, test, seed):
     # threshold the defaults' inner cross-validation found for it (what train_model.py --layout NAME computes)
     largest = head.LAYOUT_NAMES[-1]
     both = defaults if defaults.layout_ == largest else \
-        HeadClassifier(TrainSettings(seed=seed, layout=largest, folds=0)).fit(x, y, classes=classes)
-    proba, threshold = {HEAD_ROWS[0]: defaults.predict_proba(codes[test])}, {HEAD_ROWS[0]: defaults.threshold_}
-    for name in head.LAYOUT_NAMES:
-        proba[f"head (--layout {name})"] = both.predict_proba(codes[test], layout=name)
+        HeadClassifier(TrainSettings(seed=seed, layout=largest, folds=0), input_check=False).fit(x, y, classes=classes)
+    proba, threshold = {DEFAULTS_ROW: defaults.predict_proba(codes[test])}, {DEFAULTS_ROW: defaults.threshold_}
+    proba[UNCALIBRATED_ROW] = defaults.predict_proba(codes[test], calibrated=False)
+    threshold[UNCALIBRATED_ROW] = (defaults.operating_point_ or {}).get("threshold_uncalibrated", defaults.threshold_)
+    for name, row in zip(head.LAYOUT_NAMES, LAYOUT_ROWS):
+        proba[row] = both.predict_proba(codes[test], layout=name, calibrated=False)
         result = defaults.cv_results_.get(name)  # none where a class lies in a single group: no inner folds
-        threshold[f"head (--layout {name})"] = result["threshold"] if result else 0.5
-    xvision = HeadClassifier(replace(XVISION, seed=seed)).fit(x, y, classes=classes)
+        threshold[row] = result["threshold"] if result else 0.5
+        if result and result["calibration"]:  # recalibrated as train_model.py --layout NAME would
+            proba[row], threshold[row] = result["calibration"].apply(proba[row]), \
+                result["calibration"].threshold(threshold[row])
+    xvision = HeadClassifier(replace(XVISION, seed=seed), input_check=False).fit(x, y, classes=classes)
     proba[HEAD_ROWS[-1]], threshold[HEAD_ROWS[-1]] = xvision.predict_proba(codes[test]), xvision.threshold_
     pooled, flat = head.pool_codes(codes, "avg"), codes.reshape(len(codes), -1)
     for name, features in zip(PROBE_ROWS, (flat, pooled)):
@@ -121,7 +132,8 @@ def outer_fold(codes, targets, groups, classes, train, test, seed):
            "out_of_fold": {name: result["proba"][:, positive].tolist()
                            for name, result in defaults.cv_results_.items()},
            "test_proba": {name: p[:, positive].tolist() for name, p in proba.items()}}
-    return proba, decided, defaults.layout_, raw
+    flagged = int(np.sum(defaults.input_check_.flag(codes[test])[1]))
+    return proba, decided, defaults.layout_, flagged, raw
 
 
 def outer_splits(targets, groups, folds, seeds):
@@ -141,7 +153,7 @@ def run_folds(codes, targets, groups, classes, splits, jobs, log):
     def done(call, result):
         train, test, seed, fold = call[4:8]
         log(f"    seed {seed} fold {fold + 1}: {len(train)} training, {len(test)} test images, defaults chose "
-            f"{result[2]}, {result[4]:.0f} s")
+            f"{result[2]}, {result[3]} flagged unlike the training films, {result[5]:.0f} s")
 
     calls = [(codes, targets, groups, classes, train, test, seed, fold) for seed, fold, train, test in splits]
     return run_jobs(_fold_job, calls, jobs, done)
@@ -178,19 +190,24 @@ def score_seed(targets, classes, splits, results):
     at_point = {name: np.zeros(len(targets), int) for name in rows}
     at_half = {name: np.zeros(len(targets), int) for name in rows}
     fold_aucs, winners = {name: [] for name in rows}, []
-    for (_, _, _, test), (fold_proba, decided, winner, _, _) in zip(splits, results):
+    flagged = 0
+    for (_, _, _, test), (fold_proba, decided, winner, fold_flagged, _, _) in zip(splits, results):
         winners.append(winner)
+        flagged += fold_flagged
         for name in rows:
             proba[name][test] = fold_proba[name]
             at_point[name][test], at_half[name][test] = decided[name]
             fold_aucs[name].append(metrics.roc_auc(targets[test], fold_proba[name], positive))
     n_classes = len(classes)
+    scores = {name: metrics.probability_scores(targets, proba[name], positive) for name in rows}
     return {name: {"roc_auc_mean": float(np.mean([a for a in fold_aucs[name] if a is not None])),
                    "roc_auc_folds": fold_aucs[name],
                    "roc_auc_pooled": metrics.roc_auc(targets, proba[name], positive),
                    "balanced_accuracy": metrics.balanced_accuracy(targets, at_point[name], n_classes),
                    "balanced_accuracy_at_0.5": metrics.balanced_accuracy(targets, at_half[name], n_classes),
-                   "recall": {classes[c]: float(np.mean(at_point[name][targets == c] == c)) for c in range(n_classes)}}
+                   "recall": {classes[c]: float(np.mean(at_point[name][targets == c] == c)) for c in range(n_classes)},
+                   **{key: scores[name][key] for key in PROBABILITY_KEYS},
+                   "flagged_unlike_training": flagged / len(targets)}
             for name in rows}, winners
 
 
@@ -199,7 +216,8 @@ def aggregate(per_seed):
     rows = {}
     for name in per_seed[0]:
         rows[name] = {}
-        for key in ("roc_auc_mean", "roc_auc_pooled", "balanced_accuracy", "balanced_accuracy_at_0.5"):
+        for key in ("roc_auc_mean", "roc_auc_pooled", "balanced_accuracy", "balanced_accuracy_at_0.5",
+                    "flagged_unlike_training") + PROBABILITY_KEYS:
             values = [seed_rows[name][key] for seed_rows in per_seed]
             rows[name][key] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1
                                else 0.0, "seeds": values}
@@ -211,10 +229,11 @@ def aggregate(per_seed):
 def verdict(rows):
     """The defaults against the better probe and the best fixed layout (mean over seeds of the mean-of-folds AUC)."""
     auc = {name: row["roc_auc_mean"]["mean"] for name, row in rows.items()}
-    defaults = auc[HEAD_ROWS[0]]
+    defaults = auc[DEFAULTS_ROW]
     probe = max(PROBE_ROWS, key=auc.get)
-    layout = max(HEAD_ROWS[1:1 + len(head.LAYOUT_NAMES)], key=auc.get)
-    point, half = rows[HEAD_ROWS[0]]["balanced_accuracy"]["mean"], rows[HEAD_ROWS[0]]["balanced_accuracy_at_0.5"]["mean"]
+    layout = max(LAYOUT_ROWS, key=auc.get)
+    point = rows[DEFAULTS_ROW]["balanced_accuracy"]["mean"]
+    half = rows[DEFAULTS_ROW]["balanced_accuracy_at_0.5"]["mean"]
     return {"defaults_minus_better_probe": defaults - auc[probe], "better_probe": probe,
             "defaults_minus_best_layout": defaults - auc[layout], "best_layout": layout,
             "balanced_accuracy_point_minus_half": point - half,
@@ -225,14 +244,18 @@ def verdict(rows):
 def format_rows(title, rows, classes, winners, check):
     plus = lambda stat: f"{stat['mean']:.3f} ± {stat['sd']:.3f}"  # noqa: E731
     lines = [title, "", "| model | ROC-AUC, mean of folds | pooled out-of-fold | balanced acc. at its threshold | "
-                        f"at 0.5 | recall {classes[0]} | recall {classes[1]} |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+                        f"at 0.5 | recall {classes[0]} | recall {classes[1]} | Brier | mean p - prevalence | "
+                        "calibration slope |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in rows.items():
         lines.append(f"| {name} | {plus(row['roc_auc_mean'])} | {plus(row['roc_auc_pooled'])} | "
                      f"{plus(row['balanced_accuracy'])} | {plus(row['balanced_accuracy_at_0.5'])} | "
-                     f"{row['recall'][classes[0]]:.3f} | {row['recall'][classes[1]]:.3f} |")
+                     f"{row['recall'][classes[0]]:.3f} | {row['recall'][classes[1]]:.3f} | {plus(row['brier'])} | "
+                     f"{plus(row['calibration_in_the_large'])} | {plus(row['calibration_slope'])} |")
+    flagged = rows[DEFAULTS_ROW]["flagged_unlike_training"]["mean"]
     chosen = ", ".join(f"{name} {winners.count(name)}" for name in head.LAYOUT_NAMES)
-    lines += ["", f"Layout the defaults chose in the {len(winners)} training folds: {chosen}. Defaults minus "
+    lines += ["", f"Held-out images the input check flagged as unlike their training fold's: {flagged:.1%}. "
+                  f"Layout the defaults chose in the {len(winners)} training folds: {chosen}. Defaults minus "
                   f"{check['better_probe']}: {check['defaults_minus_better_probe']:+.3f}; minus "
                   f"{check['best_layout']}: {check['defaults_minus_best_layout']:+.3f}; balanced accuracy at the "
                   f"operating point minus at 0.5: {check['balanced_accuracy_point_minus_half']:+.3f} -> "
@@ -259,7 +282,8 @@ def datasets(args):
 def add_fold_arguments(parser, jobs_are):
     """--seeds, --folds and --jobs: the cross-validation of make accuracy and make audit."""
     parser.add_argument("--seeds", type=at_least(int, 1), default=3, help="fold seeds 0..N-1 (default: %(default)s)")
-    parser.add_argument("--folds", type=at_least(int, 2), default=5, help="cross-validation folds (default: %(default)s)")
+    parser.add_argument("--folds", type=at_least(int, 2), default=5,
+                        help="cross-validation folds (default: %(default)s)")
     parser.add_argument("--jobs", type=at_least(int, 1), default=len(os.sched_getaffinity(0)),
                         help=f"{jobs_are}, one process each (default: the CPUs, %(default)s)")
 
@@ -327,7 +351,7 @@ def main(argv=None):
         rows = aggregate(per_seed)
         check = verdict(rows)
         if args.raw:
-            raw_sets[name] = {"targets": y.tolist(), "folds": [done[3] for done in folds_done]}
+            raw_sets[name] = {"targets": y.tolist(), "folds": [done[4] for done in folds_done]}
             write_json(args.raw, raw_sets)
         results["datasets"][name] = {"data": root, "group_pattern": pattern, "group_by": group_by,
                                      "every_nth_negative": every,

@@ -52,7 +52,7 @@ def _fold_job(codes, targets, classes, train, test, seed, field):
     """Both models' test probabilities of the positive class on one outer fold of one encoding."""
     setup_runtime()  # in a worker process: before its MXNet loads
     positive = metrics.positive_class(classes)
-    fitted = HeadClassifier(HEAD).fit(codes[train], targets[train], classes=classes)
+    fitted = HeadClassifier(HEAD, input_check=False).fit(codes[train], targets[train], classes=classes)
     pooled = head.pool_codes(codes, "avg")
     return {MODELS[0]: fitted.predict_proba(codes[test])[:, positive],
             MODELS[1]: probe_proba(pooled[train], targets[train], pooled[test], seed)[:, positive]}

@@ -5,9 +5,10 @@ make audit and the tests all call it.
 ``fit`` does, on arrays, everything the defaults need on small, imbalanced sets of real radiographs: the layout
 (codes averaged over their grid and standardised, the raw flattened grid, or a head on each) chosen by an inner
 cross-validation on the training images (``models.selection``), whose out-of-fold probabilities also give the
-two-class operating threshold; a validation hold-out in whole groups if asked; class-balanced loss weights; the
-epochs, with a callback after each. What it learned stays on the object as fitted attributes (``layout_``,
-``threshold_``, ``selection_``, ...). ``RECIPES["xvision"]`` is the original Xvision recipe exactly: plain loss, the
+two-class operating threshold and a recalibration of the probabilities (``models.calibration``); a validation
+hold-out in whole groups if asked; class-balanced loss weights; a model of the training codes that flags unlike images
+(``models.inputcheck``); the epochs, with a callback after each. What it learned stays on the object as fitted
+attributes (``layout_``, ``threshold_``, ``selection_``, ``calibration_``, ``input_check_``, ...). ``RECIPES["xvision"]`` is the original Xvision recipe exactly: plain loss, the
 flattened code, no standardisation, no dropout, every training image trained on, threshold 0.5.
 
 Training is deterministic: the initial weights come from the seed, epoch e's shuffle and dropout masks from
@@ -21,7 +22,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from models import head, metrics, selection
+from models.calibration import METHODS as CALIBRATIONS
+from models.calibration import Recalibration
 from models.errors import UserError
+from models.inputcheck import InputCheck
 from models.progress import progress_bar
 from models.splits import grouped_holdout
 
@@ -51,6 +55,8 @@ class TrainSettings:
     dropout: float = 0.5  # share of the head's input features dropped at random in each training step
     keep: int = 5  # epoch checkpoints kept besides the best one (the original's TensorFlow Saver kept 5)
     positive: str = None  # two classes: the class the ROC and the threshold are about (None: chosen by name)
+    calibration: str = "auto"  # auto: probabilities recalibrated on the inner cross-validation's out-of-fold ones
+    # (two classes: logistic, more: temperature); none: the head's own
 
     def for_layout(self, layout):
         """These settings with ``layout`` fixed, and its own learning rate unless one was given (a layout of
@@ -75,8 +81,10 @@ class TrainSettings:
         if self.keep < 1:
             raise UserError(f"--keep must be at least 1 (the newest checkpoint is what --resume continues), "
                             f"got {self.keep}")
-        if self.class_weight not in CLASS_WEIGHTS or self.layout not in LAYOUT_CHOICES:
-            raise UserError(f"--class-weight must be one of {CLASS_WEIGHTS} and --layout one of {LAYOUT_CHOICES}")
+        if self.class_weight not in CLASS_WEIGHTS or self.layout not in LAYOUT_CHOICES or \
+                self.calibration not in CALIBRATIONS:
+            raise UserError(f"--class-weight must be one of {CLASS_WEIGHTS}, --layout one of {LAYOUT_CHOICES} and "
+                            f"--calibration one of {CALIBRATIONS}")
         if self.folds == 1 or self.folds < 0 or (self.layout == "auto" and self.folds < 2):
             raise UserError(f"--folds must be 0 (no inner cross-validation) or at least 2, and --layout auto needs "
                             f"at least 2 (it chooses by cross-validation); got --folds {self.folds}")
@@ -84,7 +92,8 @@ class TrainSettings:
 
 # Settings that reproduce the original Xvision head training exactly (the 512x512 head, SGD lr 0.01, batch 32,
 # 20 epochs are the defaults anyway).
-RECIPES = {"xvision": dict(class_weight="none", val_fraction=0.0, layout="flat", folds=0, lr=0.01, dropout=0.0)}
+RECIPES = {"xvision": dict(class_weight="none", val_fraction=0.0, layout="flat", folds=0, lr=0.01, dropout=0.0,
+                           calibration="none")}
 
 
 def class_weights(targets, n_classes, mode):
@@ -203,6 +212,8 @@ class HeadClassifier:
         Where the head trains and predicts (default: the CPU).
     progress : bool
         Progress bars on stderr for the inner cross-validation and each epoch.
+    input_check : bool
+        Fit ``input_check_`` too (the heads of the inner folds, and benchmarks that do not use it, skip it).
 
     Fitted attributes
     -----------------
@@ -210,24 +221,30 @@ class HeadClassifier:
     positive_ : int or None, the positive class of a two-class problem.
     settings_ : TrainSettings, the settings with the layout fixed and the positive class resolved.
     layout_ : str, the layout trained (``settings_.layout``).
-    cv_results_ : {layout: {"proba", "seconds", "roc_auc", "ci95", "threshold"}}, the inner cross-validation's
-        out-of-fold probabilities of each candidate and what they give; empty without one.
+    cv_results_ : {layout: {"proba", "seconds", "roc_auc", "ci95", "threshold", "calibration"}}, the inner
+        cross-validation's out-of-fold probabilities of each candidate and what they give (its threshold on them, its
+        recalibration or None); empty without one.
     cv_folds_ : list of arrays, the positions each inner fold held out.
     selection_ : dict or None, head.json's "selection": the candidates' scores, the winner and why.
     operating_point_ : dict or None, head.json's "operating_point": the two-class threshold from the out-of-fold
         probabilities of the winner, and where it came from.
     train_positions_, validation_positions_ : lists of int, the images trained on and held out for validation.
     class_weights_ : array, the loss weight of each class.
+    input_check_ : ``models.inputcheck.InputCheck`` fitted on the training codes: how unlike them a code is (None with
+        ``input_check=False``).
     history_ : list of dict, each epoch's numbers (loss, accuracy, validation scores, seconds).
-    threshold_ : float or None, the two-class decision threshold: the operating point's, else the last epoch's
-        validation threshold, else 0.5 (None for more than two classes).
+    calibration_ : ``models.calibration.Recalibration`` or None, fitted on the winner's out-of-fold probabilities and
+        applied by ``predict_proba``; ``calibration_note_`` says why there is none.
+    threshold_ : float or None, the two-class decision threshold: the operating point's (on recalibrated
+        probabilities where there is a recalibration), else the last epoch's validation threshold, else 0.5 (None for
+        more than two classes).
     net_ : the trained MXNet network (outputs class logits).
     """
 
-    def __init__(self, settings=TrainSettings(), *, context=None, progress=False):
-        self.settings, self.context, self.progress = settings, context, progress
+    def __init__(self, settings=TrainSettings(), *, context=None, progress=False, input_check=True):
+        self.settings, self.context, self.progress, self.input_check = settings, context, progress, input_check
 
-    def fit(self, codes, targets, groups=None, *, classes, selection=None, warm_start=None, on_selected=None,
+    def fit(self, codes, targets, groups=None, *, classes, chosen=None, warm_start=None, on_selected=None,
             on_epoch=None):
         """Choose the layout and threshold, hold out the validation groups, and train.
 
@@ -239,12 +256,12 @@ class HeadClassifier:
         groups : group of each image (patient, report); None: every image its own. Folds and the validation
             hold-out keep groups whole.
         classes : the class names, in index order.
-        selection : (selection_, operating_point_) of an earlier fit on the same data and settings (a resumed run),
-            kept instead of running the inner cross-validation again.
+        chosen : head.json's "selection", "operating_point" and "calibration" of an earlier fit on the same data and
+            settings (a resumed run), kept instead of running the inner cross-validation again.
         warm_start : (epoch, load) to continue after ``epoch``: ``load(net)`` puts that epoch's weights into the
             network built for the layout, in place of the seeded initialisation.
-        on_selected : called with the estimator once its layout, operating point, validation split and class
-            weights are fixed, before any weight is initialised (train_model.py records them then).
+        on_selected : called with the estimator once its layout, operating point, validation split, class weights
+            and input check are fixed, before any weight is initialised (train_model.py records them then).
         on_epoch : called with each finished epoch's numbers; ``net_`` then holds that epoch's weights.
 
         Raises UserError for settings out of range, a validation split that leaves a class without images, an
@@ -260,8 +277,11 @@ class HeadClassifier:
         self.positive_ = metrics.positive_class(self.classes_, self.settings.positive)
         settings = replace(self.settings,
                            positive=None if self.positive_ is None else self.classes_[self.positive_])
-        if selection is not None:
-            (self.selection_, self.operating_point_), self.cv_results_, self.cv_folds_ = selection, {}, []
+        if chosen is not None:
+            self.selection_, self.operating_point_, self.cv_results_, self.cv_folds_ = \
+                chosen["selection"], chosen["operating_point"], {}, []
+            self.calibration_ = Recalibration.from_record(chosen.get("calibration"), self.positive_)
+            self.calibration_note_ = (chosen.get("calibration") or {}).get("why")
         else:
             self._select(codes, targets, groups, settings)
         self.settings_ = settings.for_layout(self.selection_["winner"] if self.selection_ else settings.layout)
@@ -270,6 +290,7 @@ class HeadClassifier:
                                                                              self.settings_)
         self.class_weights_ = class_weights(targets[self.train_positions_], len(self.classes_),
                                             self.settings_.class_weight)
+        self.input_check_ = InputCheck().fit(codes, groups) if self.input_check else None
         if on_selected is not None:
             on_selected(self)
 
@@ -297,10 +318,13 @@ class HeadClassifier:
         self.threshold_ = self._threshold()
         return self
 
-    def predict_proba(self, codes, layout=None):
-        """Class probabilities (n, classes) in float64; ``layout``: one branch of a layout of branches instead."""
+    def predict_proba(self, codes, layout=None, calibrated=True):
+        """Class probabilities (n, classes) in float64, recalibrated (``calibration_``) unless ``calibrated`` is
+        False; ``layout``: one branch of a layout of branches instead, always the head's own probabilities (the
+        recalibration is the whole head's)."""
         if layout is None or layout == self.layout_:
-            return head.predict_proba(self.net_, codes, self.context)
+            proba = head.predict_proba(self.net_, codes, self.context)
+            return self.calibration_.apply(proba) if calibrated and self.calibration_ else proba
         names = head.branches_of(self.layout_)
         if layout not in names:
             raise ValueError(f"layout {layout!r} is not a branch of this {self.layout_!r} head")
@@ -311,15 +335,21 @@ class HeadClassifier:
         return metrics.decide(self.predict_proba(codes), self.positive_, self.threshold_)
 
     def _select(self, codes, targets, groups, settings):
-        """The inner cross-validation: ``cv_results_``, ``cv_folds_``, ``selection_`` and ``operating_point_``."""
+        """The inner cross-validation: ``cv_results_``, ``cv_folds_``, ``selection_``, ``operating_point_`` and
+        ``calibration_``."""
         self.cv_results_, self.cv_folds_, self.selection_, self.operating_point_ = {}, [], None, None
+        self.calibration_, self.calibration_note_ = None, "--calibration none"
         if settings.folds == 0:
+            if settings.calibration != "none":
+                self.calibration_note_ = "no inner cross-validation (--folds 0): no out-of-fold probabilities to fit on"
             return
         self.cv_folds_, note = selection.inner_folds(targets, groups, settings.folds, settings.seed)
         if not self.cv_folds_:
             winner = head.LAYOUT_NAMES[-1] if settings.layout == "auto" else settings.layout
             why = f"{winner}, the heads of every layout averaged" if settings.layout == "auto" else f"--layout {winner}"
             self.selection_ = {"candidates": {}, "winner": winner, "why": f"{why}; {note}", "folds": 0}
+            if settings.calibration != "none":
+                self.calibration_note_ = f"no inner cross-validation ({note}): no out-of-fold probabilities to fit on"
             return
         names = candidates_of(settings.layout)
         fold_settings = replace(settings.for_layout(names[-1]), folds=0, val_fraction=0.0)  # the largest: its
@@ -328,8 +358,8 @@ class HeadClassifier:
         with progress_bar(total=len(self.cv_folds_), desc="inner cross-validation", unit="fold", leave=False,
                           enabled=self.progress) as bar:
             def fit_fold(fold_codes, fold_targets):
-                fitted = HeadClassifier(fold_settings, context=self.context).fit(fold_codes, fold_targets,
-                                                                                 classes=self.classes_)
+                fitted = HeadClassifier(fold_settings, context=self.context, input_check=False).fit(
+                    fold_codes, fold_targets, classes=self.classes_)
                 bar.update(1)
                 return lambda test_codes: {name: fitted.predict_proba(test_codes, layout=name) for name in names}
 
@@ -344,10 +374,19 @@ class HeadClassifier:
                            "note": note, "images": len(targets), "seed": settings.seed, "by": SELECTION_RULE}
         points = {name: selection.balanced_point(result["proba"], targets, self.classes_, positive)
                   if positive is not None else None for name, result in results.items()}
+        recalibrations = {name: Recalibration().fit(result["proba"], targets, positive)
+                          if settings.calibration != "none" else None for name, result in results.items()}
         self.cv_results_ = {name: dict(result, roc_auc=table[name]["roc_auc"], ci95=table[name]["ci95"],
-                                       threshold=points[name]["threshold"] if points[name] else None)
+                                       threshold=points[name]["threshold"] if points[name] else None,
+                                       calibration=recalibrations[name])
                             for name, result in results.items()}
-        self.operating_point_ = points[winner]
+        self.operating_point_, self.calibration_ = points[winner], recalibrations[winner]
+        if self.calibration_ is None and settings.calibration != "none":
+            self.calibration_note_ = "the out-of-fold probabilities rank the classes no better than chance"
+        if self.calibration_ is not None and self.operating_point_ is not None:  # the same decisions, recalibrated
+            raw = self.operating_point_["threshold"]
+            self.operating_point_ = dict(self.operating_point_, threshold=self.calibration_.threshold(raw),
+                                         threshold_uncalibrated=raw)
 
     def _initialised_net(self, train_codes, context):
         """A new head with the seed's initial weights and, in each standardising branch, the training codes'

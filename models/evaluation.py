@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 
-from models import head, metrics
+from models import head, inputcheck, metrics
 from models.codes import CodeStore, check_examples
 from models.errors import UserError, named
 from models.fileio import atomic_path, check_output_folder, write_json
-from models.headfolder import HeadFolder, check_codes_match, decision_rule
+from models.headfolder import HeadFolder, check_codes_match, decision_rule, recalibration
 from models.heatmaps import lung_field_line, lung_field_report, write_test_heatmaps
 from models.images import View
 from models.labels import load_labels
@@ -45,15 +45,47 @@ def format_table(report):
         low, high = roc["ci95"]
         lines.append(f"{'ROC-AUC':>{width}}  {roc['value']:.4f} (95% CI {low:.3f}-{high:.3f}, bootstrap; "
                      f"{roc['method']})")
+    fixed = report.get("fixed_rates")
+    if fixed:
+        for key, text in (("sensitivity_at_specificity", "sensitivity at specificity"),
+                          ("specificity_at_sensitivity", "specificity at sensitivity")):
+            lines.append(f"{'':>{width}}  {text} " + ", ".join(
+                f"{rate}: {row['value']:.3f} ({row['ci95'][0]:.3f}-{row['ci95'][1]:.3f})"
+                for rate, row in fixed[key].items()))
+    values = report.get("predictive_values")
+    if values:
+        for key in ("test_prevalence", "given_prevalence"):
+            row = values[key]
+            if row:
+                ppv, npv = (f"{v:.3f}" if v is not None else "n/a" for v in (row["ppv"], row["npv"]))
+                lines.append(f"{'':>{width}}  at prevalence {row['prevalence']:.3f}"
+                             f"{' (the test images)' if key == 'test_prevalence' else ''}: PPV {ppv}, NPV {npv}")
+    scores = report.get("probabilities")
+    if scores and "brier" in scores:
+        slope = "n/a" if scores["calibration_slope"] is None else f"{scores['calibration_slope']:.2f}"
+        skill = "n/a" if scores["brier_skill"] is None else f"{scores['brier_skill']:.3f}"
+        lines.append(f"{'Brier':>{width}}  {scores['brier']:.4f} (always the prevalence: "
+                     f"{scores['brier_reference']:.4f}; skill {skill}); mean p minus prevalence "
+                     f"{scores['calibration_in_the_large']:+.3f}, calibration slope {slope}, ECE {scores['ece']:.3f}")
+    calibration = report.get("calibration") or {}
+    if calibration.get("method") == "none":
+        lines.append(f"{'':>{width}}  probabilities not recalibrated: {calibration.get('why')}")
+    elif calibration:
+        lines.append(f"{'':>{width}}  probabilities recalibrated ({calibration['method']}) on the training images' "
+                     f"out-of-fold ones")
     return "\n".join(lines)
 
 
-def write_predictions_csv(path, names, truth, predicted, probabilities, classes):
+def write_predictions_csv(path, names, truth, predicted, probabilities, classes, distances=None, unlike=None):
+    """One row per image: its class, the prediction, the class probabilities, and the input check's distance and flag
+    (empty for a head trained before input checks existed)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "true_class", "predicted_class"] + [f"p_{name}" for name in classes])
-        for name, true, guess, probs in zip(names, truth, predicted, probabilities):
-            writer.writerow([name, classes[true], classes[guess]] + [repr(float(p)) for p in probs])
+        writer.writerow(["file", "true_class", "predicted_class"] + [f"p_{name}" for name in classes]
+                        + inputcheck.CSV_COLUMNS)
+        for i, (name, true, guess, probs) in enumerate(zip(names, truth, predicted, probabilities)):
+            writer.writerow([name, classes[true], classes[guess]] + [repr(float(p)) for p in probs]
+                            + inputcheck.csv_cells(distances, unlike, i))
 
 
 def _grid_choice(truth, count):
@@ -82,7 +114,7 @@ def _check_not_training_data(store, names, meta, codes_dir):
 
 
 def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_dir=None, heatmaps="grid",
-             context=None, log=print):
+             prevalence=None, context=None, log=print):
     """Predict every test image with the chosen epoch's head and write the report files; returns the report.
 
     ``epoch``: "last", "best" (by validation) or a number. ``heatmaps``: "grid" (heatmaps.npz for every image and
@@ -91,7 +123,7 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     that epoch's validation threshold, else at 0.5. Raises UserError for
     codes or labels that do not fit the head, and for an epoch whose checkpoint is not kept.
     """
-    from models.plots import plot_confusion_matrix, plot_predictions, plot_roc
+    from models.plots import plot_confusion_matrix, plot_predictions, plot_reliability, plot_roc
 
     out_dir = out_dir or os.path.join(models_dir, "eval")
     check_output_folder(out_dir, "the report folder", [("TEST_IMGS", image_dir), ("TEST_CODES", codes_dir)])
@@ -115,20 +147,45 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
 
     predictor = folder.load_predictor(epoch, context)
     probabilities = head.predict_proba(predictor, store.rows_of(names), context)
+    calibration = recalibration(meta)
+    if calibration is not None:
+        probabilities = calibration.apply(probabilities)
+    check = folder.input_check(meta)
+    distances, unlike = check.flag(store.rows_of(names)) if check else (None, None)
     positive, threshold, threshold_source = decision_rule(meta, epoch)
-    report, curves, predicted = metrics.compute_metrics(truth, probabilities, classes, positive, threshold, threshold_source)
+    groups = [labels.group_of(name) for name in names] if labels.groups else None
+    report, curves, predicted = metrics.compute_metrics(truth, probabilities, classes, positive, threshold,
+                                                        threshold_source, groups, prevalence)
     report = dict(n=report.pop("n"), epoch=epoch, epoch_choice=epoch_choice, models_dir=models_dir,
                   test_imgs=image_dir, **report)
     if positive is not None and meta.get("operating_point"):  # where the threshold came from, in fields
         point = meta["operating_point"]
         report["operating_point"].update(source=point["source"], images=point["images"], why=point["why"])
+    report["calibration"] = meta.get("calibration") or {"method": "none", "why": "trained before recalibration existed"}
 
+    if check is not None:
+        report["input_check"], warning = inputcheck.summary(names, distances, unlike, check)
+        log(f"input check: {report['input_check']['flagged']} of {len(names)} test images unlike the training films "
+            f"(distance above {check.threshold_:.1f})")
+        for name, distance, flag in zip(names, distances, unlike):
+            if flag:
+                log(inputcheck.flagged_line(name, distance, check.threshold_))
+        if warning:
+            log(warning)
+    else:
+        report["input_check"] = None
+        log("notice: this head has no input check (trained before it existed): train it again to learn which images "
+            "are unlike its training films")
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "report.json"), report)  # again below with the heatmaps' lung_field
-    write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, predicted, probabilities, classes)
+    write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, predicted, probabilities, classes,
+                          distances, unlike)
     plot_confusion_matrix(report["confusion_matrix"]["counts"], classes, os.path.join(out_dir, "confusion_matrix.png"))
     if curves:
         plot_roc(curves, os.path.join(out_dir, "roc_curve.png"))
+    if report.get("probabilities") and "bins" in report["probabilities"]:
+        plot_reliability(report["probabilities"], report["operating_point"]["positive_class"],
+                         os.path.join(out_dir, "calibration.png"))
     else:
         log(f"no roc_curve.png: ROC is {report['roc_auc']['method']}")
     shown = _grid_choice(truth, GRID_IMAGES)

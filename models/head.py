@@ -1,6 +1,6 @@
-"""The classifier head on feature codes, as a network: the layouts (how the code grid enters it), the Dense-BatchNorm-ReLU
-stack of the original, a head of branches whose output averages theirs, and class probabilities of codes. Fitting it
-is ``models.classifier``'s; its folder on disk is ``models.headfolder``'s.
+"""The classifier head on feature codes, as a network: the layouts (how the code grid enters it), the original's
+Dense-BatchNorm-ReLU stack, a head of branches whose output averages theirs, and class probabilities of codes. Fitting
+it is ``models.classifier``'s; its folder on disk is ``models.headfolder``'s.
 
 The network includes the pooling and the standardisation of the codes, so the raw codes of train.py go in as they are.
 """

@@ -4,12 +4,15 @@ stands for. The one home of that folder's rules, as ``models.codes`` is of a cod
 A models folder holds
 - ``head-symbol.json``: the network as an MXNet symbol (input ``data``: a batch of codes; output: class logits);
 - ``head-NNNN.params``: the weights after epoch NNNN, in MXNet's own array format (``arg:``/``aux:`` names, no pickle);
+- ``input_check.npz``: the model of the training codes that says which images are unlike them
+  (``models.inputcheck``; numpy's format, read without pickle);
 - ``head.json``: classes, code shape, the head's layout (its name, pooling, standardisation), what made the codes, the
   training arguments, the inner cross-validation that chose the layout (``selection``: each candidate's out-of-fold
-  ROC-AUC with its 95% interval, the winner and why) and the two-class threshold from it (``operating_point``: the
-  threshold, where it came from, how many images of each class stand behind it), per-epoch training (and, with a
-  hold-out, validation) scores, the best epoch, and which epochs' params are still kept (``params``: null for a
-  removed one).
+  ROC-AUC with its 95% interval, the winner and why), the two-class threshold from it (``operating_point``: the
+  threshold, where it came from, how many images of each class stand behind it), the recalibration of the
+  probabilities (``calibration``) and the input check (``input_check``: its method and threshold), per-epoch training
+  (and, with a hold-out, validation) scores, the best epoch, and which epochs' params are still kept (``params``: null
+  for a removed one).
 
 Every file is written under a temporary name and renamed, and an epoch counts as finished only once ``head.json``
 lists it, so a run stopped at any moment leaves a consistent folder. No training code is needed to use a checkpoint::
@@ -17,7 +20,8 @@ lists it, so a run stopped at any moment leaves a consistent folder. No training
     net = mxnet.gluon.SymbolBlock.imports("head-symbol.json", ["data"], "head-0020.params")
     probabilities = mxnet.nd.softmax(net(codes))
 
-The symbol includes the pooling and the standardisation of the codes, so the raw codes of train.py go in as they are.
+The symbol includes the pooling and the standardisation of the codes, so the raw codes of train.py go in as they are;
+its softmax is the head's own probabilities, before the recalibration head.json describes.
 """
 
 import hashlib
@@ -25,24 +29,31 @@ import json
 import os
 import re
 import warnings
+import zipfile
 from dataclasses import asdict
 
+import numpy as np
+
 from models import checkpoint, head
+from models.calibration import Recalibration
 from models.classifier import RECIPES, TrainSettings, head_record
 from models.errors import UserError, mxnet_reason
-from models.fileio import read_json, write_json
+from models.fileio import atomic_path, read_json, write_json
+from models.inputcheck import FILE_KEYS as INPUT_CHECK_KEYS
+from models.inputcheck import InputCheck
 
 FORMAT = "xvision-mx head v1"
 META_FILE = "head.json"
 CHECKPOINT_PREFIX = "head"  # head-symbol.json + head-NNNN.params, the MXNet checkpoint naming
 SYMBOL_FILE = f"{CHECKPOINT_PREFIX}-symbol.json"
+INPUT_CHECK_FILE = "input_check.npz"  # models.inputcheck.InputCheck's arrays (numpy's format, no pickle)
 PARAMS_PATTERN = re.compile(r"^head-(\d{4})\.params$")
 EPOCH_CHOICES = "best, last or an epoch number"
 # what must be equal between the codes a head was trained on and the codes it is given
 CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision", "field", "lung_box")
 # what must be equal between a resumed run and the run that wrote the folder
 RESUME_KEYS = ("lr", "batch_size", "seed", "class_weight", "val_fraction", "layout", "layout_requested", "folds",
-               "dropout", "positive", "data_sha256")
+               "dropout", "positive", "calibration", "data_sha256")
 BEST_EPOCH_BY = "highest validation ROC-AUC, then lowest validation loss"
 
 
@@ -99,6 +110,9 @@ def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, trai
                          optimizer="sgd (no momentum, no weight decay)", loss="softmax cross-entropy", init="xavier"),
         "selection": estimator.selection_,
         "operating_point": estimator.operating_point_,
+        "calibration": estimator.calibration_.record_ if estimator.calibration_ else
+        {"method": "none", "why": estimator.calibration_note_},
+        "input_check": dict(estimator.input_check_.record_, file=INPUT_CHECK_FILE),
         "validation": {"images": list(validation_images), "best_epoch_by": BEST_EPOCH_BY,
                        "threshold_by": "the balanced point (sensitivity = specificity) of the validation images"},
         "best_epoch": None,
@@ -121,19 +135,32 @@ def finished_epochs(meta):
     return [entry["epoch"] for entry in meta["history"]]
 
 
+def positive_index(meta):
+    """The positive class's index of a two-class head (heads from before positive_class: the second), else None."""
+    classes = meta["classes"]
+    if len(classes) != 2:
+        return None
+    return classes.index(meta["positive_class"]) if meta.get("positive_class") in classes else 1
+
+
+def recalibration(meta):
+    """The head's Recalibration (``models.calibration``), or None where its probabilities are its own."""
+    return Recalibration.from_record(meta.get("calibration"), positive_index(meta))
+
+
 def decision_rule(meta, epoch):
     """(positive class index or None, threshold, where the threshold comes from) of the head at ``epoch``: the inner
     cross-validation's operating point, else that epoch's validation threshold, else 0.5; argmax for more than two
     classes."""
-    classes = meta["classes"]
-    positive = meta.get("positive_class")
-    if len(classes) != 2:
+    positive = positive_index(meta)
+    if positive is None:
         return None, None, "argmax (more than two classes)"
-    positive = classes.index(positive) if positive in classes else 1  # heads from before positive_class: the second
     point = meta.get("operating_point")
     if point:
         counts = ", ".join(f"{count} {name}" for name, count in point["images"].items())
-        return positive, point["threshold"], f"{point['source']}, {counts}; {point['why']}"
+        raw = point.get("threshold_uncalibrated")
+        own = "" if raw is None else f"; {raw:.4f} on the head's own probabilities, before their recalibration"
+        return positive, point["threshold"], f"{point['source']}, {counts}; {point['why']}{own}"
     entry = next(e for e in meta["history"] if e["epoch"] == epoch)
     if entry.get("threshold") is None:
         return positive, 0.5, "the default: the head was trained without inner cross-validation or validation images"
@@ -189,6 +216,26 @@ class HeadFolder:
                                    {k: v for k, v in weights.items() if k not in aux_names},
                                    {k: v for k, v in weights.items() if k in aux_names}, epoch=epoch)
         return params_file(epoch)
+
+    def save_input_check(self, check):
+        with atomic_path(self.file(INPUT_CHECK_FILE)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **check.arrays())
+
+    def input_check(self, meta):
+        """The head's InputCheck, or None for a head trained before input checks existed; UserError for a damaged
+        one."""
+        if not meta.get("input_check"):
+            return None
+        path = self.file(meta["input_check"].get("file", INPUT_CHECK_FILE))
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                arrays = {key: saved[key] for key in INPUT_CHECK_KEYS}
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+            raise UserError(f"cannot read the input check {path} ({err}): train again into a new MODELS_DIR") from None
+        size = arrays["mean"].shape
+        if len(size) != 1 or arrays["precision"].shape != size * 2 or arrays["threshold"].shape != ():
+            raise UserError(f"{path} is damaged (its arrays do not fit together): train again into a new MODELS_DIR")
+        return InputCheck.from_arrays(arrays, meta["input_check"])
 
     def _params_path(self, epoch):
         path = self.file(params_file(epoch))

@@ -189,6 +189,7 @@ def write_test_heatmaps(net, store, image_dir, names, truth, predicted, classes,
                 if i in kept:
                     kept[i] = heat
                 if overlays:
-                    save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(names[i])), view.load_or_blank(path), heat,
+                    save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(names[i])),
+                                 view.load_or_blank(path), heat,
                                  f"{names[i]}\ntrue {classes[truth[i]]}, said {classes[predicted[i]]}")
     return [kept[int(i)] for i in shown], shares, outside, [boxes[int(i)] for i in shown]

@@ -180,9 +180,12 @@ def _rates(truth, probabilities, positive, threshold):
     return float(np.mean(said_positive[~is_positive])), float(np.mean(said_positive[is_positive]))
 
 
-def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5, threshold_source="0.5"):
-    """The numbers of report.json (scores at the operating threshold, and at 0.5 for two classes), the ROC curves
-    to draw and the predicted classes."""
+def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5, threshold_source="0.5", groups=None,
+                    prevalence=None):
+    """The numbers of report.json (scores at the operating threshold, and at 0.5 for two classes; how far the
+    probabilities are risks; with two classes sensitivity and specificity at fixed rates, their intervals resampling
+    ``groups`` (patients) where known, and PPV / NPV at the test images' prevalence and at ``prevalence``), the ROC
+    curves to draw and the predicted classes."""
     from sklearn.metrics import roc_curve
 
     predicted, report = scores_at(truth, probabilities, classes, positive, threshold)
@@ -193,6 +196,15 @@ def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5,
         report["operating_point"] = {"positive_class": classes[positive], "threshold": threshold,
                                      "chosen_by": threshold_source}
         report["at_0.5"] = scores_at(truth, probabilities, classes, positive, 0.5)[1]
+        if 0 < np.mean(truth == positive) < 1:
+            report["probabilities"] = probability_scores(truth, probabilities, positive)
+            report["fixed_rates"] = fixed_rate_points(truth, probabilities, positive, groups)
+            sensitivity = report["per_class"][classes[positive]]["recall"]
+            specificity = report["per_class"][classes[1 - positive]]["recall"]
+            report["predictive_values"] = {
+                "at_the_threshold": threshold,
+                "test_prevalence": predictive_values(sensitivity, specificity, float(np.mean(truth == positive))),
+                "given_prevalence": predictive_values(sensitivity, specificity, prevalence) if prevalence else None}
         if auc is not None:
             fpr, tpr, _ = roc_curve(truth == positive, probabilities[:, positive])
             marks = [(label, _rates(truth, probabilities, positive, t)) for label, t in
@@ -207,6 +219,9 @@ def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5,
                 curves.append((f"{name} vs rest", fpr, tpr, roc_auc((truth == i).astype(int), one_vs_rest, 1),
                                []))
         method = "macro average of one-vs-rest AUCs"
+        report["probabilities"] = {name: probability_scores((truth == i).astype(int), np.stack(
+            [1 - probabilities[:, i], probabilities[:, i]], axis=1), 1) for i, name in enumerate(classes)
+            if 0 < np.mean(truth == i) < 1}  # each class against the rest
     if auc is None:
         missing = [classes[i] for i in range(len(classes)) if not np.any(truth == i)]
         report["roc_auc"] = {"value": None, "method": f"undefined: no test images of {missing}"}
@@ -216,3 +231,108 @@ def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5,
                              "ci_method": f"percentile, {BOOTSTRAP_RESAMPLES} bootstrap resamples drawn "
                                           f"within each class, seed 0"}
     return report, curves, predicted
+
+
+CALIBRATION_BINS = 10  # equal-width bins of the predicted probability for the ECE and the reliability diagram
+FIXED_RATES = (0.90, 0.95)  # the specificities and sensitivities a diagnostic report fixes
+
+
+def logistic_fit(z, targets):
+    """(slope, intercept) of the logistic regression of ``targets`` (0..1, soft targets allowed) on ``z``,
+    unpenalised, by maximum likelihood."""
+    from scipy.optimize import minimize
+
+    z, targets = np.asarray(z, dtype=np.float64), np.asarray(targets, dtype=np.float64)
+
+    def loss(params):
+        logits = params[0] * z + params[1]  # log(1 + e^x) without overflow
+        return float(np.mean(np.logaddexp(0, logits) - targets * logits))
+
+    return tuple(float(v) for v in minimize(loss, np.array([1.0, 0.0]), method="L-BFGS-B").x)
+
+
+def logit(p, epsilon=1e-7):
+    p = np.clip(np.asarray(p, dtype=np.float64), epsilon, 1 - epsilon)
+    return np.log(p) - np.log1p(-p)
+
+
+def probability_scores(truth, probabilities, positive):
+    """How far two-class probabilities of the positive class can be read as risks: the Brier score and its skill
+    against always answering the prevalence, calibration-in-the-large (mean p minus the prevalence), the calibration
+    slope and intercept (logistic regression of the outcome on logit p: 1 and 0 when calibrated), the expected
+    calibration error over CALIBRATION_BINS equal-width bins, and the bins themselves (for the reliability diagram)."""
+    p = np.asarray(probabilities, dtype=np.float64)[:, positive]
+    y = (np.asarray(truth) == positive).astype(np.float64)
+    prevalence = float(y.mean())
+    brier, reference = float(np.mean((p - y) ** 2)), prevalence * (1 - prevalence)
+    slope, intercept = logistic_fit(logit(p), y) if 0 < prevalence < 1 else (None, None)
+    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, CALIBRATION_BINS - 1)
+    bins = [{"from": float(edges[b]), "to": float(edges[b + 1]), "images": int(np.sum(which == b)),
+             "mean_predicted": float(p[which == b].mean()) if np.any(which == b) else None,
+             "observed": float(y[which == b].mean()) if np.any(which == b) else None} for b in range(CALIBRATION_BINS)]
+    ece = sum(row["images"] * abs(row["mean_predicted"] - row["observed"]) for row in bins if row["images"]) / len(p)
+    return {"brier": brier, "brier_reference": reference,
+            "brier_skill": 1 - brier / reference if reference > 0 else None,
+            "calibration_in_the_large": float(p.mean()) - prevalence, "calibration_slope": slope,
+            "calibration_intercept": intercept, "ece": float(ece), "prevalence": prevalence, "bins": bins,
+            "how": "Brier: mean squared error of p; reference: always answering the prevalence; slope and intercept: "
+                   "logistic regression of the outcome on logit p (1 and 0 when calibrated); ECE: mean |mean p - "
+                   f"observed share| over {CALIBRATION_BINS} equal-width bins of p, weighted by their images"}
+
+
+def _rate_at(scores, hits, fixed, of):
+    """The best sensitivity with specificity >= ``fixed`` (``of`` 'specificity'), or the best specificity with
+    sensitivity >= ``fixed`` ('sensitivity'), deciding positive at score >= some threshold; and that threshold."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(hits, scores, drop_intermediate=False)
+    if of == "specificity":
+        allowed = np.flatnonzero(1 - fpr >= fixed - 1e-12)
+        best = allowed[np.argmax(tpr[allowed])]
+        return float(tpr[best]), float(min(thresholds[best], 1.0))
+    allowed = np.flatnonzero(tpr >= fixed - 1e-12)
+    best = allowed[np.argmax(1 - fpr[allowed])]
+    return float(1 - fpr[best]), float(min(thresholds[best], 1.0))
+
+
+def fixed_rate_points(truth, probabilities, positive, groups=None, resamples=BOOTSTRAP_RESAMPLES, seed=0):
+    """Sensitivity at specificity 0.90 and 0.95 and specificity at sensitivity 0.90 and 0.95 of the test images, each
+    with the threshold that gives it and a 95% percentile bootstrap interval; resampling whole groups (patients)
+    where ``groups`` are given, else images, drawn within each class so every resample has both."""
+    scores = np.asarray(probabilities, dtype=np.float64)[:, positive]
+    hits = np.asarray(truth) == positive
+    if hits.all() or not hits.any():
+        return None
+    group_ids = np.arange(len(hits)) if groups is None else np.unique(np.asarray(groups, dtype=str),
+                                                                      return_inverse=True)[1]
+    members = [np.flatnonzero(group_ids == g) for g in range(group_ids.max() + 1)]
+    by_class = [[g for g, rows in enumerate(members) if hits[rows[0]] == c] for c in (False, True)]
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(resamples):
+        chosen = [g for pool in by_class for g in rng.choice(pool, len(pool))]
+        samples.append(np.concatenate([members[g] for g in chosen]))
+    out = {}
+    for of, fixed_name in (("specificity", "sensitivity_at_specificity"),
+                           ("sensitivity", "specificity_at_sensitivity")):
+        out[fixed_name] = {}
+        for fixed in FIXED_RATES:
+            value, threshold = _rate_at(scores, hits, fixed, of)
+            boot = [_rate_at(scores[s], hits[s], fixed, of)[0] for s in samples]
+            low, high = np.percentile(boot, [2.5, 97.5])
+            out[fixed_name][f"{fixed:.2f}"] = {"value": value, "threshold": threshold,
+                                               "ci95": [float(low), float(high)]}
+    unit = "groups (patients)" if groups is not None else "images"
+    out["ci_method"] = (f"percentile, {resamples} bootstrap resamples of whole {unit} drawn within each class, "
+                        f"seed {seed}")
+    return out
+
+
+def predictive_values(sensitivity, specificity, prevalence):
+    """PPV and NPV of a test with this sensitivity and specificity where the positive class has this prevalence."""
+    true_pos, false_pos = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    true_neg, false_neg = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
+    return {"prevalence": prevalence,
+            "ppv": true_pos / (true_pos + false_pos) if true_pos + false_pos > 0 else None,
+            "npv": true_neg / (true_neg + false_neg) if true_neg + false_neg > 0 else None}

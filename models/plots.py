@@ -97,6 +97,26 @@ def plot_roc(curves, path):
     save_figure(fig, path)
 
 
+def plot_reliability(scores, positive_class, path):
+    """The reliability diagram: per bin of the predicted probability of ``positive_class``, the share of images that
+    have it against the mean predicted, each point labelled with its count of images; the diagonal is calibration.
+    ``scores``: ``metrics.probability_scores``."""
+    fig = figure(5, 5)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="calibrated")
+    filled = [row for row in scores["bins"] if row["images"]]
+    ax.plot([row["mean_predicted"] for row in filled], [row["observed"] for row in filled], marker="o",
+            label=f"test images (ECE {scores['ece']:.3f}, Brier {scores['brier']:.3f})")
+    for row in filled:
+        ax.annotate(str(row["images"]), (row["mean_predicted"], row["observed"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"predicted p({positive_class})",
+           ylabel=f"observed share of {positive_class}", title="calibration (count of images per bin)")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
 def plot_predictions(images, true_classes, predicted_classes, probabilities, classes, path, columns=5, maps=None,
                      boxes=None, title="some predictions"):
     """A grid of images, each captioned with its true class and the predicted probabilities; green where the

@@ -3,8 +3,10 @@
     python -m models.predict MODELS_DIR IMAGE_OR_FOLDER... [--epoch last|best|N] [--out DIR] [--heatmaps]
 
 Runs the backbone exactly as head.json records it (the checkpoint, checked by its sha256, the layer, the precision
-and the resize mode), then the head; prints one line per image, writes OUT/predictions.csv and, with --heatmaps,
-OUT/heatmaps.npz and one overlay PNG per image in OUT/heatmaps/. Images are read, encoded and written batch by batch.
+and the resize mode), then the head, recalibrating its probabilities as train_model.py learned; prints one line per
+image, marking those unlike the training films (the input check), writes OUT/predictions.csv (the class
+probabilities, training_distance and unlike_training) and, with --heatmaps, OUT/heatmaps.npz and one overlay PNG per
+image in OUT/heatmaps/. Images are read, encoded and written batch by batch.
 """
 
 import argparse
@@ -15,10 +17,10 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from models import head, metrics
+from models import head, inputcheck, metrics
 from models.cli import add_batch_size_argument, add_gpus_argument
 from models.errors import UserError, one_line, run_cli
-from models.headfolder import EPOCH_CHOICES, HeadFolder, decision_rule
+from models.headfolder import EPOCH_CHOICES, HeadFolder, decision_rule, recalibration
 from models.fileio import atomic_path, check_output_folder
 from models.images import IMAGE_EXTENSIONS, View, list_images
 from models.progress import progress_bar
@@ -87,6 +89,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     positive, threshold, _ = decision_rule(meta, epoch)
     view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field
     net = folder.load_predictor(epoch)
+    calibration, check = recalibration(meta), folder.input_check(meta)
     cam_net = folder.gradient_net(meta, epoch) if heatmaps else None
     backbone = recorded_backbone(meta, batch_size, contexts)
     grid = tuple(meta["code_shape"][1:])
@@ -94,23 +97,32 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     os.makedirs(out_dir, exist_ok=True)
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
     log(f"epoch {epoch} of {models_dir}: {len(paths)} images{rule}")
-    done, skipped = 0, []
+    done, skipped, scored = 0, [], []  # scored: (path, distance, flagged) of the images read
     with atomic_path(os.path.join(out_dir, "predictions.csv")) as csv_path, \
             open(csv_path, "w", newline="", encoding="utf-8") as csv_file, \
             (heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(paths), grid, classes) if heatmaps
              else nullcontext()) as maps_out, \
             progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar:
         writer = csv.writer(csv_file)
-        writer.writerow(["file", "predicted_class"] + [f"p_{name}" for name in classes])
+        writer.writerow(["file", "predicted_class"] + [f"p_{name}" for name in classes] + inputcheck.CSV_COLUMNS)
         for chunk, codes, failed in encode(backbone, "", paths, view, bar):  # encode warns about failed ones
             skipped += [path for path in chunk if path in failed]
             probabilities = head.predict_proba(net, codes)
+            if calibration is not None:
+                probabilities = calibration.apply(probabilities)
             predicted = metrics.decide(probabilities, positive, threshold)
-            for path, guess, probs in zip(chunk, predicted, probabilities):
+            distances, unlike = check.flag(codes) if check else (None, None)
+            for i, (path, guess, probs) in enumerate(zip(chunk, predicted, probabilities)):
                 if path not in failed:
-                    writer.writerow([path, classes[guess]] + [repr(float(p)) for p in probs])
+                    writer.writerow([path, classes[guess]] + [repr(float(p)) for p in probs]
+                                    + inputcheck.csv_cells(distances, unlike, i))
                     shown = ", ".join(f"{name} {p:.4f}" for name, p in zip(classes, probs))
-                    bar.write(f"{one_line(path)}: {classes[guess]} ({shown})")
+                    flag = ""
+                    if check is not None:
+                        scored.append((path, distances[i], bool(unlike[i])))
+                        if unlike[i]:
+                            flag = f"; unlike the training films (distance {distances[i]:.1f} > {check.threshold_:.1f})"
+                    bar.write(f"{one_line(path)}: {classes[guess]} ({shown}){flag}")
             if maps_out is not None:  # one row per image given; an unreadable one gets NaNs and class -1
                 maps, boxes, sizes = heatmap_batch(cam_net, codes, predicted, chunk, view)
                 unread = np.array([path in failed for path in chunk])
@@ -122,6 +134,15 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
                                      view.load(path), heat,
                                      f"{os.path.basename(path)}\nsaid {classes[guess]}")
     done = len(paths) - len(skipped)
+    if check is None:
+        log("notice: this head has no input check (trained before it existed): train it again to learn which images "
+            "are unlike its training films")
+    elif scored:
+        record, warning = inputcheck.summary(*zip(*scored), check)
+        log(f"{record['flagged']} of {done} images unlike the training films (input check: distance above "
+            f"{check.threshold_:.1f})")
+        if warning:
+            print(warning, file=sys.stderr)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
         f"{os.path.join(out_dir, 'predictions.csv')}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
                                                           if heatmaps else ""))

@@ -35,6 +35,18 @@ def log_selection(choice, point, log):
         log(f"threshold for {point['positive_class']!r}: {point['threshold']:.4f} ({point['why']})")
 
 
+def calibration_line(estimator):
+    """The recalibration in the training log: how the probabilities will be mapped, or why they will not be."""
+    fitted = estimator.calibration_
+    if fitted is None:
+        return f"probabilities: the head's own, not recalibrated ({estimator.calibration_note_})"
+    if fitted.method_ == "logistic":
+        how = f"logistic, slope {fitted.slope_:.3f}, intercept {fitted.intercept_:+.3f}"
+    else:
+        how = f"temperature {fitted.temperature_:.3f}"
+    return f"probabilities: recalibrated on the out-of-fold ones ({how})"
+
+
 def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(), resume=False,
           context=None, log=print):
     """Train (or continue training) the head in ``models_dir``; returns head.json's content after the last epoch.
@@ -61,9 +73,9 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     elif not resume and folder.has_checkpoints():
         raise UserError(f"{models_dir} already holds a trained head: add --resume to continue it, "
                         f"or choose another MODELS_DIR (or delete this one) to start over")
-    kept_selection = None
+    chosen = None
     if previous is not None and "selection" in previous:  # chosen before: the same data and settings are checked
-        kept_selection = previous["selection"], previous.get("operating_point")
+        chosen = {key: previous.get(key) for key in ("selection", "operating_point", "calibration")}
     done = previous["history"] if previous is not None else []
     warm_start = (len(done), lambda net: folder.load_weights(net, done[-1]["epoch"])) if done else None
     meta = None
@@ -73,6 +85,8 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
         choice, val_pos = estimator.selection_, estimator.validation_positions_
         if choice and choice["candidates"] and previous is None:
             log_selection(choice, estimator.operating_point_, log)
+        if previous is None:
+            log(calibration_line(estimator))
         meta = new_meta(estimator, store.meta, store.shape, train_imgs=image_dir, train_codes=codes_dir,
                         train_labels=labels_path, data_sha256=data_digest(names, labels),
                         validation_images=[names[i] for i in val_pos])
@@ -85,6 +99,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
             log(f"nothing to resume in {models_dir}: starting at epoch 1")
         os.makedirs(models_dir, exist_ok=True)
         remove_stale_temps(models_dir)
+        folder.save_input_check(estimator.input_check_)  # the same arrays on a resumed run: fitted on the same data
         if not meta["history"]:
             folder.write_meta(meta)  # the layout chosen survives an interruption in epoch 1
         trained = len(meta["history"])
@@ -115,7 +130,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     estimator = HeadClassifier(settings, context=context, progress=True)
     try:
         estimator.fit(store.rows_of(names), targets, [labels.group_of(name) for name in names],
-                      classes=labels.classes, selection=kept_selection, warm_start=warm_start,
+                      classes=labels.classes, chosen=chosen, warm_start=warm_start,
                       on_selected=selected, on_epoch=finish_epoch)
     finally:  # drawn once, after the last epoch or an interruption: per epoch it cost ~10% of training time
         if meta is not None and meta["history"]:

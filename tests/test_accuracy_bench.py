@@ -24,13 +24,20 @@ def test_accuracy_bench_cross_validates_every_model(weights, tmp_path):
     assert discs["counts"] == {"disc_bright": 12, "disc_dark": 12} and len(discs["defaults_chose"]) == 6
     assert set(discs["defaults_chose"]) <= {"avg", "flat", "both"}
     rows = discs["models"]
-    assert list(rows) == ["head (defaults: --layout auto)", "head (--layout avg)", "head (--layout flat)",
+    assert list(rows) == ["head (defaults: --layout auto)", "head (defaults, --calibration none)",
+                          "head (--layout avg)", "head (--layout flat)",
                           "head (--layout both)", "head (--recipe xvision)", "probe, flattened codes",
                           "probe, averaged codes"]
     for row in rows.values():
         for key in ("roc_auc_mean", "roc_auc_pooled", "balanced_accuracy", "balanced_accuracy_at_0.5"):
             assert len(row[key]["seeds"]) == 2 and 0 <= row[key]["mean"] <= 1 and row[key]["sd"] >= 0, key
         assert set(row["recall"]) == {"disc_bright", "disc_dark"}
+        assert 0 <= row["brier"]["mean"] <= 1 and -1 <= row["calibration_in_the_large"]["mean"] <= 1
+        assert 0 <= row["flagged_unlike_training"]["mean"] <= 1
+    # the recalibration is monotone: within each fold the same ranking, and the same decisions, as the head's own
+    # probabilities (pooled over folds the ranking may differ: each fold's head has its own recalibration)
+    for key in ("roc_auc_mean", "balanced_accuracy"):
+        assert rows["head (defaults: --layout auto)"][key] == rows["head (defaults, --calibration none)"][key]
     assert rows["head (defaults: --layout auto)"]["roc_auc_pooled"]["mean"] > 0.8
     assert set(discs["verdict"]) >= {"defaults_minus_better_probe", "defaults_minus_best_layout", "holds"}
     assert "| head (defaults: --layout auto) |" in result.stdout and "Layout the defaults chose" in result.stdout

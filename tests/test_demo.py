@@ -1,13 +1,17 @@
 """`make demo` and the bundled NIH sample (examples/nih-sample) it runs on, drawn by examples/make_nih_sample.py."""
 
+import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import numpy as np
 import pytest
+import skimage
 from PIL import Image
+from sklearn.datasets import load_digits
 
 from helpers import REPO, check_report_against_csv, read_tree, run_script, save_gray
 
@@ -76,6 +80,28 @@ def test_make_demo_on_the_bundled_sample(weights, tmp_path):
     assert report["roc_auc"]["value"] >= 0.80, report
     for label in CLASSES:
         assert report["per_class"][label]["recall"] >= 0.5, report
+
+    # recalibrated probabilities, and an input check that lets its own test films through but flags inverted films,
+    # photographs and handwritten digits, each by name, still scored
+    assert report["calibration"]["method"] == "logistic" and (out / "models" / "eval" / "calibration.png").exists()
+    assert report["input_check"]["flagged"] <= 0.1 * report["n"], report["input_check"]
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for name in sorted(os.listdir(out / "split" / "test"))[:8]:
+        with Image.open(out / "split" / "test" / name) as image:
+            save_gray(odd / f"inverted_{name}", 255 - np.asarray(image.convert("L"), dtype=np.int64))
+    photos = os.path.join(os.path.dirname(skimage.__file__), "data")
+    for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "text.png"):
+        shutil.copy(os.path.join(photos, name), odd / name)
+    for i, digit in enumerate(load_digits().images[:6]):
+        save_gray(odd / f"digit_{i}.png", np.kron(digit * 16, np.ones((24, 24))))
+    predicted = run_script("-m", "models.predict", out / "models", odd, "--out", tmp_path / "predict")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    with open(tmp_path / "predict" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 20 and all(row["unlike_training"] == "true" for row in rows), rows
+    assert predicted.stdout.count("unlike the training films (distance") == 20
+    assert "20 of 20 images (100%) are unlike the films the head was trained on" in predicted.stderr
 
     again = subprocess.run(["make", "demo", f"OUT={out}"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

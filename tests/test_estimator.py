@@ -2,6 +2,7 @@
 from that code, at 6622e35), and train_model.py's checkpoints are exactly what it fits on the same arrays."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,16 +17,16 @@ from models.labels import load_labels
 CLASSES = ["normal", "nodule"]
 # models.training.fit_and_select at 6622e35 on ``recorded_codes(20, 11)``, scored on ``recorded_codes(8, 12)``: the
 # layout, threshold, candidates' out-of-fold ROC-AUC, per-epoch losses and validation thresholds, and p(nodule) of the
-# first 12 test codes
+# first 12 test codes (before recalibration existed: --calibration none)
 RECORDED = {
-    "defaults": dict(settings=TrainSettings(epochs=4, batch_size=16), layout="both", threshold=0.5941905379295349,
+    "defaults": dict(settings=TrainSettings(epochs=4, batch_size=16, calibration="none"), layout="both", threshold=0.5941905379295349,
                      candidates={"avg": 0.62, "flat": 0.65, "both": 0.7},
                      losses=[0.6448979187011719, 0.7784666442871093, 0.767330551147461, 0.6384419631958008],
                      val_thresholds=[None] * 4,
                      proba=[0.280016, 0.0732712, 0.3296149, 0.2917835, 0.3288442, 0.1612256, 0.1512743, 0.3235586,
                             0.3342244, 0.1567463, 0.3351857, 0.243832]),
     "validation": dict(settings=TrainSettings(epochs=3, batch_size=16, layout="flat", folds=0, val_fraction=0.3,
-                                              seed=2),
+                                              seed=2, calibration="none"),
                        layout="flat", threshold=0.558469146490097, candidates={},
                        losses=[0.879215352675494, 0.8886817483340993, 0.8519052056705251],
                        val_thresholds=[0.7827440202236176, 0.4593232274055481, 0.558469146490097],
@@ -64,6 +65,19 @@ def test_the_estimator_fits_what_the_fit_sequence_before_it_fitted(name):
     assert [e.get("threshold") for e in fitted.history_] == pytest.approx(want["val_thresholds"], abs=1e-5)
     proba = fitted.predict_proba(recorded_codes(8, 12)[0])[:12, 1]
     np.testing.assert_allclose(proba, want["proba"], atol=1e-5)
+
+
+def test_recalibration_changes_the_probabilities_and_no_decision():
+    codes, targets, groups = recorded_codes(20, 11)
+    test_codes = recorded_codes(8, 12)[0]
+    own = HeadClassifier(RECORDED["defaults"]["settings"]).fit(codes, targets, groups, classes=CLASSES)
+    recalibrated = HeadClassifier(replace(RECORDED["defaults"]["settings"], calibration="auto")).fit(
+        codes, targets, groups, classes=CLASSES)
+    assert recalibrated.calibration_.method_ == "logistic" and own.calibration_ is None
+    np.testing.assert_array_equal(recalibrated.predict_proba(test_codes, calibrated=False), own.predict_proba(test_codes))
+    assert not np.allclose(recalibrated.predict_proba(test_codes), own.predict_proba(test_codes))
+    assert recalibrated.operating_point_["threshold_uncalibrated"] == own.threshold_
+    np.testing.assert_array_equal(recalibrated.predict(test_codes), own.predict(test_codes))
 
 
 def test_train_model_writes_exactly_what_the_estimator_fits(tmp_path, capsys):

@@ -131,9 +131,10 @@ def test_resume_after_ctrl_c_equals_uninterrupted_run(two_class, tmp_path, monke
 
     calls, original_read = [], CodeStore.read
 
-    def read_then_interrupt(self, names):  # Ctrl-C in the middle of epoch 3 (48 images: 6 batches per epoch)
+    def read_then_interrupt(self, names):  # Ctrl-C in the middle of epoch 3 (48 images: 6 batches per epoch;
+        # before the epochs, a read each for the inner folds, the input check and the standardisation)
         calls.append(1)
-        if len(calls) == 6 * 2 + 3:
+        if len(calls) == 3 + 6 * 2 + 1:
             raise KeyboardInterrupt
         return original_read(self, names)
 

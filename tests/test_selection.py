@@ -67,7 +67,8 @@ def test_auto_picks_the_layout_the_signal_calls_for(make_codes, right, allowed):
 
     # what is then trained generalises: the chosen layout on new codes of the same kind, at the out-of-fold threshold
     assert fitted.layout_ == choice["winner"] and fitted.threshold_ == point["threshold"]
-    assert fitted.cv_results_[choice["winner"]]["threshold"] == point["threshold"]
+    assert fitted.cv_results_[choice["winner"]]["threshold"] == point["threshold_uncalibrated"]
+    assert fitted.calibration_.threshold(point["threshold_uncalibrated"]) == point["threshold"]
     test_codes, test_targets = make_codes(30, seed=2)
     assert metrics.roc_auc(test_targets, fitted.predict_proba(test_codes), 1) > 0.8
 
@@ -121,6 +122,7 @@ def test_too_few_groups_fall_back_to_the_averaged_heads_and_threshold_half():
     assert choice["winner"] == "both" and choice["folds"] == 0 and "no cross-validation" in choice["why"]
     assert fitted.operating_point_ is None and fitted.cv_results_ == {} and fitted.layout_ == "both"
     assert fitted.threshold_ == 0.5
+    assert fitted.calibration_ is None and "no inner cross-validation" in fitted.calibration_note_
 
 
 def test_the_averaged_heads_win_unless_one_layout_beats_them_by_a_standard_error():

@@ -1,0 +1,124 @@
+"""Is an image like the training films? A model of the training images' codes and a distance from it, fitted with the
+head (``HeadClassifier.input_check_``) and stored in its models folder, so that every step that scores images can say
+which images it has seen nothing like.
+
+The distance is the Mahalanobis distance of an image's code averaged over its grid (one mean per channel: 512 numbers
+for the default cut) from the training codes' mean, under their covariance shrunk towards a multiple of the identity
+(Ledoit-Wolf: a few hundred images cannot estimate 512 x 512 covariances unaided). An image is flagged when its
+distance exceeds the 99th percentile of the training images' out-of-fold distances: each training image measured by
+a check fitted without its group, so the threshold is what a new image of the same kind reaches. Chosen on evidence
+(docs/pipeline.md, "Input check"): on the NIH sets it flags about 1% of held-out films and every inverted, rotated,
+upside-down film, photograph and digit, where the distance on the flattened grid after PCA, or to the nearest
+training codes, misses most of them.
+"""
+
+import numpy as np
+
+from models import head
+
+METHOD = "Mahalanobis distance of the channel-averaged code, Ledoit-Wolf shrinkage covariance"
+QUANTILE = 99  # percentile of the out-of-fold training distances above which an image is flagged
+FOLDS = 5  # out-of-fold distances from this many group folds (fewer where there are fewer groups)
+POOL_BATCH = 256  # codes pooled at once
+FILE_KEYS = ("mean", "precision", "threshold")
+
+
+def pooled(codes):
+    """Channel means (n, channels) in float64 of ``codes`` (an array or ``CodeStore.rows_of``), read in batches."""
+    parts = [head.pool_codes(codes[np.arange(start, min(start + POOL_BATCH, len(codes)))], "avg")
+             for start in range(0, len(codes), POOL_BATCH)]
+    return np.concatenate(parts).astype(np.float64)
+
+
+class InputCheck:
+    """Fitted attributes: ``mean_``, ``precision_`` (the inverse shrunk covariance), ``threshold_``, and
+    ``record_`` (head.json's "input_check": method, threshold, how it was chosen)."""
+
+    def fit(self, codes, groups=None):
+        """Fit on the training images' ``codes``; ``groups`` (patient, report) are kept whole in the folds that give
+        the out-of-fold distances. Returns self."""
+        from sklearn.model_selection import GroupKFold
+
+        features = pooled(codes)
+        groups = np.arange(len(features)) if groups is None else np.unique(np.asarray(groups, dtype=str),
+                                                                          return_inverse=True)[1]
+        k = min(FOLDS, len(set(groups.tolist())))
+        if k >= 2:
+            out_of_fold = np.zeros(len(features))
+            for train, test in GroupKFold(n_splits=k).split(features, groups=groups):
+                out_of_fold[test] = self._fitted(features[train])._distance(features[test])
+            how = (f"{QUANTILE}th percentile of the {len(features)} training images' out-of-fold distances ({k} "
+                   f"folds, groups kept whole)")
+        else:  # one group: no image can be measured by a check that did not see it
+            out_of_fold = None
+            how = f"{QUANTILE}th percentile of the training images' own distances (one group: no out-of-fold ones)"
+        self._fitted(features)
+        distances = self._distance(features) if out_of_fold is None else out_of_fold
+        self.threshold_ = float(np.percentile(distances, QUANTILE))
+        self.record_ = {"method": METHOD, "threshold": self.threshold_, "threshold_by": how,
+                        "features": int(features.shape[1]), "images": len(features),
+                        "training_distance_median": float(np.median(distances))}
+        return self
+
+    def _fitted(self, features):
+        from sklearn.covariance import LedoitWolf
+
+        estimate = LedoitWolf().fit(features)
+        self.mean_, self.precision_ = estimate.location_, estimate.precision_
+        return self
+
+    def _distance(self, features):
+        centred = features - self.mean_
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, self.precision_, centred), 0.0))
+
+    def distance(self, codes):
+        """Each code's distance from the training codes (float64, n)."""
+        return self._distance(pooled(codes))
+
+    def flag(self, codes):
+        """(distances, unlike the training images: distance above the threshold)."""
+        distances = self.distance(codes)
+        return distances, distances > self.threshold_
+
+    def arrays(self):
+        """What the models folder stores (``input_check.npz``), name -> array."""
+        return {"mean": self.mean_, "precision": self.precision_, "threshold": np.float64(self.threshold_)}
+
+    @classmethod
+    def from_arrays(cls, arrays, record):
+        check = cls()
+        check.mean_, check.precision_ = np.asarray(arrays["mean"]), np.asarray(arrays["precision"])
+        check.threshold_, check.record_ = float(arrays["threshold"]), record
+        return check
+
+
+CSV_COLUMNS = ["training_distance", "unlike_training"]  # predictions.csv: each image's distance and flag
+MANY = 0.10  # a folder with more than this share of its images flagged gets one warning about the whole folder
+
+
+def flagged_line(name, distance, threshold):
+    """The warning naming one flagged image."""
+    return (f"warning: {name} is unlike the training films (distance {distance:.1f}, threshold {threshold:.1f}): its "
+            f"scores may not mean what they mean for films like those")
+
+
+def summary(names, distances, unlike, check):
+    """(report.json's "input_check", a warning about the whole set or None) for the images ``names``."""
+    count = int(np.sum(unlike))
+    record = {"method": check.record_["method"], "threshold": check.threshold_, "images": len(names),
+              "flagged": count, "share": count / len(names) if len(names) else 0.0,
+              "files": [name for name, flag in zip(names, unlike) if flag],
+              "distance_median": float(np.median(distances)) if len(distances) else None}
+    warning = None
+    if len(names) and count / len(names) > MANY:
+        warning = (f"warning: {count} of {len(names)} images ({count / len(names):.0%}) are unlike the films the head "
+                   f"was trained on: they may come from another kind of film, hospital or export, and their scores may "
+                   f"not transfer")
+    return record, warning
+
+
+def csv_cells(distances, unlike, i):
+    """predictions.csv's input-check cells of image ``i``."""
+    if distances is None:
+        return ["", ""]
+    return [f"{distances[i]:.4f}", "true" if unlike[i] else "false"]

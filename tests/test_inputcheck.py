@@ -1,0 +1,78 @@
+"""The input check: a model of the training codes that flags codes unlike them (models.inputcheck), fitted with the
+head, stored in its folder and applied by test_model.py and models.predict. Synthetic codes here; real films, their
+inverted twins and photographs in tests/test_demo.py."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import test_model
+import train_model
+from helpers import CODES_META, cli, make_split
+from models.headfolder import INPUT_CHECK_FILE, HeadFolder
+from models.inputcheck import QUANTILE, InputCheck
+
+
+def relu_codes(n, seed, shift=0.0, shape=(32, 3, 3)):
+    """ReLU-like codes whose channels vary together (a few latent factors), as a backbone's do."""
+    rng = np.random.default_rng(seed)
+    mixing = np.random.default_rng(7).normal(size=(4, shape[0]))  # the same factors for every call
+    latent = rng.normal(size=(n, 4)) @ mixing
+    codes = np.maximum(latent[:, :, None, None] + rng.normal(scale=0.5, size=(n,) + shape) + 1.0 + shift, 0)
+    return codes.astype(np.float32)
+
+
+def test_a_shifted_cluster_is_flagged_and_the_training_cluster_is_not():
+    train = relu_codes(200, seed=1)
+    check = InputCheck().fit(train, groups=[f"p{i // 2}" for i in range(200)])
+    assert check.record_["images"] == 200 and "5 folds" in check.record_["threshold_by"]
+    like = check.flag(relu_codes(400, seed=2))[1]
+    assert like.mean() < 0.05  # new codes of the same kind: about 1 - QUANTILE / 100 flagged
+    assert check.flag(relu_codes(100, seed=3, shift=3.0))[1].all()
+    other = relu_codes(100, seed=4)[:, ::-1]  # the same values, in other channels: another kind of image
+    assert check.flag(other)[1].mean() > 0.95
+    # out-of-fold: the threshold sits above the training codes' own distances, which a check that saw them shrinks
+    assert np.mean(check.distance(train) > check.threshold_) < (100 - QUANTILE) / 100
+
+
+def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, capsys):
+    train = make_split(tmp_path / "train", ["normal", "nodule"], 20, seed=1, meta=CODES_META)
+    models_dir = tmp_path / "m"
+    assert cli(train_model.main, [*train, models_dir, "--epochs", 2, "--batch-size", 8, "--folds", 0,
+                                  "--layout", "flat"], capsys)[0] == 0
+    meta = json.loads((models_dir / "head.json").read_text())
+    assert meta["input_check"]["file"] == INPUT_CHECK_FILE and meta["input_check"]["threshold"] > 0
+    assert "Mahalanobis" in meta["input_check"]["method"]
+    check = HeadFolder(models_dir).input_check(meta)
+    assert check.threshold_ == meta["input_check"]["threshold"]
+
+    test = make_split(tmp_path / "test", ["normal", "nodule"], 6, seed=2, meta=CODES_META)
+    status, out, _ = cli(test_model.main, [*test, models_dir, "--heatmaps", "none"], capsys)
+    report = json.loads((models_dir / "eval" / "report.json").read_text())
+    assert status == 0 and report["input_check"]["images"] == 12 and report["input_check"]["flagged"] <= 1
+    # trained with --folds 0: nothing to recalibrate on, and the report says so
+    assert report["calibration"]["method"] == "none" and "--folds 0" in report["calibration"]["why"]
+    assert "probabilities not recalibrated" in out
+    with open(models_dir / "eval" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(row["training_distance"]) >= 0 and row["unlike_training"] in ("true", "false") for row in rows)
+    # codes of another kind: each named, the set warned about, still scored
+    odd = make_split(tmp_path / "odd", ["normal", "nodule"], 6, seed=3, meta=CODES_META, separation=12.0)
+    status, out, _ = cli(test_model.main, [*odd, models_dir, "--heatmaps", "none", "--out", tmp_path / "oddeval"],
+                         capsys)
+    report = json.loads((tmp_path / "oddeval" / "report.json").read_text())
+    assert status == 0 and report["input_check"]["flagged"] == 12 and report["n"] == 12
+    assert out.count("is unlike the training films") == 12 and "12 of 12 images (100%) are unlike" in out
+
+    # a damaged check is one error line, not a traceback
+    (models_dir / INPUT_CHECK_FILE).write_bytes(b"not a zip")
+    status, _, err = cli(test_model.main, [*test, models_dir, "--heatmaps", "none"], capsys)
+    assert status == 2 and err.count("error:") == 1 and INPUT_CHECK_FILE in err
+
+
+@pytest.mark.parametrize("groups", [None, ["one"] * 30])
+def test_few_groups_still_give_a_threshold(groups):
+    check = InputCheck().fit(relu_codes(30, seed=5), groups)
+    assert check.threshold_ > 0 and ("one group" in check.record_["threshold_by"]) == (groups is not None)
