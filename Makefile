@@ -25,12 +25,15 @@ SHARED ?= ../shared/data
 FIELD ?= whole
 LUNG_BOX ?=
 BOX_ARG = $(if $(LUNG_BOX),--lung-box $(LUNG_BOX))
+# make onnx: the trained head to export (default: the demo's) and the ONNX file to write (default: beside it)
+MODELS ?= data/demo/models
+ONNX ?= $(MODELS)/classifier.onnx
 # make reproduce: where it writes, and extra scraper.py options (e.g. --base-url of a mirror)
 REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo figure test pipeline reproduce bench accuracy audit clean
+.PHONY: help setup demo figure test pipeline onnx reproduce bench accuracy audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -73,6 +76,9 @@ endif
 	@plots=""; for f in "$(OUT)"/models/eval/*.png "$(OUT)/models/training_curve.png"; do \
 		if [ -f "$$f" ]; then plots="$$plots $$f"; fi; done; \
 	echo "done: report $(OUT)/models/eval/report.json (per image: predictions.csv beside it); plots:$$plots"
+
+onnx: setup ## [MODELS=models folder] [ONNX=file.onnx]: export a trained head with its backbone as one ONNX file (default: the demo's), run it without MXNet with python -m models.onnx_predict
+	$(PY) -m models.export "$(MODELS)" "$(ONNX)"
 
 reproduce: setup ## the paper's experiment: scrape Open-i, its split sizes, the original recipe; the paper's figures beside ours in $(REPRO_OUT)/reproduce.json
 	$(PY) scraper.py "$(REPRO_OUT)/download" $(SCRAPER_ARGS)

@@ -15,6 +15,9 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
 - the CPU cost of decoding one PNG into a float32 input batch (read_image + put_image, one thread), which end-to-end
   pays on top of the network; and the same for one 2,048 x 2,500 12-bit film as a 16-bit PNG, as an uncompressed
   DICOM and as a JPEG 2000 lossless DICOM;
+- files in, probabilities out: a fresh models.predict process (the recorded backbone in MXNet, then the head) beside a
+  fresh models.onnx_predict process running the same head's ONNX export (python -m models.export) in ONNX Runtime,
+  over the same PNGs, img/s of their wall clocks (model loads included);
 - head training samples/s of train_model.py --recipe xvision (20 epochs on generated codes), and two GEMM-bound
   rates: the issue's (3x the forward GEMMs) and a tight one (every GEMM of a step timed alone, best of numpy /
   MXNet dot / oneDNN); the wall clock of train_model.py's defaults (--layout auto, whose inner cross-validation trains
@@ -122,6 +125,10 @@ ROWS = [
         lambda b: b.torch_peer(b.args.torch_bf16_variant), needs_torch_bf16),
     Row("fwd_int8", "project forward-only int8 (models.quantize)", "img/s", lambda b: b.forward("int8")),
     Row("e2e_int8", "project end-to-end int8: train.py --int8", "img/s", lambda b: b.int8_extract()),
+    Row("predict_mxnet", "models.predict (MXNet): PNG files -> class probabilities, a fresh process", "img/s",
+        lambda b: b.predict("mxnet")),
+    Row("predict_onnx", "models.onnx_predict (ONNX Runtime, no MXNet): the same files, the exported classifier",
+        "img/s", lambda b: b.predict("onnx")),
     Row("head_train", "head training: train_model.py, wall clock", "samples/s", lambda b: b.head_training()),
     Row("head_auto_s", "train_model.py defaults (--layout auto: inner 5-fold CV, then one fit), wall clock", "s",
         lambda b: b.head_wall()),
@@ -160,6 +167,9 @@ RATIOS = [
     Ratio("fwd_int8 / peer_torch", "fwd_int8", "peer_torch", meaning="int8 forward-only vs PyTorch fp32 forward-only"),
     Ratio("e2e_int8 / fwd_int8", "e2e_int8", "fwd_int8", meaning="int8 end-to-end vs int8 forward-only"),
     Ratio("fwd_int8 / fwd_fp32", "fwd_int8", "fwd_fp32", meaning="int8 speed-up, forward-only"),
+    Ratio("predict_onnx / predict_mxnet", "predict_onnx", "predict_mxnet",
+          meaning="the exported classifier in ONNX Runtime vs train.py's backbone + the head in MXNet, files in, "
+                  "probabilities out"),
     Ratio("head_train / head_gemm_bound", "head_train", "head_gemm_bound", 0.5,
           meaning="head training within 2x of its GEMM-bound time"),
     Ratio("head_train / head_gemm_tight", "head_train", "head_gemm_tight",
@@ -367,6 +377,7 @@ class Bench:
         # a row runs once per round (--runs is the number of rounds); what two rows share is kept for the round
         self.extractions = {}  # (flags, images) -> list of child results; the e2e runs also give mem_small
         self.gemm = None  # child.py gemm's timings, for both GEMM-bound rows
+        self.classifier = None  # (models folder, ONNX file) the two prediction rows run, made once
         self.settings = {}
         self.done = set()  # rows measured so far in this round
         self.big_sets = {}  # depth -> (folder of BIG_IMAGES large PNGs, their mean size), made when first measured
@@ -553,6 +564,38 @@ class Bench:
         return {"runs": [wall], "flags": list(flags), "samples": self.args.head_samples, "epochs": self.args.epochs,
                 "per_run": [{"wall_s": round(wall, 2), "epoch_s_sum": round(epoch_s_sum, 2)}]}
 
+    def predict(self, runtime):
+        """A fresh models.predict (MXNet) or models.onnx_predict (ONNX Runtime) process over the --images PNGs, with
+        the head of ``prediction_classifier``: img/s of its wall clock, the model's load included."""
+        models_dir, onnx_file = self.prediction_classifier()
+        out = os.path.join(self.work, f"predict_{runtime}")
+        command = ["-m", "models.predict", models_dir] if runtime == "mxnet" else \
+            ["-m", "models.onnx_predict", onnx_file]
+        started = time.perf_counter()
+        result = subprocess.run([self.py, *command, self.sets[self.args.images], "--out", out, "--batch-size",
+                                 str(self.args.batch_size)], cwd=REPO, capture_output=True, text=True, timeout=3600)
+        wall = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"{command[1]} failed: {result.stderr.strip().splitlines()[-5:]}")
+        shutil.rmtree(out, ignore_errors=True)
+        return {"runs": [self.args.images / wall], "images": self.args.images, "wall_s": [round(wall, 2)],
+                "runtime": runtime}
+
+    def prediction_classifier(self):
+        """(models folder, its ONNX export): a --layout avg head trained for one epoch on the generated codes, whose
+        index records the real backbone, so that both runners rebuild and run it; made once."""
+        if self.classifier is None:
+            images = self.sets[self.args.head_samples]
+            codes, labels = self.head_data(images)
+            models_dir, onnx_file = os.path.join(self.work, "classifier"), os.path.join(self.work, "classifier.onnx")
+            for command in (["train_model.py", images, codes, labels, models_dir, "--layout", "avg", "--folds", "0",
+                             "--epochs", "1", "--gpus", "none"], ["-m", "models.export", models_dir, onnx_file]):
+                result = subprocess.run([self.py, *command], cwd=REPO, capture_output=True, text=True, timeout=3600)
+                if result.returncode != 0:
+                    raise RuntimeError(f"{command[0]} failed: {result.stderr.strip().splitlines()[-5:]}")
+            self.classifier = models_dir, onnx_file
+        return self.classifier
+
     def head_data(self, images):
         """Codes (ReLU'd Gaussian, 512x7x7) and a two-class label file for every image of ``images``, made once."""
         import numpy as np
@@ -560,14 +603,17 @@ class Bench:
         from models.codes import CodeWriter
         from models.images import list_images
         from models.labels import save_labels
-        from models.pretrained import DEFAULT_LAYER, DEFAULT_PREFIX
+        from models.pretrained import DEFAULT_LAYER
+        from models.weights import DEFAULT_PREFIX, sha256_of
 
         codes_dir, labels = os.path.join(self.work, "head_codes"), os.path.join(self.work, "head_labels.json")
         if os.path.exists(labels):  # written last
             return codes_dir, labels
         names = list_images(images)
-        meta = {"model": DEFAULT_PREFIX, "model_sha256": "bench-generated-codes", "layer": DEFAULT_LAYER,
-                "input_size": 224, "resize": "crop", "input": "RGB 0..255, NCHW"}
+        # recorded as the real backbone's codes, which the prediction rows rebuild and run
+        meta = {"model": DEFAULT_PREFIX, "model_sha256": sha256_of(f"{DEFAULT_PREFIX}-0000.params"),
+                "layer": DEFAULT_LAYER, "precision": "fp32", "input_size": 224, "resize": "crop",
+                "input": "RGB 0..255, NCHW"}
         writer = CodeWriter(codes_dir, names, (512, 7, 7), meta, image_dir=images)
         rng = np.random.default_rng(0)
         for start in range(0, len(names), 256):

@@ -164,7 +164,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     report["calibration"] = meta.get("calibration") or {"method": "none", "why": "trained before recalibration existed"}
 
     if check is not None:
-        report["input_check"], warning = inputcheck.summary(names, distances, unlike, check)
+        report["input_check"], warning = inputcheck.summary(names, distances, unlike, check.threshold_,
+                                                            check.record_["method"])
         log(f"input check: {report['input_check']['flagged']} of {len(names)} test images unlike the training films "
             f"(distance above {check.threshold_:.1f})")
         for name, distance, flag in zip(names, distances, unlike):

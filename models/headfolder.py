@@ -84,6 +84,23 @@ def check_codes_match(codes_meta, head_meta, codes_dir):
                         f"{options}")
 
 
+def recorded_checkpoint(meta):
+    """The prefix of the backbone checkpoint the head's training codes were made with; UserError where it is not here
+    or is not that checkpoint (its sha256 differs from head.json's)."""
+    from models.weights import sha256_of
+
+    made = meta["backbone"]
+    prefix = made.get("model")
+    params = checkpoint.params_path(prefix) if prefix else None
+    if not prefix or not os.path.exists(params):
+        raise UserError(f"the head was trained on codes of {params!r}, which is not here: run from the folder "
+                        f"train.py ran in, or put the checkpoint back")
+    if sha256_of(params) != made.get("model_sha256"):
+        raise UserError(f"{params} is not the checkpoint the head's codes were made with (its sha256 differs from "
+                        f"head.json's): restore that checkpoint, or train a head on codes of this one")
+    return prefix
+
+
 def data_digest(names, labels):
     """sha256 of the training images' names, classes and groups: a resumed run must train on the same."""
     rows = [[n, labels.labels[n]] + ([labels.group_of(n)] if labels.groups else []) for n in names]

@@ -47,6 +47,30 @@ def list_images(folder):
     return names
 
 
+def image_paths(inputs, skip=None):
+    """Every image file named, or inside a folder named, or inside a sub-folder of one (a folder of class folders),
+    in order; ``skip``: a folder left out (the run's output). UserError for a name that is neither, or no image."""
+    paths = []
+    skip = os.path.realpath(skip) if skip else None
+    for given in inputs:
+        if os.path.isdir(given):
+            folders = [given] + [os.path.join(given, entry.name) for entry in sorted(os.scandir(given),
+                                                                                    key=lambda e: e.name)
+                                 if entry.is_dir() and not entry.name.startswith(".")]
+            for folder in folders:
+                if os.path.realpath(folder) != skip:
+                    paths += [os.path.join(folder, name) for name in sorted(os.listdir(folder))
+                              if is_image_name(folder, name)]
+        elif os.path.lexists(given):
+            paths.append(given)
+        else:
+            raise UserError(f"no such image or folder: {given!r}")
+    if not paths:
+        raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}, or DICOM files of any name) in "
+                        f"{', '.join(map(repr, inputs))} or their sub-folders")
+    return paths
+
+
 def is_dicom_file(path):
     """Named .dcm / .dicom, or named otherwise but not like another kind of image and starting with the DICOM
     preamble (a file named like a PNG is never opened to look)."""

@@ -102,10 +102,10 @@ def flagged_line(name, distance, threshold):
             f"scores may not mean what they mean for films like those")
 
 
-def summary(names, distances, unlike, check):
+def summary(names, distances, unlike, threshold, method=METHOD):
     """(report.json's "input_check", a warning about the whole set or None) for the images ``names``."""
     count = int(np.sum(unlike))
-    record = {"method": check.record_["method"], "threshold": check.threshold_, "images": len(names),
+    record = {"method": method, "threshold": threshold, "images": len(names),
               "flagged": count, "share": count / len(names) if len(names) else 0.0,
               "files": [name for name, flag in zip(names, unlike) if flag],
               "distance_median": float(np.median(distances)) if len(distances) else None}

@@ -10,52 +10,29 @@ image in OUT/heatmaps/. Images are read, encoded and written batch by batch.
 """
 
 import argparse
-import csv
 import os
 import sys
 from contextlib import nullcontext
 
 import numpy as np
 
-from models import head, inputcheck, metrics
+from models import head, metrics
 from models.cli import add_batch_size_argument, add_gpus_argument
-from models.errors import UserError, one_line, run_cli
-from models.headfolder import EPOCH_CHOICES, HeadFolder, decision_rule, recalibration
-from models.fileio import atomic_path, check_output_folder
-from models.images import IMAGE_EXTENSIONS, View, list_images
+from models.errors import UserError, run_cli
+from models.headfolder import EPOCH_CHOICES, HeadFolder, decision_rule, recalibration, recorded_checkpoint
+from models.fileio import check_output_folder
+from models.images import View, image_paths
+from models.predictions import predictions_file
 from models.progress import progress_bar
 from models.runtime import setup_runtime
-
-
-def image_paths(inputs):
-    """Every image file named, or inside a folder named, in order; UserError for a name that is neither."""
-    paths = []
-    for given in inputs:
-        if os.path.isdir(given):
-            paths += [os.path.join(given, name) for name in list_images(given)]
-        elif os.path.lexists(given):
-            paths.append(given)
-        else:
-            raise UserError(f"no such image or folder: {given!r}")
-    if not paths:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) given")
-    return paths
 
 
 def recorded_backbone(meta, batch_size, contexts):
     """The backbone that made the head's training codes, rebuilt from head.json; UserError where it cannot be."""
     from models.pretrained import Backbone
-    from models.weights import sha256_of
 
     made = meta["backbone"]
-    prefix, precision = made.get("model"), made.get("precision", "fp32")
-    params = f"{prefix}-0000.params"
-    if not prefix or not os.path.exists(params):
-        raise UserError(f"the head was trained on codes of {params!r}, which is not here: run from the folder "
-                        f"train.py ran in, or put the checkpoint back")
-    if sha256_of(params) != made.get("model_sha256"):
-        raise UserError(f"{params} is not the checkpoint the head's codes were made with (its sha256 differs from "
-                        f"head.json's): restore that checkpoint, or train a head on codes of this one")
+    prefix, precision = recorded_checkpoint(meta), made.get("precision") or "fp32"
     if precision == "int8":
         from models.checkpoint import load_checkpoint
 
@@ -82,8 +59,8 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     folder = HeadFolder(models_dir)
     meta = folder.read_meta()
     epoch, _ = folder.resolve_epoch(meta, epoch)
-    paths = image_paths(inputs)
     out_dir = out_dir or os.path.join(models_dir, "predict")
+    paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     classes = meta["classes"]
     positive, threshold, _ = decision_rule(meta, epoch)
@@ -97,32 +74,22 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     os.makedirs(out_dir, exist_ok=True)
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
     log(f"epoch {epoch} of {models_dir}: {len(paths)} images{rule}")
-    done, skipped, scored = 0, [], []  # scored: (path, distance, flagged) of the images read
-    with atomic_path(os.path.join(out_dir, "predictions.csv")) as csv_path, \
-            open(csv_path, "w", newline="", encoding="utf-8") as csv_file, \
+    skipped = []
+    check_rule = (check.threshold_, check.record_["method"]) if check else None
+    with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
+            predictions_file(os.path.join(out_dir, "predictions.csv"), classes, check_rule, bar.write) as written, \
             (heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(paths), grid, classes) if heatmaps
-             else nullcontext()) as maps_out, \
-            progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar:
-        writer = csv.writer(csv_file)
-        writer.writerow(["file", "predicted_class"] + [f"p_{name}" for name in classes] + inputcheck.CSV_COLUMNS)
+             else nullcontext()) as maps_out:
         for chunk, codes, failed in encode(backbone, "", paths, view, bar):  # encode warns about failed ones
             skipped += [path for path in chunk if path in failed]
             probabilities = head.predict_proba(net, codes)
             if calibration is not None:
                 probabilities = calibration.apply(probabilities)
             predicted = metrics.decide(probabilities, positive, threshold)
-            distances, unlike = check.flag(codes) if check else (None, None)
-            for i, (path, guess, probs) in enumerate(zip(chunk, predicted, probabilities)):
+            distances, unlike = check.flag(codes) if check else ([None] * len(chunk), [None] * len(chunk))
+            for path, guess, probs, distance, flag in zip(chunk, predicted, probabilities, distances, unlike):
                 if path not in failed:
-                    writer.writerow([path, classes[guess]] + [repr(float(p)) for p in probs]
-                                    + inputcheck.csv_cells(distances, unlike, i))
-                    shown = ", ".join(f"{name} {p:.4f}" for name, p in zip(classes, probs))
-                    flag = ""
-                    if check is not None:
-                        scored.append((path, distances[i], bool(unlike[i])))
-                        if unlike[i]:
-                            flag = f"; unlike the training films (distance {distances[i]:.1f} > {check.threshold_:.1f})"
-                    bar.write(f"{one_line(path)}: {classes[guess]} ({shown}){flag}")
+                    written.add(path, probs, guess, distance, flag)
             if maps_out is not None:  # one row per image given; an unreadable one gets NaNs and class -1
                 maps, boxes, sizes = heatmap_batch(cam_net, codes, predicted, chunk, view)
                 unread = np.array([path in failed for path in chunk])
@@ -134,15 +101,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
                                      view.load(path), heat,
                                      f"{os.path.basename(path)}\nsaid {classes[guess]}")
     done = len(paths) - len(skipped)
-    if check is None:
-        log("notice: this head has no input check (trained before it existed): train it again to learn which images "
-            "are unlike its training films")
-    elif scored:
-        record, warning = inputcheck.summary(*zip(*scored), check)
-        log(f"{record['flagged']} of {done} images unlike the training films (input check: distance above "
-            f"{check.threshold_:.1f})")
-        if warning:
-            print(warning, file=sys.stderr)
+    written.summary(log)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
         f"{os.path.join(out_dir, 'predictions.csv')}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
                                                           if heatmaps else ""))

@@ -79,7 +79,8 @@ def test_bench_imports_the_project_like_user_code():
 
 def test_importing_the_project_sets_nothing_up():
     code = ("import os, sys; before = dict(os.environ); "
-            "import models, models.classifier, models.training, models.evaluation, models.predict, scraper.process, "
+            "import models, models.classifier, models.training, models.evaluation, models.predict, models.export, "
+            "models.onnx_predict, scraper.process, "
             "bench.accuracy, bench.audit, train, train_model, test_model; "
             "assert dict(os.environ) == before, set(os.environ) ^ set(before); "
             "assert 'mxnet' not in sys.modules")

@@ -1,0 +1,125 @@
+"""A classifier exported by ``models.export`` applied to new X-rays with ONNX Runtime alone: no MXNet.
+
+    python -m models.onnx_predict OUT.onnx IMAGE_OR_FOLDER... [--out DIR] [--batch-size 32]
+
+Reads every image with the project's one loader (``models.images``: PNG, JPEG, TIFF, 16-bit, DICOM mapped as a viewer
+shows it) as the file's metadata says the backbone saw them, runs the file, and writes what ``models.predict`` writes:
+one line per image (the class, its probabilities, a mark where it is unlike the training films), OUT/predictions.csv
+with the same columns, and the unreadable files named. Needs only what requirements-onnx.txt lists (ONNX Runtime,
+numpy, Pillow, pydicom and its decoders, tqdm), in any Python and numpy version they support.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from models.cli import add_batch_size_argument
+from models.errors import UserError, one_line, run_cli
+from models.fileio import check_output_folder
+from models.images import ImageReadError, View, image_paths
+from models.predictions import predictions_file
+from models.progress import progress_bar
+
+METADATA_KEY = "xvision_mx"  # as models.export writes it
+FORMAT = "xvision-mx onnx v1"
+
+
+def load_session(path):
+    """(ONNX Runtime session, the file's metadata); UserError for a file that is not an ONNX classifier of this
+    project."""
+    import onnxruntime
+
+    if not os.path.isfile(path):
+        raise UserError(f"no such ONNX file: {path!r}; write one with python -m models.export MODELS_DIR OUT.onnx")
+    try:
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types, for a damaged file as for a foreign one
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path} is not a readable ONNX model ({reason}); give a file written by models.export") \
+            from None
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    try:
+        metadata = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise UserError(f"{path} is an ONNX model but not a classifier exported by models.export (no '{METADATA_KEY}' "
+                        f"metadata of format '{FORMAT}'): export it with python -m models.export MODELS_DIR OUT.onnx")
+    return session, metadata
+
+
+def decide(probabilities, classes, positive_class, threshold):
+    """Class indices: the positive class where its probability reaches the threshold, else the largest probability."""
+    if positive_class is None:
+        return probabilities.argmax(axis=1)
+    positive = classes.index(positive_class)
+    return np.where(probabilities[:, positive] >= threshold, positive, 1 - positive)
+
+
+def read_batch(paths, view):
+    """(float32 N x 3 x size x size batch of the readable images, their paths, {unreadable path: why})."""
+    images, read, failed = [], [], {}
+    for path in paths:
+        try:
+            images.append(view.load(path).transpose(2, 0, 1))
+            read.append(path)
+        except ImageReadError as err:
+            failed[path] = str(err)
+    batch = np.stack(images).astype(np.float32) if images else np.zeros((0, 3, view.size, view.size), np.float32)
+    return batch, read, failed
+
+
+def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
+    """Classify every image of ``inputs`` with the exported classifier; returns the number classified."""
+    session, metadata = load_session(model_path)
+    out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(model_path)), "predict")
+    paths = image_paths(inputs, skip=out_dir)
+    check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
+    described = metadata["input"]["view"]
+    view = View.of(described)
+    classes, positive, threshold = metadata["classes"], metadata["positive_class"], metadata["threshold"]
+    check = metadata.get("input_check")
+    rule = f"; '{positive}' from p >= {threshold:.4f}" if positive is not None else ""
+    log(f"{model_path} (epoch {metadata['epoch']}, ONNX Runtime): {len(paths)} images{rule}")
+    os.makedirs(out_dir, exist_ok=True)
+    skipped = []
+    with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
+            predictions_file(os.path.join(out_dir, "predictions.csv"), classes,
+                             (check["threshold"], check["method"]) if check else None, bar.write) as written:
+        for start in range(0, len(paths), batch_size):
+            batch, read, failed = read_batch(paths[start:start + batch_size], view)
+            for path, why in failed.items():
+                bar.write(f"warning: skipped {one_line(why)}", file=sys.stderr)
+            skipped += list(failed)
+            if read:
+                outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
+                probabilities = outputs["probabilities"].astype(np.float64)
+                distances = outputs.get("training_distance", [None] * len(read))
+                for path, probs, guess, distance in zip(read, probabilities,
+                                                        decide(probabilities, classes, positive, threshold), distances):
+                    flagged = None if check is None else bool(distance > check["threshold"])
+                    written.add(path, probs, guess, None if distance is None else float(distance), flagged)
+            bar.update(len(failed) + len(read))
+    done = len(paths) - len(skipped)
+    written.summary(log)
+    log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
+        f"{os.path.join(out_dir, 'predictions.csv')}")
+    return done
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m models.onnx_predict", description=" ".join(
+        (__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2]).split()))
+    parser.add_argument("model", metavar="OUT.onnx", help="a classifier written by python -m models.export")
+    parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv (default: predict/ beside OUT.onnx)")
+    add_batch_size_argument(parser)
+    args = parser.parse_args(argv)
+    predict_files(args.model, args.inputs, args.out, args.batch_size)
+
+
+if __name__ == "__main__":
+    run_cli(main)
