@@ -8,8 +8,9 @@ cross-validation on the training images (``models.selection``), whose out-of-fol
 two-class operating threshold and a recalibration of the probabilities (``models.calibration``); a validation
 hold-out in whole groups if asked; class-balanced loss weights; a model of the training codes that flags unlike images
 (``models.inputcheck``); the epochs, with a callback after each. What it learned stays on the object as fitted
-attributes (``layout_``, ``threshold_``, ``selection_``, ``calibration_``, ``input_check_``, ...). ``RECIPES["xvision"]`` is the original Xvision recipe exactly: plain loss, the
-flattened code, no standardisation, no dropout, every training image trained on, threshold 0.5.
+attributes (``layout_``, ``threshold_``, ``selection_``, ``calibration_``, ``input_check_``, ...).
+``RECIPES["xvision"]`` is the original Xvision recipe exactly: plain loss, the flattened code, no standardisation, no
+dropout, every training image trained on, no recalibration, threshold 0.5.
 
 Training is deterministic: the initial weights come from the seed, epoch e's shuffle and dropout masks from
 (seed, e) alone, and plain SGD without momentum has no optimizer state, so the weights after epoch e and the epoch

@@ -192,8 +192,9 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     shown = _grid_choice(truth, GRID_IMAGES)
     view = View.of(store.meta)
     images = [view.load_or_blank(os.path.join(image_dir, names[i])) for i in shown]
-    grid = dict(true_classes=[classes[truth[i]] for i in shown], predicted_classes=[classes[predicted[i]] for i in shown],
-                probabilities=probabilities[shown], classes=classes)
+    grid = dict(true_classes=[classes[truth[i]] for i in shown],
+                predicted_classes=[classes[predicted[i]] for i in shown], probabilities=probabilities[shown],
+                classes=classes)
     plot_predictions(images, path=os.path.join(out_dir, "predictions.png"), **grid)
     if heatmaps != "none" and len(store.shape) == 3:
         maps, shares, outside, boxes = write_test_heatmaps(

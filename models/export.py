@@ -185,6 +185,9 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=prin
     folder = HeadFolder(models_dir)
     meta = folder.read_meta()
     epoch, how = folder.resolve_epoch(meta, epoch)
+    if len(meta["code_shape"]) != 3:
+        raise UserError(f"the head in {models_dir} was trained on codes of shape {meta['code_shape']}; the export "
+                        f"needs codes of channels x height x width (a --layer with a spatial output)")
     proba, codes, weights = classifier_symbol(folder, meta, epoch)
     metadata = runner_metadata(folder, meta, epoch, how)
     with atomic_path(out_path) as tmp:

@@ -118,7 +118,8 @@ def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, trai
         "code_shape": list(code_shape),
         "head": head_record(settings),
         "backbone": dict(codes_meta, **code_identity(codes_meta)),  # what made the codes
-        "output": "logits; softmax gives class probabilities in 'classes' order",
+        "output": "logits; their softmax gives the head's own class probabilities in 'classes' order, before the "
+                  "recalibration 'calibration' describes",
         "positive_class": settings.positive,
         "training": dict(asdict(settings), layout_requested=estimator.settings.layout, train_imgs=train_imgs,
                          train_codes=train_codes, train_labels=train_labels,
