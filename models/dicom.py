@@ -52,10 +52,63 @@ def _short(err):
 
 def dicom_header(path):
     """The header of a DICOM file (the pixel data left unread), after the checks that need no decoding: DicomError
-    with the reason for one that holds no single decodable image."""
+    with the reason for one that holds no single decodable image, or whose pixel data the file does not hold whole."""
     ds = _dataset(path, defer_size=1024)  # large values (the pixels) stay on disk
     _check_image(ds)
+    _check_pixel_bytes(ds, path)
     return ds
+
+
+def burned_in(ds):
+    """Whether the header says the pixels carry burned-in text (Burned In Annotation YES: often the patient's name or
+    ID). An absent attribute is no guarantee of the opposite."""
+    return str(ds.get("BurnedInAnnotation") or "").strip().upper() == "YES"
+
+
+def _check_pixel_bytes(ds, path):
+    """DicomError where the file ends before its pixel data does, read from the element headers only: for native
+    (uncompressed) pixels, their length against the file's size and against Rows x Columns x samples x bytes; for
+    encapsulated ones, the fragments walked (8 bytes read each) to the sequence delimiter."""
+    import os
+    import struct
+
+    raw = ds.get_item("PixelData", keep_deferred=True)
+    start = getattr(raw, "value_tell", None)
+    syntax = ds.file_meta.TransferSyntaxUID
+    if start is None or syntax.is_deflated:  # read already (a small image), or offsets of the inflated stream
+        return
+    size = os.path.getsize(path)
+    if not syntax.is_encapsulated:
+        from pydicom.pixels.utils import get_expected_length
+
+        try:
+            needed = get_expected_length(ds, unit="bytes")  # subsampled YBR and 1-bit pixels counted right
+        except (AttributeError, KeyError, TypeError, ValueError):
+            needed = 0  # a header _check_image let through but this cannot size: the decoder will say more
+        if start + raw.length > size:
+            raise DicomError(f"truncated pixel data: the file ends {start + raw.length - size} bytes before the "
+                             f"{raw.length} bytes of pixel data its header announces")
+        if raw.length < needed:
+            raise DicomError(f"pixel data of {raw.length} bytes, fewer than the {needed} its image needs (Rows x "
+                             f"Columns x samples x bits)")
+        return
+    fragments, order = 0, "<" if syntax.is_little_endian else ">"
+    with open(path, "rb") as f:
+        f.seek(start)
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                raise DicomError(f"truncated pixel data: the file ends after {max(fragments - 1, 0)} compressed "
+                                 f"fragment(s), before the end of its pixel data")
+            group, element, length = struct.unpack(order + "HHI", head)
+            if (group, element) == (0xFFFE, 0xE0DD):  # the sequence delimiter: the pixel data is whole
+                break
+            if (group, element) != (0xFFFE, 0xE000) or f.seek(length, 1) > size:
+                raise DicomError("truncated or damaged pixel data: its compressed fragments do not reach the end of "
+                                 "the pixel data")
+            fragments += 1
+    if fragments < 2:  # the first item is the basic offset table
+        raise DicomError("no compressed image in its pixel data (no fragment after the offset table)")
 
 
 def patient_id(ds):
@@ -86,7 +139,10 @@ def _check_image(ds):
     if "PixelData" not in ds:
         kind = ds.get("SOPClassUID")
         raise DicomError("no pixel data" + (f" (a {getattr(kind, 'name', kind)} object)" if kind else ""))
-    frames = int(ds.get("NumberOfFrames") or 1)
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except ValueError:
+        raise DicomError(f"its Number of Frames {ds.get('NumberOfFrames')!r} is not a number") from None
     if frames > 1:
         raise DicomError(f"a multi-frame object ({frames} frames); one image per file is read")
     pixels, max_pixels = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0), Image.MAX_IMAGE_PIXELS

@@ -3,14 +3,15 @@
     python -m scraper.process DATA_DIR OUT [--classes normal nodule] [--test-fraction 0.3] [--seed 0]
                               [--protocol full|xvision]
     python -m scraper.process --from-folders ROOT OUT [--group-pattern REGEX | --group-by patient] [--views PA ...]
-                              [--test-fraction 0.3] [--seed 0]
+                              [--allow-burned-in] [--test-fraction 0.3] [--seed 0]
 
 Writes OUT/train/, OUT/test/ (hard links, or copies across file systems; a DICOM file as the 8-bit PNG of its image,
 so that none of its other values reaches OUT), OUT/train_labels.json, OUT/test_labels.json (with each image's group:
 its report, its --group-pattern id, or a salted hash of its Patient ID) and OUT/split.json (counts per class and side,
-seed, reports per side, each image's View Position, dropped images). All views of one report (all images of one group)
-go to the same side, so no report is both trained and tested on; train_model.py keeps the groups whole in its
-validation too.
+seed, reports per side, each image's View Position, dropped images: unreadable, truncated or, unless
+--allow-burned-in, marked as carrying burned-in text, all found before the split is drawn). All views of one report
+(all images of one group) go to the same side, so no report is both trained and tested on; train_model.py keeps the
+groups whole in its validation too.
 """
 
 import argparse
@@ -24,7 +25,8 @@ from dataclasses import dataclass, replace
 
 from models.cli import add_group_arguments, fraction
 from models.errors import UserError, run_cli
-from models.dicom import DICOM_EXTENSIONS, DicomError, dicom_header, patient_id, read_dicom, view_position
+from models.dicom import (DICOM_EXTENSIONS, DicomError, burned_in, dicom_header, patient_id, read_dicom,
+                          view_position)
 from models.fileio import atomic_path, check_output_folder, write_json
 from models.images import IMAGE_EXTENSIONS, RASTER_EXTENSIONS, is_dicom_file, is_image_name
 from models.labels import save_labels
@@ -70,12 +72,14 @@ def labelled_items(data_dir, classes):
     return items, dropped, unlabelled
 
 
-def folder_items(root, group_pattern=None, group_by=None, keep_views=None):
+def folder_items(root, group_pattern=None, group_by=None, keep_views=None, allow_burned_in=False):
     """Items of ROOT/<class>/<image>, the classes (the sub-folders, sorted) and the dropped entries (a broken link, a
-    folder named like an image, a DICOM file holding no single decodable image, a View Position not in
-    ``keep_views``). Each file is its own report (group); with ``group_pattern``, the files whose names give the same
-    first capture group form one; with ``group_by='patient'``, the DICOM files of one Patient ID. Hidden files
-    (.name) are not images, as everywhere here; DICOM files are images whatever their names."""
+    folder named like an image, a DICOM file holding no single decodable image or not all of its pixel data, a DICOM
+    film whose Burned In Annotation says YES unless ``allow_burned_in``, a View Position not in ``keep_views``): all
+    found from the headers, before any split is drawn. Each file is its own report (group); with ``group_pattern``,
+    the files whose names give the same first capture group form one; with ``group_by='patient'``, the DICOM files of
+    one Patient ID. Hidden files (.name) are not images, as everywhere here; DICOM files are images whatever their
+    names."""
     if not os.path.isdir(root):
         raise UserError(f"--from-folders: folder not found: {root}")
     found, dropped, views, patients = {}, [], {}, {}
@@ -95,6 +99,12 @@ def folder_items(root, group_pattern=None, group_by=None, keep_views=None):
                     except DicomError as err:
                         print(f"warning: skipping {image}: {err}", file=sys.stderr)
                         dropped.append({"image": image, "reason": "unreadable DICOM", "detail": str(err)})
+                        continue
+                    if burned_in(header) and not allow_burned_in:
+                        print(f"warning: leaving out {image}: its Burned In Annotation says YES (text in its pixels, "
+                              f"often the patient's name or ID); --allow-burned-in keeps such films", file=sys.stderr)
+                        dropped.append({"image": image, "reason": "burned-in annotation",
+                                        "detail": "Burned In Annotation YES"})
                         continue
                     views[image], patients[image] = view_position(header), patient_id(header)
                     files.append(f.name)
@@ -277,6 +287,10 @@ def parse_args(argv):
                         help="instead of DATA_DIR: ROOT/<class>/<image> folders; classes in sorted order, "
                              "every file its own group unless --group-pattern says otherwise")
     add_group_arguments(parser, "with --from-folders: ")
+    parser.add_argument("--allow-burned-in", action="store_true",
+                        help="with --from-folders: keep DICOM films whose Burned In Annotation says YES (text in the "
+                             "pixels, often the patient's name or ID, which then reaches the output PNGs, plots and "
+                             "heatmaps); by default they are named and left out")
     parser.add_argument("--views", nargs="+", metavar="VIEW",
                         help="with --from-folders: keep only images of these DICOM View Positions (e.g. PA; "
                              "'unknown' for images that record none); the others are dropped and listed")
@@ -307,16 +321,19 @@ def main(argv=None):
         raise UserError(f"the output folder {args.out} and the input folder {source} overlap; "
                         "write the split to a separate folder")
     given = [flag for flag, value in (("--group-pattern", args.group_pattern), ("--group-by", args.group_by),
-                                      ("--views", args.views)) if value]
+                                      ("--views", args.views), ("--allow-burned-in", args.allow_burned_in)) if value]
     if given and not args.from_folders:
-        raise UserError(f"{given[0]} applies to --from-folders; Open-i images are grouped by report already")
+        raise UserError(f"{given[0]} applies to --from-folders: the images of an Open-i download are PNGs grouped by "
+                        f"report already")
     info = {"protocol": args.protocol, "seed": args.seed, "group_pattern": args.group_pattern,
+            "burned_in_allowed": args.allow_burned_in,
             "group_by": args.group_by, "views_kept": args.views}
     if args.from_folders:
         if args.classes or args.protocol != "full":
             raise UserError("--classes and --protocol xvision do not apply to --from-folders "
                             "(the sub-folders are the classes)")
-        classes, items, dropped = folder_items(source, args.group_pattern, args.group_by, args.views)
+        classes, items, dropped = folder_items(source, args.group_pattern, args.group_by, args.views,
+                                               args.allow_burned_in)
         unlabelled = 0
         info["source"] = {"folders": source}
     else:

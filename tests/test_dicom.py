@@ -186,7 +186,7 @@ def test_a_dicom_export_runs_to_a_report_with_no_identifier_in_any_output(weight
     split = run_script("-m", "scraper.process", "--from-folders", export, out / "split", "--group-by", "patient")
     assert split.returncode == 0, split.stderr
     assert "skipping pneumonia/report: no pixel data" in split.stderr
-    assert "skipping normal/truncated.dcm: its pixel data cannot be decoded" in split.stderr  # found when written
+    assert "skipping normal/truncated.dcm: truncated pixel data" in split.stderr  # found when listed
     assert "View Positions differ (PA 100% of normal; AP 67%, PA 33% of pneumonia)" in split.stderr
     info = json.loads((out / "split" / "split.json").read_text())
     assert {d["image"] for d in info["dropped"]} == {"pneumonia/report", "normal/truncated.dcm"}
@@ -220,7 +220,7 @@ def test_a_dicom_export_runs_to_a_report_with_no_identifier_in_any_output(weight
     assert only_pa.returncode == 0 and "View Positions differ" not in only_pa.stderr, only_pa.stderr
     kept = json.loads((out / "pa" / "split.json").read_text())
     assert set(kept["views"]["train"].values()) | set(kept["views"]["test"].values()) == {"PA"}
-    assert kept["dropped_by_reason"]["view not in --views"] == 9  # 8 AP films, and the MR slice that has no view
+    assert kept["dropped_by_reason"]["view not in --views"] == 8  # the AP films (the truncated MR slice is out before)
 
     from models.splits import (
         image_groups,  # make accuracy / make audit GROUP_BY=patient group so, in memory
@@ -229,3 +229,37 @@ def test_a_dicom_export_runs_to_a_report_with_no_identifier_in_any_output(weight
         patients["normal/IM0000.dcm"], patients["pneumonia/IM0001"]]
     no_id = run_script("-m", "scraper.process", "--from-folders", SAMPLE, out / "png", "--group-by", "patient")
     assert no_id.returncode == 2 and "images have no Patient ID (not DICOM" in no_id.stderr
+
+
+def test_broken_and_burned_in_films_are_left_out_before_the_split(tmp_path):
+    """A truncated film and one whose Burned In Annotation says YES, among 20 good ones: both named and left out from
+    their headers, so the split draws the 20 (7 + 3 per class) and writes what it drew; the burned-in film's pixels
+    reach no output unless --allow-burned-in."""
+    root, out = tmp_path / "export", tmp_path / "split"
+    for c, label in enumerate(("normal", "nodule")):
+        os.makedirs(root / label)
+        for i in range(10):
+            radiograph(gray_film(seed=10 * c + i), root / label / f"IM{i:02d}.dcm")
+    truncated = radiograph(gray_film(seed=99), root / "normal" / "truncated.dcm")
+    with open(truncated, "r+b") as f:
+        f.truncate(os.path.getsize(truncated) - 200)
+    burned = gray_film(seed=98)
+    radiograph(burned, root / "nodule" / "burned.dcm", BurnedInAnnotation="YES")
+    done = run_script("-m", "scraper.process", "--from-folders", root, out)
+    assert done.returncode == 0, done.stderr
+    assert "skipping normal/truncated.dcm: truncated pixel data: the file ends 200 bytes before" in done.stderr
+    assert "leaving out nodule/burned.dcm: its Burned In Annotation says YES" in done.stderr
+    info = json.loads((out / "split.json").read_text())
+    assert info["dropped_by_reason"] == {"unreadable DICOM": 1, "burned-in annotation": 1}
+    for label in ("normal", "nodule"):  # what was drawn is what was written: 30% of 10 to test
+        assert info["counts"]["train"][label]["images"] == 7 and info["counts"]["test"][label]["images"] == 3
+    written = [path for side in ("train", "test") for path in (out / side).iterdir()]
+    assert len(written) == 20
+    for path in written:
+        assert not np.array_equal(np.asarray(Image.open(path)), burned), path
+    assert "burned" not in (out / "train_labels.json").read_text() + (out / "test_labels.json").read_text()
+
+    kept = run_script("-m", "scraper.process", "--from-folders", root, tmp_path / "kept", "--allow-burned-in")
+    assert kept.returncode == 0 and "leaving out" not in kept.stderr
+    assert json.loads((tmp_path / "kept" / "split.json").read_text())["burned_in_allowed"] is True
+    assert sum(1 for side in ("train", "test") for _ in (tmp_path / "kept" / side).iterdir()) == 21
