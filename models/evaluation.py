@@ -78,14 +78,15 @@ def format_table(report):
 
 def write_predictions_csv(path, names, truth, predicted, probabilities, classes, distances=None, unlike=None):
     """One row per image: its class, the prediction, the class probabilities, and the input check's distance and flag
-    (empty for a head trained before input checks existed)."""
+    (``distances`` None: empty, for a head trained before input checks existed)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "true_class", "predicted_class"] + [f"p_{name}" for name in classes]
                         + inputcheck.CSV_COLUMNS)
-        for i, (name, true, guess, probs) in enumerate(zip(names, truth, predicted, probabilities)):
+        checked = zip(distances, unlike) if distances is not None else [(None, None)] * len(names)
+        for name, true, guess, probs, (distance, flag) in zip(names, truth, predicted, probabilities, checked):
             writer.writerow([name, classes[true], classes[guess]] + [repr(float(p)) for p in probs]
-                            + inputcheck.csv_cells(distances, unlike, i))
+                            + inputcheck.csv_cells(distance, flag))
 
 
 def _grid_choice(truth, count):
@@ -175,8 +176,7 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
             log(warning)
     else:
         report["input_check"] = None
-        log("notice: this head has no input check (trained before it existed): train it again to learn which images "
-            "are unlike its training films")
+        log(inputcheck.NO_CHECK_NOTICE)
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "report.json"), report)  # again below with the heatmaps' lung_field
     write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, predicted, probabilities, classes,

@@ -34,10 +34,10 @@ from models.fileio import atomic_path, check_output_folder, write_json
 from models.headfolder import (EPOCH_CHOICES, FORMAT, HeadFolder, decision_rule, params_file, recalibration,
                                recorded_checkpoint)
 from models.images import INPUT_SIZE, View
+from models.onnx_predict import FORMAT as EXPORT_FORMAT
+from models.onnx_predict import METADATA_KEY
 from models.runtime import setup_runtime
 
-METADATA_KEY = "xvision_mx"
-EXPORT_FORMAT = "xvision-mx onnx v1"
 INPUT, PROBABILITIES, DISTANCE = "images", "probabilities", "training_distance"
 TOLERANCE = 1e-4  # the export's self-check: largest difference to MXNet allowed, probabilities and distances alike
 EPSILON = 1e-7  # as models.calibration clips probabilities before their logit
@@ -58,10 +58,9 @@ def _node(graph, op, inputs, output, **attributes):
     return output
 
 
-def add_recalibration(graph, proba, meta):
-    """Nodes turning the head's class probabilities ``proba`` into the recalibrated ones (models.calibration, in
-    ONNX operators); returns the output's name."""
-    fitted = recalibration(meta)
+def add_recalibration(graph, proba, fitted):
+    """Nodes turning the head's class probabilities ``proba`` into those the Recalibration ``fitted`` gives (in ONNX
+    operators; None: the same); returns the output's name."""
     if fitted is None:
         return _node(graph, "Identity", [proba], PROBABILITIES)
     low, high = _array(graph, "recal_low", EPSILON), _array(graph, "recal_high", 1 - EPSILON)
@@ -105,12 +104,12 @@ def add_distance(graph, codes, grid, check):
     return _node(graph, "Sqrt", [positive], DISTANCE)
 
 
-def runner_metadata(folder, meta, epoch, how):
-    """What models.onnx_predict (or any runner) reads from the file: everything it must not guess."""
+def runner_metadata(folder, meta, epoch, how, check, fitted):
+    """What models.onnx_predict (or any runner) reads from the file: everything it must not guess (``check`` and
+    ``fitted``: the head's input check and recalibration, or None)."""
     from models.weights import sha256_of
 
     positive, threshold, source = decision_rule(meta, epoch)
-    check = folder.input_check(meta)
     precision = meta["backbone"].get("precision") or "fp32"
     view = View.of(meta["backbone"])
     return {
@@ -125,7 +124,7 @@ def runner_metadata(folder, meta, epoch, how):
                   "view_how": "models.images.View: crop = the centre square, squash = the whole image, resized to "
                               "input_size; field lungs / outside: the rest / the lung box filled with the mean"},
         "outputs": {PROBABILITIES: "class probabilities in the order of 'classes'"
-                                   + (", recalibrated" if recalibration(meta) else ", the head's own"),
+                                   + (", recalibrated" if fitted else ", the head's own"),
                     DISTANCE: None if check is None else "the input check's distance of each image"},
         "input_check": None if check is None else {"threshold": check.threshold_,
                                                    "method": check.record_["method"]},
@@ -152,14 +151,14 @@ def project_commit():
     return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
-def classifier_symbol(folder, meta, epoch):
-    """(MXNet symbol of the class probabilities and of the codes, every weight by name): the backbone cut as head.json
-    records, then the head of ``epoch``."""
+def classifier_symbol(folder, meta, epoch, prefix):
+    """(MXNet symbol of the class probabilities and of the codes, every weight by name): the backbone checkpoint
+    ``prefix`` cut as head.json records, then the head of ``epoch``."""
     import mxnet as mx
 
     from models.pretrained import cut
 
-    symbol, args, aux = load_checkpoint(recorded_checkpoint(meta))
+    symbol, args, aux = load_checkpoint(prefix)
     codes = cut(symbol, meta["backbone"]["layer"])
     net = head.build_from_meta(meta)
     net.initialize()
@@ -188,8 +187,10 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=prin
     if len(meta["code_shape"]) != 3:
         raise UserError(f"the head in {models_dir} was trained on codes of shape {meta['code_shape']}; the export "
                         f"needs codes of channels x height x width (a --layer with a spatial output)")
-    proba, codes, weights = classifier_symbol(folder, meta, epoch)
-    metadata = runner_metadata(folder, meta, epoch, how)
+    prefix = recorded_checkpoint(meta)  # checked against head.json's sha256 once: ~100 MB read
+    proba, codes, weights = classifier_symbol(folder, meta, epoch, prefix)
+    check, fitted = folder.input_check(meta), recalibration(meta)
+    metadata = runner_metadata(folder, meta, epoch, how, check, fitted)
     with atomic_path(out_path) as tmp:
         mx.onnx.export_model(mx.sym.Group([proba, codes]), weights, in_shapes=[(1, 3, INPUT_SIZE, INPUT_SIZE)],
                              in_types=[np.float32], onnx_file_path=tmp, dynamic=True,
@@ -206,9 +207,8 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=prin
         graph.input.append(images)
         for node in graph.node:
             node.input[:] = [INPUT if name == "data" else name for name in node.input]
-        outputs = [onnx.helper.make_tensor_value_info(add_recalibration(graph, proba_name, meta),
+        outputs = [onnx.helper.make_tensor_value_info(add_recalibration(graph, proba_name, fitted),
                                                       onnx.TensorProto.FLOAT, ["N", len(meta["classes"])])]
-        check = folder.input_check(meta)
         if check is not None:
             distance = add_distance(graph, codes_name, meta["code_shape"][1:], check)
             outputs.append(onnx.helper.make_tensor_value_info(distance, onnx.TensorProto.DOUBLE, ["N"]))
@@ -218,7 +218,7 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=prin
         onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
-        compared = self_check(tmp, meta, folder, epoch, batch_size)
+        compared = self_check(tmp, meta, folder, epoch, prefix, batch_size, check, fitted)
         log(f"checked: ONNX Runtime against MXNet on {compared['images']} images: probabilities within "
             f"{compared['probabilities']:.1e}" + (f", distances within {compared['distances']:.1e}"
                                                   if "distances" in compared else ""))
@@ -233,7 +233,7 @@ def _drop_unused_initializers(graph):
     graph.initializer.extend(kept)
 
 
-def self_check(path, meta, folder, epoch, batch_size):
+def self_check(path, meta, folder, epoch, prefix, batch_size, check, fitted):
     """Score one batch of made-up images (smooth random gray fields, 0..255) with ONNX Runtime and with the MXNet path
     models.predict takes; UserError where they differ by more than TOLERANCE. Returns the largest differences."""
     import onnxruntime
@@ -245,13 +245,12 @@ def self_check(path, meta, folder, epoch, batch_size):
     images = np.repeat(np.kron(small, np.ones((1, 1, INPUT_SIZE // 8, INPUT_SIZE // 8), np.float32)), 3, axis=1)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     found = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT: images})))
-    backbone = Backbone(recorded_checkpoint(meta), meta["backbone"]["layer"], batch_size=batch_size)
+    backbone = Backbone(prefix, meta["backbone"]["layer"], batch_size=batch_size,
+                        model_sha256=meta["backbone"]["model_sha256"])  # checked already: not hashed again
     codes = backbone.run(images, batch_size)
     proba = head.predict_proba(folder.load_predictor(epoch), codes)
-    fitted = recalibration(meta)
     proba = fitted.apply(proba) if fitted else proba
     differences = {"images": batch_size, "probabilities": float(np.abs(found[PROBABILITIES] - proba).max())}
-    check = folder.input_check(meta)
     if check is not None:
         expected = check.distance(codes)
         differences["distances"] = float(np.max(np.abs(found[DISTANCE] - expected) / np.maximum(1.0, expected)))

@@ -30,6 +30,20 @@ def pooled(codes):
     return np.concatenate(parts).astype(np.float64)
 
 
+def _shrunk_estimate(features):
+    """(mean, precision): the features' mean and the inverse of their Ledoit-Wolf shrunk covariance."""
+    from sklearn.covariance import LedoitWolf
+
+    estimate = LedoitWolf().fit(features)
+    return estimate.location_, estimate.precision_
+
+
+def _distances(features, mean, precision):
+    """Mahalanobis distance of each row of ``features`` under ``mean`` and ``precision``."""
+    centred = features - mean
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, precision, centred), 0.0))
+
+
 class InputCheck:
     """Fitted attributes: ``mean_``, ``precision_`` (the inverse shrunk covariance), ``threshold_``, and
     ``record_`` (head.json's "input_check": method, threshold, how it was chosen)."""
@@ -46,13 +60,13 @@ class InputCheck:
         if k >= 2:
             out_of_fold = np.zeros(len(features))
             for train, test in GroupKFold(n_splits=k).split(features, groups=groups):
-                out_of_fold[test] = self._fitted(features[train])._distance(features[test])
+                out_of_fold[test] = _distances(features[test], *_shrunk_estimate(features[train]))
             how = (f"{QUANTILE}th percentile of the {len(features)} training images' out-of-fold distances ({k} "
                    f"folds, groups kept whole)")
         else:  # one group: no image can be measured by a check that did not see it
             out_of_fold = None
             how = f"{QUANTILE}th percentile of the training images' own distances (one group: no out-of-fold ones)"
-        self._fitted(features)
+        self.mean_, self.precision_ = _shrunk_estimate(features)
         distances = self._distance(features) if out_of_fold is None else out_of_fold
         self.threshold_ = float(np.percentile(distances, QUANTILE))
         self.record_ = {"method": METHOD, "threshold": self.threshold_, "threshold_by": how,
@@ -60,16 +74,8 @@ class InputCheck:
                         "training_distance_median": float(np.median(distances))}
         return self
 
-    def _fitted(self, features):
-        from sklearn.covariance import LedoitWolf
-
-        estimate = LedoitWolf().fit(features)
-        self.mean_, self.precision_ = estimate.location_, estimate.precision_
-        return self
-
     def _distance(self, features):
-        centred = features - self.mean_
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, self.precision_, centred), 0.0))
+        return _distances(features, self.mean_, self.precision_)
 
     def distance(self, codes):
         """Each code's distance from the training codes (float64, n)."""
@@ -93,6 +99,8 @@ class InputCheck:
 
 
 CSV_COLUMNS = ["training_distance", "unlike_training"]  # predictions.csv: each image's distance and flag
+NO_CHECK_NOTICE = ("notice: this head has no input check (trained before it existed): train it again to learn which "
+                   "images are unlike its training films")
 MANY = 0.10  # a folder with more than this share of its images flagged gets one warning about the whole folder
 
 
@@ -117,8 +125,8 @@ def summary(names, distances, unlike, threshold, method=METHOD):
     return record, warning
 
 
-def csv_cells(distances, unlike, i):
-    """predictions.csv's input-check cells of image ``i``."""
-    if distances is None:
+def csv_cells(distance, flagged):
+    """predictions.csv's input-check cells of one image (empty without a check: ``distance`` None)."""
+    if distance is None:
         return ["", ""]
-    return [f"{distances[i]:.4f}", "true" if unlike[i] else "false"]
+    return [f"{distance:.4f}", "true" if flagged else "false"]

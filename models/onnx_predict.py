@@ -20,10 +20,11 @@ from models.cli import add_batch_size_argument
 from models.errors import UserError, one_line, run_cli
 from models.fileio import check_output_folder
 from models.images import ImageReadError, View, image_paths
+from models.metrics import decide
 from models.predictions import predictions_file
 from models.progress import progress_bar
 
-METADATA_KEY = "xvision_mx"  # as models.export writes it
+METADATA_KEY = "xvision_mx"  # the file's metadata this runner reads and models.export writes
 FORMAT = "xvision-mx onnx v1"
 
 
@@ -51,14 +52,6 @@ def load_session(path):
     return session, metadata
 
 
-def decide(probabilities, classes, positive_class, threshold):
-    """Class indices: the positive class where its probability reaches the threshold, else the largest probability."""
-    if positive_class is None:
-        return probabilities.argmax(axis=1)
-    positive = classes.index(positive_class)
-    return np.where(probabilities[:, positive] >= threshold, positive, 1 - positive)
-
-
 def read_batch(paths, view):
     """(float32 N x 3 x size x size batch of the readable images, their paths, {unreadable path: why})."""
     images, read, failed = [], [], {}
@@ -80,9 +73,10 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     described = metadata["input"]["view"]
     view = View.of(described)
-    classes, positive, threshold = metadata["classes"], metadata["positive_class"], metadata["threshold"]
+    classes, threshold = metadata["classes"], metadata["threshold"]
+    positive = None if metadata["positive_class"] is None else classes.index(metadata["positive_class"])
     check = metadata.get("input_check")
-    rule = f"; '{positive}' from p >= {threshold:.4f}" if positive is not None else ""
+    rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
     log(f"{model_path} (epoch {metadata['epoch']}, ONNX Runtime): {len(paths)} images{rule}")
     os.makedirs(out_dir, exist_ok=True)
     skipped = []
@@ -99,7 +93,7 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
                 probabilities = outputs["probabilities"].astype(np.float64)
                 distances = outputs.get("training_distance", [None] * len(read))
                 for path, probs, guess, distance in zip(read, probabilities,
-                                                        decide(probabilities, classes, positive, threshold), distances):
+                                                        decide(probabilities, positive, threshold), distances):
                     flagged = None if check is None else bool(distance > check["threshold"])
                     written.add(path, probs, guess, None if distance is None else float(distance), flagged)
             bar.update(len(failed) + len(read))

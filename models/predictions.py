@@ -22,8 +22,8 @@ class PredictionsFile:
 
     def add(self, path, probabilities, guess, distance=None, flagged=None):
         """One image: its row, and its line (marked where it is unlike the training films)."""
-        cells = ["", ""] if self.check is None else inputcheck.csv_cells([distance], [flagged], 0)
-        self.writer.writerow([path, self.classes[guess]] + [repr(float(p)) for p in probabilities] + cells)
+        self.writer.writerow([path, self.classes[guess]] + [repr(float(p)) for p in probabilities]
+                             + inputcheck.csv_cells(distance, flagged))
         shown = ", ".join(f"{name} {p:.4f}" for name, p in zip(self.classes, probabilities))
         flag = ""
         if self.check is not None:
@@ -35,8 +35,7 @@ class PredictionsFile:
     def summary(self, log):
         """The input check's count, and the warning about a set with many flagged, after the last image."""
         if self.check is None:
-            log("notice: this head has no input check (trained before it existed): train it again to learn which "
-                "images are unlike its training films")
+            log(inputcheck.NO_CHECK_NOTICE)
         elif self.scored:
             record, warning = inputcheck.summary(*zip(*self.scored), *self.check)
             log(f"{record['flagged']} of {len(self.scored)} images unlike the training films (input check: distance "
