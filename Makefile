@@ -28,12 +28,14 @@ BOX_ARG = $(if $(LUNG_BOX),--lung-box $(LUNG_BOX))
 # make onnx: the trained head to export (default: the demo's) and the ONNX file to write (default: beside it)
 MODELS ?= data/demo/models
 ONNX ?= $(MODELS)/classifier.onnx
+# make exports: a folder to keep the 16-bit PNG versions of the shared NIH sets in (for make accuracy DATA=...)
+KEEP ?=
 # make reproduce: where it writes, and extra scraper.py options (e.g. --base-url of a mirror)
 REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo figure test pipeline onnx reproduce bench accuracy audit clean
+.PHONY: help setup demo figure test pipeline onnx reproduce bench exports accuracy audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -96,6 +98,9 @@ bench/.venv/.installed: bench/requirements.txt
 bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction (fp32, bf16, int8) against PyTorch, head training, memory; writes bench/*.json
 	$(PY) -m bench.run
 	$(PY) -m bench.fidelity
+
+exports: setup ## [KEEP=dir]: how close the codes of the shared NIH films stay, read from JPEG 2000 / JPEG DICOMs at reduced resolution and from 16-bit PNGs of 12-bit values, to their full / 8-bit codes; writes bench/exports.json
+	$(PY) -m bench.exports --shared "$(SHARED)" $(if $(KEEP),--keep "$(KEEP)")
 
 accuracy: setup ## [DATA=class folders] [GROUP_PATTERN=regex | GROUP_BY=patient]: cross-validate the head's defaults, each layout, the original recipe and two linear probes on DATA and the shared NIH sets; writes bench/accuracy.json
 	$(PY) -m bench.accuracy $(if $(DATA),"$(DATA)") $(GROUP_ARG) --seeds $(SEEDS) --shared "$(SHARED)" --field $(FIELD) $(BOX_ARG)

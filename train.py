@@ -4,13 +4,15 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 
 from models.cli import add_batch_size_argument, add_gpus_argument, add_view_arguments, at_least
 from models.devices import CPU_SPECS, select_contexts
 from models.errors import run_cli
 from models.fileio import check_output_folder
-from models.images import View, list_images
+from models.images import View, list_images, measure_depth
 from models.pretrained import DEFAULT_LAYER
+from models.progress import progress_bar
 from models.runtime import setup_runtime
 from models.weights import DEFAULT_PREFIX
 
@@ -43,11 +45,31 @@ def parse_args(argv=None):
                                 "sample of TRAIN_IMGS, cached in TRAIN_CODES/int8-calibration; codes within ~0.98 "
                                 "cosine similarity of fp32; forward-only 3.6x fp32 on a 2-core AMD EPYC Zen 5, 3.2x "
                                 "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16")
+    parser.add_argument("--significant-bits", type=at_least(int, 1), metavar="N",
+                        help="16-bit (or 32-bit integer) PNG and TIFF images hold values 0..2**N - 1, which map onto "
+                             "0..255; recorded in the codes' index and head.json, so that test_model.py and "
+                             "models.predict map new images the same way (default: measured on TRAIN_IMGS, or on "
+                             "TEST_IMGS where it has none: the largest of what PNG sBIT chunks say and of the bit "
+                             "lengths of the largest values of the others; 16 where neither holds such an image)")
     parser.add_argument("--calib-images", type=at_least(int, 1), default=64,
                         help="with --int8: how many training images to calibrate on (default: %(default)s)")
     args = parser.parse_args(argv)
-    args.view = View(resize=args.resize, field=args.field, box=args.lung_box)
+    args.view = View(resize=args.resize, field=args.field, box=args.lung_box, bits=args.significant_bits)
     return args
+
+
+def measured_view(view, folders, names, log=print):
+    """``view`` with the significant bits of the first of ``folders`` (with their image ``names``) that holds 16-bit
+    images, where ``view`` does not give them."""
+    if view.bits:
+        return view
+    for (label, folder), listed in zip(folders, names):
+        with progress_bar(total=len(listed), unit="img", desc="depth") as bar:
+            bits, how = measure_depth([os.path.join(folder, name) for name in listed], bar)
+        if bits:
+            log(f"{label}: {how}: values 0..{2 ** bits - 1} map onto 0..255 in both folders")
+            return replace(view, bits=bits)
+    return view
 
 
 def encode_folders(args, log=print):
@@ -55,10 +77,11 @@ def encode_folders(args, log=print):
     long it took: {"folder", "codes_dir", "images", "skipped", "precision", "started" (time.perf_counter()),
     "seconds"}."""
     train_names = list_images(args.train_imgs)  # a missing or empty folder fails before any work starts
-    list_images(args.test_imgs)
+    test_names = list_images(args.test_imgs)
     images = [("TRAIN_IMGS", args.train_imgs), ("TEST_IMGS", args.test_imgs)]
     check_output_folder(args.train_codes, "TRAIN_CODES", images)
     check_output_folder(args.test_codes, "TEST_CODES", images + [("TRAIN_CODES", args.train_codes)])
+    view = measured_view(args.view, images, (train_names, test_names), log)
     from models.extract import extract_folder
     from models.pretrained import Backbone
 
@@ -69,7 +92,7 @@ def encode_folders(args, log=print):
         from models.quantize import calibration_sample, int8_backbone
 
         sample = calibration_sample([os.path.join(args.train_imgs, n) for n in train_names], args.calib_images)
-        backbone = int8_backbone(args.model, args.layer, sample, args.batch_size, args.view,
+        backbone = int8_backbone(args.model, args.layer, sample, args.batch_size, view,
                                  cache_dir=os.path.join(args.train_codes, "int8-calibration"), speed_check=True)
     elif args.bf16:
         backbone = Backbone(args.model, args.layer, batch_size=args.batch_size, precision="bf16", speed_check=True)
@@ -89,7 +112,7 @@ def encode_folders(args, log=print):
     done = []
     for folder, codes_dir in ((args.train_imgs, args.train_codes), (args.test_imgs, args.test_codes)):
         started = time.perf_counter()
-        writer = extract_folder(backbone, folder, codes_dir, args.view, log=log)
+        writer = extract_folder(backbone, folder, codes_dir, view, log=log)
         seconds = time.perf_counter() - started
         done.append({"folder": folder, "codes_dir": codes_dir, "images": len(writer.files) - len(writer.skipped),
                      "skipped": len(writer.skipped), "precision": backbone.precision, "started": started,

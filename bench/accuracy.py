@@ -37,7 +37,7 @@ from models.cli import add_group_arguments, add_view_arguments, at_least
 from models.codes import CodeStore
 from models.errors import UserError, run_cli
 from models.fileio import write_json
-from models.images import View, list_images
+from models.images import View, list_images, measure_depth
 from models.runtime import setup_runtime
 from models.splits import grouped_folds, image_groups
 
@@ -70,6 +70,9 @@ def load_dataset(root, cache, view=View()):
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if len(classes) != 2:
         raise UserError(f"{root} must hold two class folders; found {classes}")
+    if view.bits is None:  # what train.py does: one depth mapping for every 16-bit image of the set
+        view = replace(view, bits=measure_depth([os.path.join(root, c, n) for c in classes
+                                                 for n in list_images(os.path.join(root, c))])[0])
     backbone, parts = None, []
     for c, name in enumerate(classes):
         codes_dir = os.path.join(cache, name)

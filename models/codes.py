@@ -4,7 +4,8 @@ A codes folder holds
 - ``codes.npy``: float32 array of shape (number of image files, *code shape), one row per file, in ``index.json``'s order;
 - ``index.json``: the files (row order), the files skipped with the reason, how many rows are done, what made the
   codes (model, its sha256, layer, code shape, preprocessing), the image folder they were made from and, per file,
-  what it held (``stamps``: size, modification time in ns, sha256 of its bytes).
+  what it held (``stamps``: size, modification time in ns, sha256 of its bytes) and, for a file decoded below its full
+  size (JPEG DCT scaling, JPEG 2000 resolution levels), what was decoded (``reduced``: "512x625 of 2048x2500").
 
 Rows are written in order and ``rows_done`` is saved (atomically) only after those rows are flushed, so a run killed at
 any moment resumes at the last saved row and gives the same codes. Every later step checks the images it is given
@@ -200,9 +201,10 @@ class CodeWriter:
             self.rows_done = previous["rows_done"]
             self.skipped = dict(previous["skipped"])
             self.stamps = dict(previous["stamps"])
+            self.reduced = dict(previous.get("reduced") or {})
         else:
             self.rows_done = 0
-            self.skipped, self.stamps = {}, {}
+            self.skipped, self.stamps, self.reduced = {}, {}, {}
             if os.path.exists(self.index_path):
                 os.remove(self.index_path)  # the index goes first: a crash now leaves no stale claim
             with open(self.codes_path, "wb") as f:  # a .npy header, then zeros (a sparse file) for every row
@@ -246,21 +248,24 @@ class CodeWriter:
             return []
         return changed_files(self.image_dir, self.stamps, self.files[:self.rows_done])
 
-    def write(self, codes, skipped=None):
-        """Store the next ``len(codes)`` rows; ``skipped`` maps file names among them to why they have no code."""
-        self._write_rows(range(self.rows_done, self.rows_done + len(codes)), codes, skipped)
+    def write(self, codes, skipped=None, reduced=None):
+        """Store the next ``len(codes)`` rows; ``skipped`` maps file names among them to why they have no code,
+        ``reduced`` to what was decoded of those decoded below full size."""
+        self._write_rows(range(self.rows_done, self.rows_done + len(codes)), codes, skipped, reduced)
         self.rows_done += len(codes)
         self._save(complete=self.complete)
 
-    def rewrite(self, names, codes, skipped=None):
-        """Replace the rows of ``names`` (files that changed) with new codes; ``skipped`` as for write."""
+    def rewrite(self, names, codes, skipped=None, reduced=None):
+        """Replace the rows of ``names`` (files that changed) with new codes; ``skipped`` and ``reduced`` as for
+        write."""
         positions = {name: i for i, name in enumerate(self.files)}
         for name in names:
             self.skipped.pop(name, None)
-        self._write_rows([positions[n] for n in names], codes, skipped)
+            self.reduced.pop(name, None)
+        self._write_rows([positions[n] for n in names], codes, skipped, reduced)
         self._save(complete=self.complete)
 
-    def _write_rows(self, rows, codes, skipped):
+    def _write_rows(self, rows, codes, skipped, reduced):
         rows = list(rows)
         data = np.ascontiguousarray(codes, dtype="<f4").reshape(len(rows), -1)
         # plain writes, not a memory map: written pages of a map count in this process's resident memory, which then
@@ -281,10 +286,11 @@ class CodeWriter:
                 name = self.files[row]
                 self.stamps[name] = file_stamp(os.path.join(self.image_dir, name))
         self.skipped.update(skipped or {})
+        self.reduced.update(reduced or {})
 
     def _save(self, complete):
         write_json(self.index_path, {
             "format": FORMAT, "complete": complete, "rows_done": self.rows_done,
             "meta": self.meta, "images": self.image_dir, "files": self.files, "skipped": self.skipped,
-            "stamps": self.stamps,
+            "stamps": self.stamps, "reduced": self.reduced,
         })

@@ -176,9 +176,9 @@ def output_range(ds):
     return float(low), float(high)
 
 
-def _to_8bit(values, low, high):
-    scaled = (np.asarray(values, np.float64) - low) * (255.0 / max(high - low, 1e-12))
-    return np.clip(scaled, 0, 255).round().astype(np.uint8)
+def _to_8bit(values, low, high, exact=False):
+    scaled = np.clip((np.asarray(values, np.float64) - low) * (255.0 / max(high - low, 1e-12)), 0, 255)
+    return scaled.astype(np.float32) if exact else scaled.round().astype(np.uint8)
 
 
 def _voi_lut(ds, values):
@@ -195,9 +195,9 @@ def _voi_lut(ds, values):
     return table[index], 0.0, float(2 ** bits - 1)
 
 
-def _gray_of(ds, stored):
+def _gray_of(ds, stored, exact=False):
     """Stored gray values (any shape) as uint8: the modality LUT, the VOI LUT or the window, onto 0..255,
-    MONOCHROME1 inverted."""
+    MONOCHROME1 inverted; ``exact``: as float32, before the rounding to whole gray levels."""
     from pydicom.pixels import apply_modality_lut, apply_windowing
 
     values = apply_modality_lut(stored, ds)
@@ -211,8 +211,16 @@ def _gray_of(ds, stored):
             mapped = values
     else:
         mapped = values
-    gray = _to_8bit(mapped, low, high)
+    gray = _to_8bit(mapped, low, high, exact)
     return 255 - gray if ds.PhotometricInterpretation == "MONOCHROME1" else gray
+
+
+def _gray_table(ds, exact=False):
+    """The mapping of every stored value Bits Stored allows, as a uint8 (``exact``: float32) table indexed by value
+    minus its lowest."""
+    bits = int(ds.BitsStored)
+    low = 0 if int(ds.PixelRepresentation) == 0 else -(2 ** (bits - 1))
+    return _gray_of(ds, np.arange(low, low + 2 ** bits), exact), low
 
 
 def gray_pixels(ds):
@@ -228,20 +236,105 @@ def gray_pixels(ds):
         return _gray_of(ds, stored)
     # the mapping of every value Bits Stored allows, then one lookup per pixel: the same bytes, several times faster
     # than mapping a large film's pixels in float64
-    low = 0 if int(ds.PixelRepresentation) == 0 else -(2 ** (bits - 1))
-    table = _gray_of(ds, np.arange(low, low + 2 ** bits))
+    table, low = _gray_table(ds)
     return table[stored] if low == 0 else table[stored.astype(np.int32) - low]
+
+
+def _j2k_levels(codestream):
+    """(precision, decomposition levels) of a one-component, unsigned JPEG 2000 codestream, read from its SIZ and COD
+    markers; None for anything else (several components, signed samples, a JP2 file wrapped around it)."""
+    import struct
+
+    if codestream[:4] != b"\xff\x4f\xff\x51" or len(codestream) < 45:
+        return None
+    components, sample = struct.unpack_from(">HB", codestream, 40)
+    cod = codestream.find(b"\xff\x52", 4 + struct.unpack_from(">H", codestream, 4)[0])
+    if components != 1 or sample & 0x80 or cod < 0 or cod + 10 > len(codestream):
+        return None
+    return (sample & 0x7F) + 1, codestream[cod + 9]  # Lcod, Scod, SGcod (4 bytes), then the decomposition levels
+
+
+def halvings(width, height, shortest, most):
+    """How many times (at most ``most``) a ``width`` x ``height`` image can be halved, each halving rounding up, and
+    keep its shorter side at least ``shortest`` pixels."""
+    levels = 0
+    while levels < most and -(-min(width, height) // (2 << levels)) >= shortest:
+        levels += 1
+    return levels
+
+
+def _reduced_stored(ds, shortest):
+    """(the stored values, how they were sampled: see ``decode_dicom``) of a one-component, unsigned JPEG 2000 or
+    baseline JPEG image decoded at the coarsest resolution whose shorter side is still at least ``shortest`` pixels
+    (JPEG 2000 resolution levels, JPEG DCT scaling to 1/2, 1/4 or 1/8, both by PIL); None where that is not below full
+    size or not possible: the caller decodes in full."""
+    import io
+
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit
+
+    syntax = ds.file_meta.TransferSyntaxUID
+    if (syntax not in (JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit) or ds.PhotometricInterpretation not in GRAY
+            or int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.PixelRepresentation) != 0):
+        return None
+    width, height = int(ds.Columns), int(ds.Rows)
+    try:
+        codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+        if syntax == JPEGBaseline8Bit:
+            levels = halvings(width, height, shortest, 3)
+            if not levels or int(ds.BitsStored) != 8:
+                return None
+            image = Image.open(io.BytesIO(codestream), formats=["JPEG"])
+            if image.mode != "L":
+                return None
+            image.draft("L", (max(width >> levels, 1), max(height >> levels, 1)))  # PIL then scales by 2**levels
+            image.load()
+            return (np.asarray(image), "blocks") if image.size[0] < width else None
+        described = _j2k_levels(codestream)
+        if described is None or described[0] != int(ds.BitsStored):
+            return None
+        levels = halvings(width, height, shortest, described[1])
+        if not levels:
+            return None
+        image = Image.open(io.BytesIO(codestream), formats=["JPEG2000"])
+        image.reduce = levels
+        image.load()
+        stored = np.asarray(image)
+        if image.mode == "I;16":
+            stored = stored >> (16 - described[0])  # PIL scales samples to 16 bits
+        return stored, "wavelet"
+    except (OSError, ValueError, SyntaxError, StopIteration, Image.DecompressionBombError):
+        return None
+
+
+def decode_dicom(path, shortest=None):
+    """(the image of a DICOM file as 8-bit gray, (width, height) of the file's image, how it was sampled).
+
+    Full size: uint8 (rows, columns), sampled None. With ``shortest``, a JPEG 2000 or baseline JPEG film is decoded
+    at the coarsest resolution whose shorter side is still at least that many pixels, if there is one below full size
+    and it can be decoded so: JPEG 2000's low-pass samples (sampled "wavelet": sample k on pixel k x 2**levels of the
+    full image), float32 gray levels not rounded (``models.images.resize_reduced`` rounds where a full decode does);
+    a scaled JPEG's uint8 block means ("blocks"). DicomError with the reason if the file is not one decodable image
+    (its size is checked before decoding)."""
+    ds = _dataset(path)
+    _check_image(ds)
+    full_size = int(ds.Columns), int(ds.Rows)
+    try:
+        reduced = _reduced_stored(ds, shortest) if shortest else None
+        if reduced is not None:
+            stored, sampled = reduced
+            table, _ = _gray_table(ds, exact=sampled == "wavelet")
+            pixels = table[np.minimum(stored, len(table) - 1)]
+        else:
+            pixels, sampled = gray_pixels(ds), None
+    except Exception as err:  # noqa: BLE001 - a third-party decoder's failures have no common type
+        raise DicomError(f"its pixel data cannot be decoded ({_short(err)})") from None
+    if pixels.ndim != 2:
+        raise DicomError(f"pixel data of shape {pixels.shape}, not one image")
+    return pixels, full_size, sampled
 
 
 def read_dicom(path):
     """The image of a DICOM file as an 8-bit gray PIL image ('L'), full size; DicomError with the reason if it is not
     one decodable image (its size is checked before decoding)."""
-    ds = _dataset(path)
-    _check_image(ds)
-    try:
-        pixels = gray_pixels(ds)
-    except Exception as err:  # noqa: BLE001 - a third-party decoder's failures have no common type
-        raise DicomError(f"its pixel data cannot be decoded ({_short(err)})") from None
-    if pixels.ndim != 2:
-        raise DicomError(f"pixel data of shape {pixels.shape}, not one image")
-    return Image.fromarray(pixels, mode="L")
+    return Image.fromarray(decode_dicom(path)[0], mode="L")

@@ -6,11 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from models.codes import CodeWriter
 from models.errors import named, one_line
-from models.images import ImageReadError, View, list_images
+from models.images import ImageReadError, View, list_images, usable_cores
 from models.pretrained import put_image
 from models.progress import progress_bar
 
-DECODE_THREADS = 2  # PIL releases the GIL while decoding and resizing, so threads overlap with the forward pass
+# files decoded at once while the network runs: PIL releases the GIL while decoding PNG and JPEG and resizing, so each
+# thread keeps a core busy; OpenJPEG (JPEG 2000) holds it, but decodes each image on OPJ_NUM_THREADS threads of its own
+# (models.runtime). At most 8: each holds one decoded image, up to ~170 MB for a 9,400 x 9,400 16-bit PNG.
+DECODE_THREADS = min(max(2, usable_cores()), 8)
 
 
 def codes_meta(backbone, view):
@@ -21,18 +24,21 @@ def codes_meta(backbone, view):
 
 
 def read_into(batch, position, path, view):
-    """Decode ``path`` into slot ``position`` of ``batch``: None, or why the file has no code (its slot is zeroed)."""
+    """Decode ``path`` into slot ``position`` of ``batch``: (None, its ``Decoded``), or (why the file has no code, None)
+    with its slot zeroed."""
     try:
-        put_image(batch, position, view.read(path))
-        return None
+        decoded = view.decode(path)
+        put_image(batch, position, decoded.pixels)
+        return None, decoded
     except ImageReadError as err:
         batch[position] = 0
-        return str(err)
+        return str(err), None
 
 
 def encode(backbone, folder, names, view, bar):
-    """(file names, codes, {name: why skipped}) batch by batch for ``names`` in ``folder`` as ``view`` shows them, the
-    decoding of the next batch overlapped with the network's work on this one."""
+    """(file names, codes, {name: why skipped}, {name: what was decoded where it was below full size}) batch by batch
+    for ``names`` in ``folder`` as ``view`` shows them, the decoding of the next batch overlapped with the network's
+    work on this one. Notices (values beyond the set's significant bits) are printed as warnings."""
     size = backbone.batch_size
     starts = range(0, len(names), size)
     # two input batches: the decode threads fill one while the network reads the other
@@ -47,16 +53,22 @@ def encode(backbone, folder, names, view, bar):
 
         pending = decode(0) if starts else None
         for i, start in enumerate(starts):
-            errors = [future.result() for future in pending]
+            results = [future.result() for future in pending]
             pending = decode(i + 1) if i + 1 < len(starts) else None  # decoded while this batch runs
             chunk = names[start:start + size]
             codes = backbone.run(batches[i % 2], len(chunk))
-            skipped = {chunk[position]: error for position, error in enumerate(errors) if error is not None}
-            for position, error in enumerate(errors):
+            skipped, reduced = {}, {}
+            for name, (error, decoded), row in zip(chunk, results, codes):
                 if error is not None:
-                    codes[position] = 0
+                    row[...] = 0
+                    skipped[name] = error
                     bar.write(f"warning: skipped {one_line(error)}", file=sys.stderr)
-            yield chunk, codes, skipped
+                    continue
+                if decoded.notice:
+                    bar.write(f"warning: {os.path.basename(name)}: {decoded.notice}", file=sys.stderr)
+                if decoded.reduced:
+                    reduced[name] = decoded.reduced
+            yield chunk, codes, skipped, reduced
             bar.update(len(chunk))
 
 
@@ -76,8 +88,8 @@ def extract_folder(backbone, folder, codes_dir, view=View(), log=print):
         log(f"{codes_dir}: resuming after {writer.rows_done} of {len(names)} images")
     with progress_bar(total=len(names) - writer.rows_done + len(changed), unit="img",
                       desc=os.path.basename(folder.rstrip("/"))) as bar:
-        for _, codes, skipped in encode(backbone, folder, names[writer.rows_done:], view, bar):
-            writer.write(codes, skipped)
-        for chunk, codes, skipped in encode(backbone, folder, changed, view, bar):
-            writer.rewrite(chunk, codes, skipped)
+        for _, codes, skipped, reduced in encode(backbone, folder, names[writer.rows_done:], view, bar):
+            writer.write(codes, skipped, reduced)
+        for chunk, codes, skipped, reduced in encode(backbone, folder, changed, view, bar):
+            writer.rewrite(chunk, codes, skipped, reduced)
     return writer

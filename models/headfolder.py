@@ -50,7 +50,7 @@ INPUT_CHECK_FILE = "input_check.npz"  # models.inputcheck.InputCheck's arrays (n
 PARAMS_PATTERN = re.compile(r"^head-(\d{4})\.params$")
 EPOCH_CHOICES = "best, last or an epoch number"
 # what must be equal between the codes a head was trained on and the codes it is given
-CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision", "field", "lung_box")
+CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision", "field", "lung_box", "significant_bits")
 # what must be equal between a resumed run and the run that wrote the folder
 RESUME_KEYS = ("lr", "batch_size", "seed", "class_weight", "val_fraction", "layout", "layout_requested", "folds",
                "dropout", "positive", "calibration", "data_sha256")
@@ -69,8 +69,8 @@ def code_identity(codes_meta):
 
 
 def check_codes_match(codes_meta, head_meta, codes_dir):
-    """UserError if the codes come from another model, layer, shape, precision or field than the head was trained on
-    (a head.json from before fields existed was trained on whole images)."""
+    """UserError if the codes come from another model, layer, shape, precision, field or depth mapping than the head
+    was trained on (a head.json from before fields existed was trained on whole images)."""
     expected, given = code_identity(head_meta["backbone"]), code_identity(codes_meta)
     differ = [f"{key} {given[key]!r} (head trained on {expected[key]!r})"
               for key in CODE_IDENTITY if given[key] != expected[key]]
@@ -79,6 +79,8 @@ def check_codes_match(codes_meta, head_meta, codes_dir):
         options = {"bf16": " --bf16", "int8": " --int8"}.get(expected["precision"], "")
         if expected["field"] != "whole":
             options += f" --field {expected['field']} --lung-box {','.join(map(str, expected['lung_box']))}"
+        if expected["significant_bits"]:
+            options += f" --significant-bits {expected['significant_bits']}"
         raise UserError(f"codes in {codes_dir} were not made like the head's training codes: {'; '.join(differ)}; "
                         f"extract them with train.py using --model {made.get('model')} --layer {made.get('layer')}"
                         f"{options}")

@@ -3,14 +3,17 @@ through ``list_images`` and a ``View`` (``read_image`` / ``load_image`` undernea
 sees, at which size, and how the codes' index says so."""
 
 import argparse
+import functools
+import math
 import os
 import warnings
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
-from models.dicom import DICOM_EXTENSIONS, DicomError, dicom_size, has_dicom_magic, read_dicom
+from models.dicom import DICOM_EXTENSIONS, DicomError, decode_dicom, dicom_size, halvings, has_dicom_magic
 from models.errors import UserError
 
 RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # read by PIL
@@ -91,7 +94,8 @@ def image_size(path):
 
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 STRIP_PIXELS = 1 << 18  # high-depth pixels converted at a time: 2 MiB of float64 at most, whatever the image size
-SIXTEEN_BIT_SCALE = 255.0 / 65535.0
+FULL_DEPTH = 16  # significant bits of a high-depth image where its set's were not measured (the old rule: 0..65535)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _scaled_to_8bit(pixels, scale):
@@ -99,8 +103,31 @@ def _scaled_to_8bit(pixels, scale):
     return np.clip(pixels.astype(np.float64) * scale, 0, 255).round().astype(np.uint8)
 
 
-# that formula for every 16-bit value, so that a 16-bit row converts by table lookup, exactly
-_SIXTEEN_BIT_TABLE = _scaled_to_8bit(np.arange(65536), SIXTEEN_BIT_SCALE)
+@functools.lru_cache(maxsize=None)
+def _depth_table(bits, shift):
+    """That formula for every 16-bit value shifted right by ``shift``, over ``bits`` bits: a 16-bit row converts by
+    table lookup, exactly."""
+    return _scaled_to_8bit(np.arange(65536) >> shift, 255.0 / (2 ** bits - 1))
+
+
+def png_significant_bits(path):
+    """The significant bits a PNG's sBIT chunk gives its gray (or first) channel, or None: no sBIT before the image
+    data, not a PNG, unreadable. Reads chunk headers only."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != PNG_SIGNATURE:
+                return None
+            while True:
+                head = f.read(8)
+                if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
+                    return None
+                length = int.from_bytes(head[:4], "big")
+                if head[4:] == b"sBIT":
+                    value = f.read(1)
+                    return value[0] if value and 0 < value[0] <= 16 else None
+                f.seek(length + 4, 1)  # the data and its CRC
+    except OSError:
+        return None
 
 
 def _strips(image, first=0, last=None):
@@ -114,31 +141,46 @@ def _strips(image, first=0, last=None):
         yield top, bottom, np.asarray(image.crop((0, top, width, bottom)))
 
 
-def _depth_converter(image):
-    """A function from a strip of ``image`` (numpy, its own dtype) to uint8 pixels, for a 16-bit, 32-bit or float one.
+def _largest(image):
+    """The largest value of a high-depth image, found strip by strip (NaN stays NaN)."""
+    return np.max([0] + [pixels.max(initial=0) for _, _, pixels in _strips(image)])
 
-    16-bit and 32-bit integers are scaled from the 16-bit range, so one density keeps one gray level in every image of
-    a set; float images are taken as 0..1 when they fit in it (their maximum is found strip by strip), else as 0..255.
+
+def _depth_converter(image, bits=None, significant=None):
+    """(a function from a strip of ``image`` (numpy, its own dtype) to uint8 pixels, a notice or None), for a 16-bit,
+    32-bit or float image.
+
+    Integers are scaled from 0..2**bits - 1, ``bits`` being the significant bits of the image's set (``View.bits``;
+    None: 16, the old rule), so one density keeps one gray level in every image of a set; a value above it is
+    clipped to white, with a notice. ``significant``: the file's own (a PNG's sBIT); where its values exceed that
+    many bits, they are left-justified as the PNG specification writes them, and shifted down to ``bits`` first.
+    Float images are taken as 0..1 when they fit in it, else as 0..255.
     """
-    if image.mode.startswith("I;16"):
-        return lambda pixels: _SIXTEEN_BIT_TABLE[pixels]
     if image.mode == "F":
-        high = np.max([0.0] + [pixels.max(initial=0.0) for _, _, pixels in _strips(image)])  # NaN stays NaN
-        scale = 255.0 if high <= 1.0 else 1.0
-    else:
-        scale = SIXTEEN_BIT_SCALE
-    return lambda pixels: _scaled_to_8bit(pixels, scale)
+        scale = 255.0 if _largest(image) <= 1.0 else 1.0
+        return (lambda pixels: _scaled_to_8bit(pixels, scale)), None
+    depth = bits or FULL_DEPTH
+    high = int(_largest(image)) if bits or significant else 0
+    shift = 16 - depth if significant and depth <= 16 and high >> significant else 0
+    notice = None
+    if bits and high >> shift >= 2 ** bits:
+        notice = (f"values up to {high} exceed the {bits} significant bits recorded for its set (the largest "
+                  f"{2 ** bits - 1}): clipped to white")
+    if image.mode.startswith("I;16"):
+        table = _depth_table(depth, shift)
+        return (lambda pixels: table[pixels]), notice
+    return (lambda pixels: _scaled_to_8bit(pixels >> shift, 255.0 / (2 ** depth - 1))), notice
 
 
-def to_8bit(image):
+def to_8bit(image, bits=None, significant=None):
     """Gray stays 'L' (3x less resize work than RGB), colour -> 'RGB' with alpha dropped, 16-bit/float -> 'L'.
 
-    16-bit and 32-bit integers are scaled from the 16-bit range, so one density keeps one gray level in every
-    image of a set; float images are taken as 0..1 when they fit in it, else as 0..255. A high-depth image is
-    converted in strips, into the one full-size 8-bit copy (``read_image`` does not even make that one).
+    16-bit and 32-bit integers are scaled from 0..2**bits - 1 (``_depth_converter``); float images are taken as 0..1
+    when they fit in it, else as 0..255. A high-depth image is converted in strips, into the one full-size 8-bit copy
+    (``read_image`` does not even make that one).
     """
     if image.mode in HIGH_DEPTH_MODES:
-        convert = _depth_converter(image)
+        convert, _ = _depth_converter(image, bits, significant)
         out = np.empty((image.size[1], image.size[0]), np.uint8)
         for top, bottom, pixels in _strips(image):
             out[top:bottom] = convert(pixels)
@@ -168,8 +210,22 @@ def resize_image(image, size, resize):
     return image.resize((size, size), Image.BILINEAR, box=crop_box(*image.size, resize))
 
 
-def resize_high_depth(image, size, resize):
-    """``resize_image(to_8bit(image), size, resize)``, pixel for pixel, without a full-size copy of a high-depth image.
+def _rows_read(height, top, bottom, size):
+    """(first, last): the rows of a ``height``-row image the vertical pass of a resize of rows top..bottom to ``size``
+    reads: its bilinear filter reaches max(1, scale) rows past the box, clipped to the image."""
+    reach = int(max(1.0, (bottom - top) / size)) + 2
+    return max(0, top - reach), min(height, bottom + reach)
+
+
+def _vertical_pass(across, size, top, bottom):
+    """The vertical pass of PIL's resize of rows top..bottom to ``size``, on ``across`` (height x ``size`` uint8: the
+    horizontal pass's output, rounded to 8 bits as PIL rounds it)."""
+    return Image.fromarray(across, mode="L").resize((size, size), Image.BILINEAR, box=(0, top, size, bottom))
+
+
+def resize_high_depth(image, size, resize, bits=None, significant=None):
+    """(``resize_image(to_8bit(image, bits, significant), size, resize)``, pixel for pixel, without a full-size copy of
+    a high-depth image; the conversion's notice or None).
 
     PIL resizes an 8-bit image in two passes, each rounded to 8 bits: every row across (horizontal pass), then the
     columns of that (vertical pass). Rows are independent in the first, so it is made here strip by strip on rows
@@ -179,46 +235,205 @@ def resize_high_depth(image, size, resize):
     """
     width, height = image.size
     left, top, right, bottom = crop_box(width, height, resize)
-    # rows the vertical pass reads: its bilinear filter reaches max(1, scale) rows past the box, clipped to the image
-    reach = int(max(1.0, (bottom - top) / size)) + 2
-    first, last = max(0, top - reach), min(height, bottom + reach)
-    convert = _depth_converter(image)
+    first, last = _rows_read(height, top, bottom, size)
+    convert, notice = _depth_converter(image, bits, significant)
     across = np.zeros((height, size), np.uint8)
     for strip_top, strip_bottom, pixels in _strips(image, first, last):
         rows = strip_bottom - strip_top
         strip = Image.fromarray(convert(pixels), mode="L")
         across[strip_top:strip_bottom] = np.asarray(strip.resize((size, rows), Image.BILINEAR,
                                                                 box=(left, 0, right, rows)))
-    return Image.fromarray(across, mode="L").resize((size, size), Image.BILINEAR, box=(0, top, size, bottom))
+    return _vertical_pass(across, size, top, bottom), notice
+
+
+def _bilinear_weights(start, end, length, size):
+    """(size, length) weights of PIL's bilinear resize of pixels start..end of a ``length``-pixel line to ``size``:
+    a triangle as wide as the scale (antialiasing), normalised, as PIL's precompute_coeffs makes them."""
+    scale = (end - start) / size
+    width = max(scale, 1.0)
+    weights = np.zeros((size, length))
+    for out in range(size):
+        centre = start + (out + 0.5) * scale
+        low, high = max(int(centre - width + 0.5), 0), min(int(centre + width + 0.5), length)
+        triangle = np.clip(1.0 - np.abs((np.arange(low, high) - centre + 0.5) / width), 0.0, None)
+        weights[out, low:high] = triangle / triangle.sum()
+    return weights
+
+
+def _interpolation(length, samples, factor):
+    """(lower, upper, weight of the upper): pixel i of a ``length``-pixel line, linearly between the two of
+    ``samples`` samples around it, sample k lying on pixel k x factor."""
+    position = np.minimum(np.arange(length) / factor, samples - 1)
+    lower = np.floor(position).astype(np.int64)
+    return lower, np.minimum(lower + 1, samples - 1), position - lower
+
+
+@functools.lru_cache(maxsize=8)
+def _reduced_columns(length, samples, factor, start, end, size):
+    """(index, weights), each (size, band): output column j of the horizontal pass of PIL's resize of columns
+    start..end of the full line, applied to the line rebuilt from its samples by linear interpolation, is
+    sum(row[index[j]] * weights[j]): a few samples each (padded with zero weights), so no matrix product (whose BLAS
+    threads would spin beside the network's)."""
+    lower, upper, weight = _interpolation(length, samples, factor)
+    pixels = _bilinear_weights(start, end, length, size)
+    dense = np.zeros((size, samples))
+    np.add.at(dense.T, lower, (pixels * (1.0 - weight)).T)
+    np.add.at(dense.T, upper, (pixels * weight).T)
+    used = dense != 0
+    first = used.argmax(axis=1)
+    band = int((samples - used[:, ::-1].argmax(axis=1) - first).max())
+    index = np.minimum(first[:, None] + np.arange(band), samples - 1)
+    weights = np.where(first[:, None] + np.arange(band) < samples, np.take_along_axis(dense, index, axis=1), 0.0)
+    return index, weights.astype(np.float32)
+
+
+def _factor(full_size, reduced_size):
+    """The power of two a full image was divided by (reduced sides are rounded up)."""
+    return 2 ** round(math.log2(full_size[0] / reduced_size[0]))
+
+
+def resize_reduced(samples, full_size, size, resize):
+    """``resize_image`` of the full image (``full_size``: width, height) that JPEG 2000's low-pass ``samples`` stand
+    for: gray levels, float or uint8, (rows, columns), sample k on pixel k x 2**levels of the full image.
+
+    The full image is rebuilt from the samples by linear interpolation (JPEG 2000's 5/3 synthesis with the detail left
+    out), never in memory: the horizontal pass of PIL's bilinear resize of the full rows is, on the samples' rows, a
+    weighted sum of a few samples per output pixel; the rows between them are interpolated and rounded to 8 bits as
+    PIL rounds them, and PIL's own vertical pass follows. Its codes stay those of a full decode (mean cosine 0.9987
+    at 1/4 size, where resizing the small image itself gives 0.9964: docs/pipeline.md).
+    """
+    width, height = full_size
+    rows, columns = samples.shape
+    factor = _factor(full_size, (columns, rows))
+    left, top, right, bottom = crop_box(width, height, resize)
+    first, last = _rows_read(height, top, bottom, size)
+    index, weights = _reduced_columns(width, columns, factor, left, right, size)
+    across_samples = (np.asarray(samples, np.float32)[:, index] * weights).sum(axis=2)
+    lower, upper, weight = (part[first:last] for part in _interpolation(height, rows, factor))
+    across = np.zeros((height, size), np.uint8)
+    across[first:last] = np.clip((1.0 - weight[:, None]) * across_samples[lower] + weight[:, None]
+                                 * across_samples[upper], 0, 255).round()
+    return np.asarray(_vertical_pass(across, size, top, bottom))
+
+
+def resize_scaled(image, full_size, size, resize):
+    """``resize_image`` of the full image (``full_size``: width, height) a JPEG decoded with DCT scaling stands for:
+    each of its pixels is the mean of a block of the full image, where PIL's resize takes a pixel to be, so the full
+    image's crop box is divided by the scale, fractions kept."""
+    factor = _factor(full_size, image.size)
+    box = [min(edge / factor, limit) for edge, limit in zip(crop_box(*full_size, resize), image.size * 2)]
+    return image.resize((size, size), Image.BILINEAR, box=box)
+
+
+def usable_cores():
+    """The number of processors this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _file_depth(path):
+    """(significant bits, whether from an sBIT chunk, largest value or None) of a 16-bit or 32-bit integer raster
+    image (PNG, TIFF); None for any other file, a DICOM file (its header says how to map it) or an unreadable one."""
+    if is_dicom_file(path) or not os.fspath(path).lower().endswith(RASTER_EXTENSIONS):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                if image.mode not in HIGH_DEPTH_MODES or image.mode == "F":
+                    return None
+                significant = png_significant_bits(path) if image.format == "PNG" else None
+                if significant:
+                    return significant, True, None  # no decoding
+                image.load()
+                largest = int(_largest(image))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # extraction names it
+    return max(largest.bit_length(), 1), False, largest
+
+
+def measure_depth(paths, bar=None):
+    """(significant bits, a sentence saying how they were found) of the 16-bit (or 32-bit integer) images among
+    ``paths``: the largest of what their PNG sBIT chunks say, and of the bit lengths of the largest values of those
+    without one (decoded, on every core); (None, None) where there is no such image. ``bar``: a progress bar."""
+    with ThreadPoolExecutor(usable_cores()) as pool:  # PIL decodes PNG and TIFF without holding the GIL
+        found = []
+        for depth in pool.map(_file_depth, paths):
+            found += [depth] if depth else []
+            if bar is not None:
+                bar.update(1)
+    if not found:
+        return None, None
+    bits = max(depth[0] for depth in found)
+    chunks = sum(1 for depth in found if depth[1])
+    largest = max((depth[2] for depth in found if depth[2] is not None), default=None)
+    how = [f"{chunks} from their sBIT chunk"] if chunks else []
+    how += [f"{len(found) - chunks} from their largest value ({largest})"] if largest is not None else []
+    return bits, f"{len(found)} high-depth images, {bits} significant bits ({', '.join(how)})"
+
+
+# a file that can be decoded at a reduced resolution (JPEG DCT scaling, JPEG 2000 resolution levels) is decoded at the
+# coarsest one whose shorter side is still at least this many times the view's size: at 1 the codes lose detail the
+# network uses, at 2 they stay as close to a full decode's as two resizes of it are, at 4 the decode costs ~3x
+# (measured in docs/pipeline.md)
+REDUCED_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What reading one file gave: ``pixels`` as ``read_image`` returns them; ``size``, (width, height) of the file's
+    image; ``decoded``, the (width, height) decoded, smaller than ``size`` where the file allowed a reduced decode;
+    ``notice``, something the reader should be told (values beyond the set's significant bits), or None."""
+    pixels: np.ndarray
+    size: tuple
+    decoded: tuple
+    notice: str = None
+
+    @property
+    def reduced(self):
+        """'width x height of width x height' where the decode was reduced, else None."""
+        return None if self.decoded == self.size else "{}x{} of {}x{}".format(*self.decoded, *self.size)
 
 
 def read_image(path, size=224, resize="crop"):
     """Read one image file as uint8 pixels, ``size`` x ``size``: (size, size) for gray files, (size, size, 3) RGB for
     colour ones; ImageReadError if it cannot be read. Gray stays one channel so that feature extraction can spread it
     over the three input channels while it converts to float, in one pass."""
-    return _read(path, size, resize)[0]
+    return read_file(path, size, resize).pixels
 
 
-def _read(path, size, resize):
-    """(``read_image``'s pixels, (width, height) of the file's image)."""
+def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MARGIN):
+    """``read_image`` as a ``Decoded``; ``bits``: the significant bits of a high-depth image's set; ``margin``: a
+    reduced decode keeps the shorter side at least that many times ``size``."""
+    shortest = math.ceil(margin * size)
     try:
         if is_dicom_file(path):
-            image = read_dicom(path)  # 8-bit gray, full size; Rows x Columns checked against PIL's limit first
-            return np.asarray(resize_image(image, size, resize), dtype=np.uint8), image.size
+            gray, full_size, sampled = decode_dicom(path, shortest)  # 8-bit gray; Rows x Columns checked first
+            decoded = gray.shape[1], gray.shape[0]
+            if sampled == "wavelet":
+                return Decoded(resize_reduced(gray, full_size, size, resize), full_size, decoded)
+            image = Image.fromarray(gray, mode="L")
+            resized = resize_scaled(image, full_size, size, resize) if sampled else resize_image(image, size, resize)
+            return Decoded(np.asarray(resized), full_size, decoded)
+        notice = None
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                full_size = image.size
                 if image.format == "JPEG":
-                    image.draft("RGB", (size, size))  # decode at a reduced scale when the file allows it
+                    levels = halvings(*image.size, shortest, 3)  # decode at a reduced scale when the file allows it
+                    image.draft("RGB", (max(image.size[0] >> levels, 1), max(image.size[1] >> levels, 1)))
                 image.load()  # a 16-bit PNG decodes as 'I;16': 2 bytes a pixel, no wider copy
                 if image.mode in HIGH_DEPTH_MODES:
-                    resized = resize_high_depth(image, size, resize)
+                    significant = png_significant_bits(path) if image.format == "PNG" else None
+                    resized, notice = resize_high_depth(image, size, resize, bits, significant)
+                elif image.size != full_size:  # decoded with DCT scaling
+                    resized = resize_scaled(to_8bit(image), full_size, size, resize)
                 else:
                     resized = resize_image(to_8bit(image), size, resize)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning,
             DicomError) as err:
         raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
-    return np.asarray(resized, dtype=np.uint8), image.size
+    return Decoded(np.asarray(resized, dtype=np.uint8), full_size, image.size, notice)
 
 
 def load_image(path, size=224, resize="crop"):
@@ -252,11 +467,14 @@ def lung_box_arg(text):
 class View:
     """What the backbone sees of an image file: ``size`` x ``size`` pixels of its centre square (``resize='crop'``) or
     of all of it (``'squash'``), with ``field`` 'lungs' or 'outside' the part outside or inside ``box`` (``LUNG_BOX``)
-    filled with the mean of the view. ``describe()`` is what a codes index records; ``View.of(meta)`` rebuilds it."""
+    filled with the mean of the view; ``bits``, the significant bits of the set's high-depth (16-bit) images, which
+    map 0..2**bits - 1 onto 0..255 (None: 16). ``describe()`` is what a codes index records; ``View.of(meta)``
+    rebuilds it."""
     resize: str = "crop"
     field: str = "whole"
     box: tuple = LUNG_BOX
     size: int = INPUT_SIZE
+    bits: int = None
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES or self.field not in FIELDS:
@@ -270,13 +488,16 @@ class View:
     def of(cls, meta):
         """The view a codes index (or a head.json's "backbone") records; what older ones did not record is the default."""
         return cls(resize=meta.get("resize") or "crop", field=meta.get("field") or "whole",
-                   box=tuple(meta.get("lung_box") or LUNG_BOX), size=meta.get("input_size") or INPUT_SIZE)
+                   box=tuple(meta.get("lung_box") or LUNG_BOX), size=meta.get("input_size") or INPUT_SIZE,
+                   bits=meta.get("significant_bits"))
 
     def describe(self):
-        """The codes index's record of the view; the field only where it is not the whole image, so that the codes of
-        whole images made before fields existed are still the same codes."""
+        """The codes index's record of the view; the field only where it is not the whole image and the significant
+        bits only where they were measured, so that codes made before either existed are still the same codes."""
         described = {"input_size": self.size, "resize": self.resize}
-        return dict(described, field=self.field, lung_box=list(self.box)) if self.field != "whole" else described
+        if self.field != "whole":
+            described.update(field=self.field, lung_box=list(self.box))
+        return dict(described, significant_bits=self.bits) if self.bits else described
 
     def region(self, width, height):
         """(left, top, right, bottom) of a ``width`` x ``height`` image that the view shows."""
@@ -294,9 +515,18 @@ class View:
 
     def read(self, path):
         """``read_image`` of ``path`` as this view shows it; ImageReadError if it cannot be read."""
-        pixels, (width, height) = _read(path, self.size, self.resize)
+        return self.decode(path).pixels
+
+    def decode(self, path):
+        """``read``, as the ``Decoded`` that says what was read."""
+        decoded = read_file(path, self.size, self.resize, self.bits)
         if self.field == "whole":
-            return pixels
+            return decoded
+        return replace(decoded, pixels=self._fill(decoded.pixels, *decoded.size))
+
+    def _fill(self, pixels, width, height):
+        """``pixels`` of a ``width`` x ``height`` image with the part outside (field 'lungs') or inside ('outside')
+        the box filled with their mean."""
         pixels = pixels.copy()  # PIL's buffer is read-only
         left, top, right, bottom = self.field_box(width, height)
         fill = np.round(pixels.reshape(self.size * self.size, -1).mean(axis=0)).astype(np.uint8).reshape(

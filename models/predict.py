@@ -80,7 +80,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes, check_rule, bar.write) as written, \
             (heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(paths), grid, classes) if heatmaps
              else nullcontext()) as maps_out:
-        for chunk, codes, failed in encode(backbone, "", paths, view, bar):  # encode warns about failed ones
+        for chunk, codes, failed, _ in encode(backbone, "", paths, view, bar):  # encode warns about failed ones
             skipped += [path for path in chunk if path in failed]
             probabilities = head.predict_proba(net, codes)
             if calibration is not None:

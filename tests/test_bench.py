@@ -11,7 +11,8 @@ from bench import run as bench
 from helpers import run_script
 
 ALWAYS = ["fwd_fp32", "e2e_fp32", "ceiling_fp32", "decode_ms", "decode_film_png16_ms", "decode_film_dicom_ms",
-          "decode_film_j2k_ms", "predict_mxnet", "predict_onnx", "head_train", "head_auto_s", "head_flat_s",
+          "decode_film_j2k_ms", "e2e_film_png16", "e2e_film_j2k", "predict_mxnet", "predict_onnx", "head_train",
+          "head_auto_s", "head_flat_s",
           "head_gemm_bound", "head_gemm_tight",
           "mem_small", "mem_large"]
 

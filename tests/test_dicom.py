@@ -21,9 +21,11 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from bench.films import twelve_bit, write_dicom
 from helpers import REPO, run_script
 from models.dicom import _gray_of, gray_pixels, read_dicom
-from models.images import ImageReadError, View, list_images
+from models.images import ImageReadError, View, list_images, read_file, resize_image, resize_reduced
+from models.pretrained import put_image
 
 PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
 SAMPLE = os.path.join(REPO, "examples", "nih-sample")
@@ -263,3 +265,118 @@ def test_broken_and_burned_in_films_are_left_out_before_the_split(tmp_path):
     assert kept.returncode == 0 and "leaving out" not in kept.stderr
     assert json.loads((tmp_path / "kept" / "split.json").read_text())["burned_in_allowed"] is True
     assert sum(1 for side in ("train", "test") for _ in (tmp_path / "kept" / side).iterdir()) == 21
+
+
+def j2k_without_levels(gray, path):
+    """``gray`` (8-bit) as a JPEG 2000 DICOM whose codestream has no resolution levels below full size (PIL's
+    encoder, one resolution): the reduced decode cannot apply."""
+    import io
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    stream = io.BytesIO()
+    Image.fromarray(gray).save(stream, format="JPEG2000", no_jp2=True, num_resolutions=1, irreversible=False)
+    ds = pydicom.dcmread(write_dicom(path, gray, bits=8))
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([stream.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("resize", ["crop", "squash"])
+@pytest.mark.parametrize("factor, shape", [(4, (157, 129)), (2, (300, 260)), (8, (40, 33))])
+def test_a_reduced_decode_resizes_as_its_full_image_would(resize, factor, shape):
+    """resize_reduced on JPEG 2000 low-pass samples gives what resizing the full image they stand for gives: here a
+    full image that is exactly the linear interpolation of its samples (whole gray levels), pixel for pixel but for
+    PIL's fixed-point rounding; resizing the small image itself is further off."""
+    step = factor ** 2  # samples interpolated at 1/factor steps in 2-D: whole gray levels
+    samples = np.random.default_rng(factor).integers(0, 256 // step, shape).astype(np.float64) * step
+    rows, columns = shape
+    height, width = (rows - 1) * factor + 1, (columns - 1) * factor + 1
+
+    def rebuilt(length, count):
+        position = np.arange(length) / factor
+        lower = np.floor(position).astype(int)
+        return lower, np.minimum(lower + 1, count - 1), position - lower
+
+    (r0, r1, rw), (c0, c1, cw) = rebuilt(height, rows), rebuilt(width, columns)
+    across = samples[:, c0] * (1 - cw) + samples[:, c1] * cw
+    full = across[r0] * (1 - rw[:, None]) + across[r1] * rw[:, None]
+    assert np.array_equal(full, full.round()) and full.max() <= 255
+    expected = np.asarray(resize_image(Image.fromarray(full.astype(np.uint8)), 224, resize)).astype(int)
+    got = resize_reduced(samples.astype(np.float32), (width, height), 224, resize)
+    assert got.dtype == np.uint8 and got.shape == (224, 224)
+    assert np.abs(got - expected).max() <= 1 and (got != expected).mean() < 0.01
+    small = np.asarray(resize_image(Image.fromarray(samples.astype(np.uint8)), 224, resize)).astype(int)
+    assert np.abs(small - expected).mean() > 10 * np.abs(got - expected).mean()
+
+
+def test_a_scaled_jpeg_resizes_by_the_full_images_crop(tmp_path):
+    """A JPEG decoded at 1/4 (DCT scaling) is cropped where its full image is, fractions of a pixel kept: the block
+    means of a smooth full image resize like the full image (0.3 gray levels apart on average; the small image's own
+    crop, 1.4)."""
+    from models.images import resize_scaled
+
+    y, x = np.mgrid[0:2401, 0:2003]
+    full = Image.fromarray((127 + 100 * np.sin(x / 37.0) * np.cos(y / 53.0)).round().astype(np.uint8))
+    blocks = full.reduce(4)  # 4 x 4 block means, as a DCT scaled to 1/4 gives them
+    for resize in ("crop", "squash"):
+        expected = np.asarray(resize_image(full, 224, resize)).astype(int)
+        got = np.asarray(resize_scaled(blocks, full.size, 224, resize)).astype(int)
+        own_crop = np.asarray(resize_image(blocks, 224, resize)).astype(int)
+        assert np.abs(got - expected).mean() < 0.4 < 1.2 < np.abs(own_crop - expected).mean(), resize
+        Image.fromarray(np.asarray(full)).save(tmp_path / "film.jpg", quality=95)
+        read = read_file(tmp_path / "film.jpg", resize=resize)
+        assert read.reduced == "501x601 of 2003x2401" and np.abs(read.pixels.astype(int) - expected).mean() < 1
+
+
+def test_large_jpeg2000_and_jpeg_films_decode_at_the_level_the_view_needs(weights, tmp_path):
+    """A film of 1,100 x 1,000 as JPEG 2000 (lossless, lossy) or baseline JPEG is decoded at half size (550 x 500,
+    the coarsest level at least REDUCED_MARGIN x 224 on its shorter side), through the same mapping; the codes' index
+    says so, and the codes stay those of the full decode. Where the codestream has no level to skip to (or is signed,
+    or its precision is not Bits Stored), the full decode runs, the same pixels as before."""
+    from models.codes import CodeStore
+    from models.extract import extract_folder
+    from models.images import REDUCED_MARGIN
+    from models.pretrained import Backbone
+
+    assert REDUCED_MARGIN * 224 <= 500 < 2 * REDUCED_MARGIN * 224  # so that one level below 1,100 x 1,000 is used
+    films = tmp_path / "films"
+    os.makedirs(films)
+    sources = [os.path.join(SAMPLE, label, name) for label, names in sample_films(2).items() for name in names]
+    written = []
+    for i, (syntax, source) in enumerate(zip(("j2k", "j2k-lossy", "jpeg", "j2k"), sources)):
+        gray = np.asarray(Image.open(source).convert("L").resize((1100, 1000), Image.BICUBIC))
+        name = f"{syntax}-{i}.dcm"
+        if syntax == "jpeg":
+            write_dicom(films / name, gray, bits=8, syntax="jpeg")
+        else:
+            write_dicom(films / name, twelve_bit(gray), syntax=syntax)
+        written.append(name)
+    j2k_without_levels(gray, films / "no-levels.dcm")
+    signed = pydicom.dcmread(write_dicom(films / "signed.dcm", twelve_bit(gray), syntax="j2k"))
+    signed.PixelRepresentation = 1  # signed samples: left to pydicom
+    signed.save_as(films / "signed.dcm")
+
+    for name in written:
+        reduced, whole = read_file(films / name), read_file(films / name, margin=1e6)
+        assert reduced.reduced == "550x500 of 1100x1000" and whole.reduced is None, name
+        assert np.abs(reduced.pixels.astype(int) - whole.pixels).mean() < 1.0, name
+    for name in ("no-levels.dcm", "signed.dcm"):
+        decoded = read_file(films / name)
+        assert decoded.reduced is None and decoded.decoded == (1100, 1000), name
+        np.testing.assert_array_equal(decoded.pixels, np.asarray(resize_image(read_dicom(films / name), 224, "crop")))
+
+    backbone = Backbone()
+    extract_folder(backbone, str(films), str(tmp_path / "codes"), log=lambda *a: None)
+    store = CodeStore(tmp_path / "codes")
+    assert store.index["reduced"] == {name: "550x500 of 1100x1000" for name in written}
+    codes = store.read(written).reshape(len(written), -1).astype(np.float64)
+    batch = backbone.input_batch()
+    for position, name in enumerate(written):
+        put_image(batch, position, read_file(films / name, margin=1e6).pixels)
+    reference = backbone.run(batch, len(written)).reshape(len(written), -1)
+    similarity = (codes * reference).sum(1) / np.linalg.norm(codes, axis=1) / np.linalg.norm(reference, axis=1)
+    assert similarity.min() >= 0.995, similarity  # 0.996-0.999 measured

@@ -1,5 +1,8 @@
 """16-bit, 32-bit and float images: the same 8-bit pixels as the float64 formula, without float64 copies of them."""
 
+import csv
+import json
+import os
 import subprocess
 import sys
 
@@ -8,8 +11,11 @@ import pytest
 from PIL import Image
 
 import models.images as images
-from helpers import REPO
-from models.images import read_image, resize_image, to_8bit
+from bench.films import twelve_bit, write_png16
+from helpers import REPO, run_script
+from models.codes import CodeStore
+from models.images import View, measure_depth, png_significant_bits, read_image, resize_image, to_8bit
+from models.labels import save_labels
 
 
 def formula_16bit(pixels):
@@ -102,3 +108,108 @@ def test_large_16bit_png_decodes_in_about_the_memory_of_its_8bit_twin(large_pngs
     np.testing.assert_array_equal(read_image(path8), read_image(path16))
     peak8, peak16 = peak_mib(path8), peak_mib(path16)
     assert peak16 <= 1.5 * peak8 + 16, f"peak memory: {peak16} MiB for 16-bit vs {peak8} MiB for 8-bit"
+
+
+def twelve_bit_exports(folder, gray):
+    """``gray`` (8-bit) as the 16-bit exports of its 12-bit values v x 16 + 8 seen in the wild: as they are, with an
+    sBIT chunk saying 12, left-justified with that chunk (as the PNG specification has it: scaled to 65535), and as a
+    16-bit TIFF; and the 8-bit PNG itself. Returns {kind: path}."""
+    values = twelve_bit(gray)
+    paths = {kind: folder / f"{kind}.{'tif' if kind == 'tiff' else 'png'}"
+             for kind in ("8bit", "plain", "sbit", "left", "tiff")}
+    Image.fromarray(gray).save(paths["8bit"])
+    write_png16(paths["plain"], values)
+    write_png16(paths["sbit"], values, significant=12)
+    write_png16(paths["left"], np.round(values * (65535 / 4095)).astype(np.uint16), significant=12)
+    Image.fromarray(values).save(paths["tiff"])
+    return paths
+
+
+def test_12bit_values_in_16bit_files_read_as_their_8bit_film(tmp_path):
+    """The set's significant bits, from sBIT or from its largest value, map v x 16 + 8 back onto v exactly, whichever
+    way the export wrote them; the old rule (0..65535) left them in the 17 darkest of 256 gray levels."""
+    gray = np.asarray(Image.open(os.path.join(REPO, "examples", "nih-sample", "normal", "00001403_002.png"))
+                      .convert("L"))
+    paths = twelve_bit_exports(tmp_path, gray)
+    assert png_significant_bits(paths["sbit"]) == png_significant_bits(paths["left"]) == 12
+    assert png_significant_bits(paths["plain"]) is None and png_significant_bits(paths["8bit"]) is None
+    assert measure_depth([paths["8bit"]]) == (None, None)
+    largest = int(twelve_bit(gray).max())
+    assert measure_depth([paths["plain"], paths["tiff"], paths["8bit"]]) == (
+        12, f"2 high-depth images, 12 significant bits (2 from their largest value ({largest}))")
+    assert measure_depth([paths["sbit"], paths["left"]])[1] == "2 high-depth images, 12 significant bits (2 from " \
+                                                              "their sBIT chunk)"
+    film = View().read(paths["8bit"])
+    for kind in ("plain", "sbit", "left", "tiff"):
+        decoded = View(bits=12).decode(paths[kind])
+        np.testing.assert_array_equal(decoded.pixels, film, err_msg=kind)
+        assert decoded.notice is None
+    assert View().read(paths["plain"]).max() <= 16  # the old rule: 4088 / 65535 x 255
+    np.testing.assert_array_equal(View().read(paths["left"]), film)  # left-justified: the old rule was right
+
+    beyond = View(bits=10).decode(paths["plain"])
+    assert beyond.notice == f"values up to {largest} exceed the 10 significant bits recorded for its set (the " \
+                            f"largest 1023): clipped to white"
+    assert View(bits=10).describe()["significant_bits"] == 10 and "significant_bits" not in View().describe()
+    assert View.of(View(bits=10).describe()) == View(bits=10)
+
+
+def test_a_12bit_export_trains_and_predicts_like_its_8bit_films(weights, tmp_path):
+    """train.py measures the set's significant bits and records them in both codes' indexes, head.json keeps them,
+    models.predict maps new films with them (and warns of one that exceeds them); the codes and probabilities are
+    those of the same films in 8 bits. Codes of another depth are refused by test_model.py."""
+    sample = os.path.join(REPO, "examples", "nih-sample")
+    folders = {}
+    for depth in (8, 12):
+        for side, count in (("train", slice(0, 6)), ("test", slice(6, 8))):
+            folder = folders[depth, side] = tmp_path / f"{depth}bit" / side
+            os.makedirs(folder)
+            for label in ("normal", "pneumonia"):
+                for name in sorted(os.listdir(os.path.join(sample, label)))[count]:
+                    gray = np.asarray(Image.open(os.path.join(sample, label, name)).convert("L"))
+                    if depth == 8:
+                        Image.fromarray(gray).save(folder / f"{label}_{name}")
+                    else:
+                        write_png16(folder / f"{label}_{name}", twelve_bit(gray))
+    labels = {"train": tmp_path / "train_labels.json", "test": tmp_path / "test_labels.json"}
+    for side, path in labels.items():
+        save_labels(path, ["normal", "pneumonia"], {name: name.split("_")[0] for name in os.listdir(folders[8, side])})
+    codes = {}
+    for depth in (8, 12):
+        codes[depth] = tmp_path / f"codes{depth}"
+        done = run_script("train.py", folders[depth, "train"], folders[depth, "test"], codes[depth] / "train",
+                          codes[depth] / "test", "--gpus", "none")
+        assert done.returncode == 0, done.stderr
+    assert "TRAIN_IMGS: 12 high-depth images, 12 significant bits (12 from their largest value" in done.stdout
+    assert "values 0..4095 map onto 0..255 in both folders" in done.stdout
+    for side in ("train", "test"):
+        eight, twelve = CodeStore(codes[8] / side), CodeStore(codes[12] / side)
+        assert twelve.meta["significant_bits"] == 12 and "significant_bits" not in eight.meta
+        np.testing.assert_array_equal(twelve.read(twelve.names), eight.read(eight.names))
+
+    models = tmp_path / "models"
+    trained = run_script("train_model.py", folders[12, "train"], codes[12] / "train", labels["train"], models,
+                         "--epochs", 2, "--folds", 0, "--layout", "avg", "--gpus", "none")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((models / "head.json").read_text())["backbone"]["significant_bits"] == 12
+
+    hot = np.full((300, 300), 4000, np.uint16)
+    hot[:20] = 65535  # a film of another export, beyond 12 bits
+    write_png16(folders[12, "test"] / "zz_hot.png", hot)
+    probabilities = {}
+    for depth in (8, 12):
+        done = run_script("-m", "models.predict", models, folders[depth, "test"], "--out", tmp_path / f"p{depth}",
+                          "--gpus", "none")
+        assert done.returncode == 0, done.stderr
+        with open(tmp_path / f"p{depth}" / "predictions.csv") as f:
+            probabilities[depth] = {os.path.basename(row.pop("file")): row for row in csv.DictReader(f)}
+    assert "zz_hot.png: values up to 65535 exceed the 12 significant bits recorded for its set" in done.stderr
+    del probabilities[12]["zz_hot.png"]
+    assert probabilities[12] == probabilities[8]
+
+    other = run_script("train.py", folders[12, "train"], folders[12, "test"], tmp_path / "c16" / "train",
+                       tmp_path / "c16" / "test", "--gpus", "none", "--significant-bits", "16")
+    assert other.returncode == 0 and "significant bits" not in other.stdout, other.stderr
+    refused = run_script("test_model.py", folders[12, "test"], tmp_path / "c16" / "test", labels["test"], models)
+    assert refused.returncode != 0
+    assert "significant_bits 16 (head trained on 12)" in refused.stderr and "--significant-bits 12" in refused.stderr
