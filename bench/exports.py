@@ -171,9 +171,11 @@ def main():
     parser.add_argument("--keep", metavar="DIR", help="keep the 16-bit PNG sets in DIR")
     parser.add_argument("--only", choices=("reduced", "16bit"), help="run one part")
     args = parser.parse_args()
-    missing = [name for name in ("nih-cxr8-pa", "nih-sim-nodules") if not os.path.isdir(os.path.join(args.shared, name))]
+    missing = [name for name in ("nih-cxr8-pa", "nih-sim-nodules")
+               if not os.path.isdir(os.path.join(args.shared, name))]
     if missing:
-        parser.error(f"{' and '.join(missing)} not found in {args.shared}: give the folder that holds them, --shared DIR")
+        parser.error(f"{' and '.join(missing)} not found in {args.shared}: give the folder that holds them, "
+                     f"--shared DIR")
     setup_runtime()
     margins = [float(m) for m in args.margins.split(",")]
     backbone = Backbone()

@@ -456,7 +456,7 @@ class Bench:
                 "end_rss_file_mib": [round(r["end_rss_file_mib"], 1) for r in results],
                 "codes_mib": images * 512 * 7 * 7 * 4 / 2 ** 20}
 
-    BIG_IMAGES = 2  # as many as train.py's decode threads (models.extract.DECODE_THREADS): their peaks add up
+    BIG_IMAGES = 2  # as many as train.py's decode threads on 2 CPUs (models.images.DECODE_THREADS): peaks add up
 
     def big_set(self, depth):
         """The folder of the large PNGs of ``depth`` bits, made in worker processes (a parent's peak RSS would show in

@@ -291,9 +291,12 @@ def _reduced_stored(ds, shortest):
             image.load()
             return (np.asarray(image), "blocks") if image.size[0] < width else None
         described = _j2k_levels(codestream)
-        if described is None or described[0] != int(ds.BitsStored):
+        if described is None or not 8 <= described[0] == int(ds.BitsStored):  # PIL scales precisions < 8 to 8 bits
             return None
         levels = halvings(width, height, shortest, described[1])
+        # PIL sizes a level by rounding to nearest where OpenJPEG rounds up, and refuses the level where the two differ
+        while levels and any((side + (1 << levels >> 1)) >> levels != -(-side >> levels) for side in (width, height)):
+            levels -= 1
         if not levels:
             return None
         image = Image.open(io.BytesIO(codestream), formats=["JPEG2000"])

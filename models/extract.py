@@ -6,14 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from models.codes import CodeWriter
 from models.errors import named, one_line
-from models.images import ImageReadError, View, list_images, usable_cores
+from models.images import DECODE_THREADS, ImageReadError, View, list_images
 from models.pretrained import put_image
 from models.progress import progress_bar
-
-# files decoded at once while the network runs: PIL releases the GIL while decoding PNG and JPEG and resizing, so each
-# thread keeps a core busy; OpenJPEG (JPEG 2000) holds it, but decodes each image on OPJ_NUM_THREADS threads of its own
-# (models.runtime). At most 8: each holds one decoded image, up to ~170 MB for a 9,400 x 9,400 16-bit PNG.
-DECODE_THREADS = min(max(2, usable_cores()), 8)
 
 
 def codes_meta(backbone, view):

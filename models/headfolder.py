@@ -39,6 +39,7 @@ from models.calibration import Recalibration
 from models.classifier import RECIPES, TrainSettings, head_record
 from models.errors import UserError, mxnet_reason
 from models.fileio import atomic_path, read_json, write_json
+from models.images import FULL_DEPTH
 from models.inputcheck import FILE_KEYS as INPUT_CHECK_KEYS
 from models.inputcheck import InputCheck
 
@@ -63,9 +64,10 @@ def params_file(epoch):
 
 def code_identity(codes_meta):
     """What must be equal between two sets of codes for one head to read both (codes made before fields existed saw
-    the whole image)."""
+    the whole image; codes made before significant bits were measured mapped 16-bit images from 16 bits)."""
     identity = {key: (list(codes_meta[key]) if key == "shape" else codes_meta.get(key)) for key in CODE_IDENTITY}
-    return dict(identity, field=identity["field"] or "whole")
+    return dict(identity, field=identity["field"] or "whole",
+                significant_bits=identity["significant_bits"] or FULL_DEPTH)
 
 
 def check_codes_match(codes_meta, head_meta, codes_dir):
@@ -79,7 +81,7 @@ def check_codes_match(codes_meta, head_meta, codes_dir):
         options = {"bf16": " --bf16", "int8": " --int8"}.get(expected["precision"], "")
         if expected["field"] != "whole":
             options += f" --field {expected['field']} --lung-box {','.join(map(str, expected['lung_box']))}"
-        if expected["significant_bits"]:
+        if expected["significant_bits"] != given["significant_bits"]:
             options += f" --significant-bits {expected['significant_bits']}"
         raise UserError(f"codes in {codes_dir} were not made like the head's training codes: {'; '.join(differ)}; "
                         f"extract them with train.py using --model {made.get('model')} --layer {made.get('layer')}"

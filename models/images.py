@@ -330,33 +330,45 @@ def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# files decoded at once (while the network runs, in models.extract): PIL releases the GIL while decoding PNG and JPEG
+# and resizing, so each thread keeps a core busy; OpenJPEG (JPEG 2000) holds it, but decodes each image on
+# OPJ_NUM_THREADS threads of its own (models.runtime). At most 8: each holds one decoded image, up to ~170 MB for a
+# 9,400 x 9,400 16-bit PNG.
+DECODE_THREADS = min(max(2, usable_cores()), 8)
+
+
 def _file_depth(path):
     """(significant bits, whether from an sBIT chunk, largest value or None) of a 16-bit or 32-bit integer raster
-    image (PNG, TIFF); None for any other file, a DICOM file (its header says how to map it) or an unreadable one."""
+    image (PNG, TIFF); None for any other file, a DICOM file (its header says how to map it), an unreadable one or one
+    over PIL's pixel cap (extraction names them)."""
     if is_dicom_file(path) or not os.fspath(path).lower().endswith(RASTER_EXTENSIONS):
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                if image.mode not in HIGH_DEPTH_MODES or image.mode == "F":
-                    return None
-                significant = png_significant_bits(path) if image.format == "PNG" else None
-                if significant:
-                    return significant, True, None  # no decoding
-                image.load()
-                largest = int(_largest(image))
+        with Image.open(path) as image:
+            if image.mode not in HIGH_DEPTH_MODES or image.mode == "F":
+                return None
+            if Image.MAX_IMAGE_PIXELS and image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS:
+                return None
+            significant = png_significant_bits(path) if image.format == "PNG" else None
+            if significant:
+                return significant, True, None  # no decoding
+            image.load()
+            largest = int(_largest(image))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None  # extraction names it
+        return None
     return max(largest.bit_length(), 1), False, largest
 
 
 def measure_depth(paths, bar=None):
     """(significant bits, a sentence saying how they were found) of the 16-bit (or 32-bit integer) images among
     ``paths``: the largest of what their PNG sBIT chunks say, and of the bit lengths of the largest values of those
-    without one (decoded, on every core); (None, None) where there is no such image. ``bar``: a progress bar."""
-    with ThreadPoolExecutor(usable_cores()) as pool:  # PIL decodes PNG and TIFF without holding the GIL
-        found = []
+    without one (decoded on DECODE_THREADS threads); (None, None) where there is no such image.
+    ``bar``: a progress bar."""
+    found = []
+    # PIL decodes PNG and TIFF without holding the GIL; its warnings (an image over the pixel cap) are set aside here,
+    # once, not in each thread (the warnings filters are global)
+    with warnings.catch_warnings(), ThreadPoolExecutor(DECODE_THREADS) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         for depth in pool.map(_file_depth, paths):
             found += [depth] if depth else []
             if bar is not None:

@@ -29,6 +29,7 @@ def calibration_sample(paths, count, seed=0):
 
 def calibration_key(model_sha256, layer, view, paths):
     seen = view.resize if view.field == "whole" else f"{view.resize}|{view.field}|{list(view.box)}"
+    seen += f"|bits {view.bits}" if view.bits else ""  # keys of sets without 16-bit images stay what they were
     digest = hashlib.sha256(f"{model_sha256}|{layer}|{seen}|{CALIBRATION_MODE}".encode())
     for path in paths:
         digest.update(sha256_of(path).encode())

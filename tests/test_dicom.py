@@ -332,6 +332,21 @@ def test_a_scaled_jpeg_resizes_by_the_full_images_crop(tmp_path):
         assert read.reduced == "501x601 of 2003x2401" and np.abs(read.pixels.astype(int) - expected).mean() < 1
 
 
+def test_jpeg2000_levels_pil_cannot_size_fall_back_a_level(tmp_path):
+    """A film of 1,801 x 1,797 could be read at 1/4 (450 x 449 by OpenJPEG's rounding up), but PIL rounds 1,797 / 4 to
+    449 and refuses that level: it is read at 1/2 instead, not in full; one of 7-bit precision (which PIL would scale
+    to 8 bits) is read in full."""
+    y, x = np.mgrid[0:1797, 0:1801]
+    gray = (127 + 100 * np.sin(x / 41.0) * np.cos(y / 29.0)).round().astype(np.uint8)
+    write_dicom(tmp_path / "odd.dcm", twelve_bit(gray), syntax="j2k")
+    assert read_file(tmp_path / "odd.dcm").reduced == "901x899 of 1801x1797"
+    write_dicom(tmp_path / "seven.dcm", gray[:1000, :1000] >> 1, bits=7, syntax="j2k")
+    seven = read_file(tmp_path / "seven.dcm")
+    assert seven.reduced is None
+    np.testing.assert_array_equal(seven.pixels, np.asarray(resize_image(read_dicom(tmp_path / "seven.dcm"), 224,
+                                                                        "crop")))
+
+
 def test_large_jpeg2000_and_jpeg_films_decode_at_the_level_the_view_needs(weights, tmp_path):
     """A film of 1,100 x 1,000 as JPEG 2000 (lossless, lossy) or baseline JPEG is decoded at half size (550 x 500,
     the coarsest level at least REDUCED_MARGIN x 224 on its shorter side), through the same mapping; the codes' index

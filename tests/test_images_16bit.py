@@ -14,6 +14,7 @@ import models.images as images
 from bench.films import twelve_bit, write_png16
 from helpers import REPO, run_script
 from models.codes import CodeStore
+from models.headfolder import code_identity
 from models.images import View, measure_depth, png_significant_bits, read_image, resize_image, to_8bit
 from models.labels import save_labels
 
@@ -152,6 +153,10 @@ def test_12bit_values_in_16bit_files_read_as_their_8bit_film(tmp_path):
                             f"largest 1023): clipped to white"
     assert View(bits=10).describe()["significant_bits"] == 10 and "significant_bits" not in View().describe()
     assert View.of(View(bits=10).describe()) == View(bits=10)
+    # codes recording no significant bits mapped 16-bit images from 16 bits: a head reads them beside --significant-bits
+    # 16 codes, not beside 12-bit ones
+    unrecorded, sixteen, twelve = ({"shape": [512, 7, 7], **View(bits=bits).describe()} for bits in (None, 16, 12))
+    assert code_identity(unrecorded) == code_identity(sixteen) != code_identity(twelve)
 
 
 def test_a_12bit_export_trains_and_predicts_like_its_8bit_films(weights, tmp_path):
