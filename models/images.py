@@ -448,6 +448,11 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
     return Decoded(np.asarray(resized, dtype=np.uint8), full_size, image.size, notice)
 
 
+def as_rgb(pixels):
+    """``read_image``'s pixels as (size, size, 3) uint8 RGB (gray repeated)."""
+    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+
+
 def load_image(path, size=224, resize="crop"):
     """Read one image file as a (size, size, 3) uint8 RGB array (gray repeated); ImageReadError if it cannot be read."""
     return View(resize=resize, size=size).load(path)
@@ -553,8 +558,7 @@ class View:
 
     def load(self, path):
         """``read`` as (size, size, 3) uint8 RGB (gray repeated)."""
-        pixels = self.read(path)
-        return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+        return as_rgb(self.read(path))
 
     def load_or_blank(self, path):
         """``load``, or a black image where the file cannot be read again (to draw an image that had a code)."""

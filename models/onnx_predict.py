@@ -19,7 +19,7 @@ import numpy as np
 from models.cli import add_batch_size_argument
 from models.errors import UserError, one_line, run_cli
 from models.fileio import check_output_folder
-from models.images import ImageReadError, View, image_paths
+from models.images import ImageReadError, View, as_rgb, image_paths
 from models.metrics import decide
 from models.predictions import predictions_file
 from models.progress import progress_bar
@@ -53,16 +53,21 @@ def load_session(path):
 
 
 def read_batch(paths, view):
-    """(float32 N x 3 x size x size batch of the readable images, their paths, {unreadable path: why})."""
-    images, read, failed = [], [], {}
+    """(float32 N x 3 x size x size batch of the readable images, their paths, {unreadable path: why}, {path: a notice
+    of its reading, such as values beyond the recorded significant bits})."""
+    images, read, failed, notices = [], [], {}, {}
     for path in paths:
         try:
-            images.append(view.load(path).transpose(2, 0, 1))
-            read.append(path)
+            decoded = view.decode(path)
         except ImageReadError as err:
             failed[path] = str(err)
+            continue
+        images.append(as_rgb(decoded.pixels).transpose(2, 0, 1))
+        read.append(path)
+        if decoded.notice:
+            notices[path] = decoded.notice
     batch = np.stack(images).astype(np.float32) if images else np.zeros((0, 3, view.size, view.size), np.float32)
-    return batch, read, failed
+    return batch, read, failed, notices
 
 
 def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
@@ -84,9 +89,11 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes,
                              (check["threshold"], check["method"]) if check else None, bar.write) as written:
         for start in range(0, len(paths), batch_size):
-            batch, read, failed = read_batch(paths[start:start + batch_size], view)
+            batch, read, failed, notices = read_batch(paths[start:start + batch_size], view)
             for path, why in failed.items():
                 bar.write(f"warning: skipped {one_line(why)}", file=sys.stderr)
+            for path, notice in notices.items():
+                bar.write(f"warning: {os.path.basename(path)}: {notice}", file=sys.stderr)
             skipped += list(failed)
             if read:
                 outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))

@@ -212,6 +212,17 @@ def test_a_12bit_export_trains_and_predicts_like_its_8bit_films(weights, tmp_pat
     del probabilities[12]["zz_hot.png"]
     assert probabilities[12] == probabilities[8]
 
+    exported = run_script("-m", "models.export", models, tmp_path / "head.onnx")  # the ONNX runner maps them so too
+    assert exported.returncode == 0, exported.stderr
+    done = run_script("-m", "models.onnx_predict", tmp_path / "head.onnx", folders[12, "test"], "--out",
+                      tmp_path / "onnx")
+    assert done.returncode == 0, done.stderr
+    assert "zz_hot.png: values up to 65535 exceed the 12 significant bits recorded for its set" in done.stderr
+    with open(tmp_path / "onnx" / "predictions.csv") as f:
+        onnx = {os.path.basename(row.pop("file")): row for row in csv.DictReader(f)}
+    for name, row in probabilities[8].items():
+        assert abs(float(onnx[name]["p_pneumonia"]) - float(row["p_pneumonia"])) < 1e-4, name
+
     other = run_script("train.py", folders[12, "train"], folders[12, "test"], tmp_path / "c16" / "train",
                        tmp_path / "c16" / "test", "--gpus", "none", "--significant-bits", "16")
     assert other.returncode == 0 and "significant bits" not in other.stdout, other.stderr
