@@ -184,11 +184,11 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     plot_confusion_matrix(report["confusion_matrix"]["counts"], classes, os.path.join(out_dir, "confusion_matrix.png"))
     if curves:
         plot_roc(curves, os.path.join(out_dir, "roc_curve.png"))
+    else:
+        log(f"no roc_curve.png: ROC is {report['roc_auc']['method']}")
     if report.get("probabilities") and "bins" in report["probabilities"]:
         plot_reliability(report["probabilities"], report["operating_point"]["positive_class"],
                          os.path.join(out_dir, "calibration.png"))
-    else:
-        log(f"no roc_curve.png: ROC is {report['roc_auc']['method']}")
     shown = _grid_choice(truth, GRID_IMAGES)
     view = View.of(store.meta)
     images = [view.load_or_blank(os.path.join(image_dir, names[i])) for i in shown]

@@ -27,6 +27,7 @@ import os
 import numpy as np
 
 from models import head
+from models.calibration import EPSILON
 from models.checkpoint import load_checkpoint
 from models.cli import add_batch_size_argument
 from models.errors import UserError, run_cli
@@ -35,12 +36,10 @@ from models.headfolder import (EPOCH_CHOICES, FORMAT, HeadFolder, decision_rule,
                                recorded_checkpoint)
 from models.images import INPUT_SIZE, View
 from models.onnx_predict import FORMAT as EXPORT_FORMAT
-from models.onnx_predict import METADATA_KEY
+from models.onnx_predict import DISTANCE, INPUT, METADATA_KEY, PROBABILITIES
 from models.runtime import setup_runtime
 
-INPUT, PROBABILITIES, DISTANCE = "images", "probabilities", "training_distance"
 TOLERANCE = 1e-4  # the export's self-check: largest difference to MXNet allowed, probabilities and distances alike
-EPSILON = 1e-7  # as models.calibration clips probabilities before their logit
 
 
 def _array(graph, name, values, dtype=np.float32):

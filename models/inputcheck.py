@@ -15,6 +15,7 @@ training codes, misses most of them.
 import numpy as np
 
 from models import head
+from models.splits import group_ids
 
 METHOD = "Mahalanobis distance of the channel-averaged code, Ledoit-Wolf shrinkage covariance"
 QUANTILE = 99  # percentile of the out-of-fold training distances above which an image is flagged
@@ -54,8 +55,7 @@ class InputCheck:
         from sklearn.model_selection import GroupKFold
 
         features = pooled(codes)
-        groups = np.arange(len(features)) if groups is None else np.unique(np.asarray(groups, dtype=str),
-                                                                          return_inverse=True)[1]
+        groups = group_ids(groups, len(features))
         k = min(FOLDS, len(set(groups.tolist())))
         if k >= 2:
             out_of_fold = np.zeros(len(features))

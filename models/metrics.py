@@ -10,6 +10,7 @@ import re
 import numpy as np
 
 from models.errors import UserError
+from models.splits import group_ids
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 BOOTSTRAP_RESAMPLES = 2000
@@ -304,9 +305,8 @@ def fixed_rate_points(truth, probabilities, positive, groups=None, resamples=BOO
     hits = np.asarray(truth) == positive
     if hits.all() or not hits.any():
         return None
-    group_ids = np.arange(len(hits)) if groups is None else np.unique(np.asarray(groups, dtype=str),
-                                                                      return_inverse=True)[1]
-    members = [np.flatnonzero(group_ids == g) for g in range(group_ids.max() + 1)]
+    ids = group_ids(groups, len(hits))
+    members = [np.flatnonzero(ids == g) for g in range(ids.max() + 1)]
     by_class = [[g for g, rows in enumerate(members) if hits[rows[0]] == c] for c in (False, True)]
     rng = np.random.default_rng(seed)
     samples = []

@@ -26,6 +26,7 @@ from models.progress import progress_bar
 
 METADATA_KEY = "xvision_mx"  # the file's metadata this runner reads and models.export writes
 FORMAT = "xvision-mx onnx v1"
+INPUT, PROBABILITIES, DISTANCE = "images", "probabilities", "training_distance"  # the graph's input and outputs
 
 
 def load_session(path):
@@ -96,9 +97,9 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
                 bar.write(f"warning: {os.path.basename(path)}: {notice}", file=sys.stderr)
             skipped += list(failed)
             if read:
-                outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
-                probabilities = outputs["probabilities"].astype(np.float64)
-                distances = outputs.get("training_distance", [None] * len(read))
+                outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT: batch})))
+                probabilities = outputs[PROBABILITIES].astype(np.float64)
+                distances = outputs.get(DISTANCE, [None] * len(read))
                 for path, probs, guess, distance in zip(read, probabilities,
                                                         decide(probabilities, positive, threshold), distances):
                     flagged = None if check is None else bool(distance > check["threshold"])

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from models import metrics
-from models.splits import grouped_folds
+from models.splits import group_ids, grouped_folds
 
 MIN_THRESHOLD_IMAGES = 10  # fewer out-of-fold images of a class than this: threshold 0.5, not estimated
 
@@ -30,8 +30,8 @@ def inner_folds(targets, groups, folds, seed):
     """(list of held-out position arrays, a note or None): grouped, stratified ``folds``-fold, fewer folds when a class
     has fewer groups than that; no folds (and a note) when a class has fewer than two groups."""
     targets = np.asarray(targets)
-    group_ids = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
-    fewest = min(len(set(group_ids[targets == c])) for c in set(targets.tolist()))
+    ids = group_ids(groups)
+    fewest = min(len(set(ids[targets == c])) for c in set(targets.tolist()))
     k = min(folds, fewest)
     if k < 2:
         return [], f"a class has only {fewest} group(s) of images: no cross-validation possible"

@@ -56,15 +56,24 @@ def grouped_holdout(labels, groups, classes, fraction, seed):
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
 
+def group_ids(groups, count=None):
+    """Whole numbers 0..k-1 naming the k groups of ``groups`` (labels of any kind, compared as text); with ``groups``
+    None, each of ``count`` items its own group."""
+    import numpy as np
+
+    if groups is None:
+        return np.arange(count)
+    return np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+
+
 def grouped_folds(targets, groups, folds, seed):
     """[(training positions, test positions)] of a grouped, stratified ``folds``-fold (scikit-learn's
     StratifiedGroupKFold, shuffled with ``seed``): no group on both sides of a fold."""
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
-    group_ids = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(targets)), np.asarray(targets), group_ids))
+    return list(splitter.split(np.zeros(len(targets)), np.asarray(targets), group_ids(groups)))
 
 
 def groups_from_pattern(names, pattern):
