@@ -5,9 +5,11 @@ the real radiographs of the shared NIH sets (`make exports`; not run by the test
    (10:1) and, as 8 bits, baseline JPEG; at their own 512 x 512 and upsampled to 2,048 x 2,500 with detector noise
    (a DR film's size; --large films). Each is encoded once decoded in full and once per margin decoded at the
    coarsest level whose shorter side is at least margin x 224 (``models.images.REDUCED_MARGIN`` is the default's);
-   mean and least cosine similarity of those codes to the full decode's. For scale, the JPEG 2000 lossless films
-   also decoded in full but resized in float32 instead of PIL's 8-bit passes: how far two equally good resizes of
-   one film are apart.
+   mean and least cosine similarity of those codes to the full decode's. For scale, the JPEG 2000 films also decoded
+   in full but resized in float32 instead of PIL's 8-bit passes, from the gray levels rounded to whole ones and from
+   the exact ones: how far two equally good resizes of one film are apart, and the film itself resized exactly and
+   rounded once (as close as a read of fewer pixels can come: it cannot round the full film's pixels as the full
+   decode does).
 2. 16-bit PNGs at their real depth: nih-cxr8-pa and nih-sim-nodules written as 16-bit PNGs of 12-bit values (v x 16 +
    8), with and without an sBIT chunk; their codes (the set's significant bits measured as train.py does) and, for
    contrast, the codes of the old rule (0..65535 onto 0..255) against the 8-bit films' codes. With --keep DIR the
@@ -27,12 +29,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
+import pydicom
 from PIL import Image
 
 from bench.films import TWELVE_BIT, twelve_bit, write_dicom, write_png16
 from models.devices import cpu_model
-from models.dicom import decode_dicom
-from models.fileio import write_json
+from models.dicom import gray_pixels
+from models.fileio import read_json, write_json
 from models.images import REDUCED_MARGIN, Decoded, crop_box, list_images, measure_depth, read_file, usable_cores
 from models.pretrained import Backbone, put_image
 from models.runtime import setup_runtime
@@ -75,11 +78,13 @@ def write_all(jobs):
         list(pool.map(write_film, jobs, chunksize=4))
 
 
-def resized_in_float(path, **_):
+def resized_in_float(path, exact=False, **_):
     """A DICOM film decoded in full and resized as ``read_file`` does, but in float32 (no 8-bit rounding between the
-    two passes of the resize): another, equally good resize of the same film, whose codes show how far two such resizes
-    of one film are apart."""
-    gray, (width, height), _ = decode_dicom(path)
+    two passes of the resize), rounded once at the end: another, equally good resize of the same film, whose codes
+    show how far two such resizes of one film are apart. ``exact``: from its gray levels before they are rounded to
+    whole ones, too: the film itself resized exactly, which is as close as any read from fewer pixels can come."""
+    gray = gray_pixels(pydicom.dcmread(path), exact=exact)
+    height, width = gray.shape
     resized = Image.fromarray(gray.astype(np.float32), mode="F").resize((224, 224), Image.BILINEAR,
                                                                         box=crop_box(width, height, "crop"))
     return Decoded(np.clip(np.asarray(resized), 0, 255).round().astype(np.uint8), (width, height), (width, height))
@@ -122,9 +127,11 @@ def reduced_decoding(backbone, shared, work, margins, large):
             full, _ = codes_of(backbone, paths, margin=FULL)
             row = {"films": len(paths), "write_s": round(written, 1),
                    "mean_file_bytes": round(np.mean([os.path.getsize(p) for p in paths]))}
-            if kind == "j2k":
+            if kind.startswith("j2k"):
                 codes, _ = codes_of(backbone, paths, reader=resized_in_float)
                 row["full decode resized in float32"] = cosines(full, codes)
+                codes, _ = codes_of(backbone, paths, reader=resized_in_float, exact=True)
+                row["full decode, gray levels not rounded, resized in float32"] = cosines(full, codes)
             for margin in margins:
                 started = time.perf_counter()
                 codes, reduced = codes_of(backbone, paths, margin=margin)
@@ -169,7 +176,8 @@ def main():
     parser.add_argument("--large", type=int, default=120,
                         help="films written at 2,048 x 2,500 per syntax (default: %(default)s)")
     parser.add_argument("--keep", metavar="DIR", help="keep the 16-bit PNG sets in DIR")
-    parser.add_argument("--only", choices=("reduced", "16bit"), help="run one part")
+    parser.add_argument("--only", choices=("reduced", "16bit"),
+                        help="run one part (the other part of an existing --out file is kept)")
     args = parser.parse_args()
     missing = [name for name in ("nih-cxr8-pa", "nih-sim-nodules")
                if not os.path.isdir(os.path.join(args.shared, name))]
@@ -187,6 +195,11 @@ def main():
             results["reduced_decoding"] = reduced_decoding(backbone, args.shared, work, margins, args.large)
         if args.only != "reduced":
             results["sixteen_bit_png"] = sixteen_bit(backbone, args.shared, work, args.keep)
+    if args.only and os.path.exists(args.out):
+        kept = "sixteen_bit_png" if args.only == "reduced" else "reduced_decoding"
+        earlier = read_json(args.out)
+        if kept in earlier:
+            results[kept] = dict(earlier[kept], measured=earlier[kept].get("measured", earlier.get("date")))
     write_json(args.out, results)
     print(json.dumps(results, indent=1))
 

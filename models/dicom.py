@@ -223,8 +223,9 @@ def _gray_table(ds, exact=False):
     return _gray_of(ds, np.arange(low, low + 2 ** bits), exact), low
 
 
-def gray_pixels(ds):
-    """The decoded image of ``ds`` as (rows, columns) uint8, mapped as the module says."""
+def gray_pixels(ds, exact=False):
+    """The decoded image of ``ds`` as (rows, columns) uint8, mapped as the module says (``exact``: gray films as
+    float32, not rounded to whole gray levels)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stored = ds.pixel_array  # colour comes as RGB (YBR converted)
@@ -233,25 +234,28 @@ def gray_pixels(ds):
         rgb = _to_8bit(stored, 0, 2 ** bits - 1)
         return np.asarray(Image.fromarray(rgb, mode="RGB").convert("L"))
     if bits > 16:
-        return _gray_of(ds, stored)
+        return _gray_of(ds, stored, exact)
     # the mapping of every value Bits Stored allows, then one lookup per pixel: the same bytes, several times faster
     # than mapping a large film's pixels in float64
-    table, low = _gray_table(ds)
+    table, low = _gray_table(ds, exact)
     return table[stored] if low == 0 else table[stored.astype(np.int32) - low]
 
 
 def _j2k_levels(codestream):
-    """(precision, decomposition levels) of a one-component, unsigned JPEG 2000 codestream, read from its SIZ and COD
-    markers; None for anything else (several components, signed samples, a JP2 file wrapped around it)."""
+    """(precision, decomposition levels, wavelet: "5-3" reversible or "9-7" irreversible) of a one-component, unsigned
+    JPEG 2000 codestream, read from its SIZ and COD markers; None for anything else (several components, signed
+    samples, another wavelet, a JP2 file wrapped around it)."""
     import struct
 
     if codestream[:4] != b"\xff\x4f\xff\x51" or len(codestream) < 45:
         return None
     components, sample = struct.unpack_from(">HB", codestream, 40)
     cod = codestream.find(b"\xff\x52", 4 + struct.unpack_from(">H", codestream, 4)[0])
-    if components != 1 or sample & 0x80 or cod < 0 or cod + 10 > len(codestream):
+    if components != 1 or sample & 0x80 or cod < 0 or cod + 14 > len(codestream):
         return None
-    return (sample & 0x7F) + 1, codestream[cod + 9]  # Lcod, Scod, SGcod (4 bytes), then the decomposition levels
+    # Lcod, Scod, SGcod (4 bytes), then SPcod: levels, code-block width and height, style, wavelet
+    wavelet = {0: "9-7", 1: "5-3"}.get(codestream[cod + 13])
+    return ((sample & 0x7F) + 1, codestream[cod + 9], wavelet) if wavelet else None
 
 
 def halvings(width, height, shortest, most):
@@ -264,10 +268,10 @@ def halvings(width, height, shortest, most):
 
 
 def _reduced_stored(ds, shortest):
-    """(the stored values, how they were sampled: see ``decode_dicom``) of a one-component, unsigned JPEG 2000 or
-    baseline JPEG image decoded at the coarsest resolution whose shorter side is still at least ``shortest`` pixels
-    (JPEG 2000 resolution levels, JPEG DCT scaling to 1/2, 1/4 or 1/8, both by PIL); None where that is not below full
-    size or not possible: the caller decodes in full."""
+    """(the stored values, how they were sampled: see ``decode_dicom``, how far they stand above the full image's on
+    average) of a one-component, unsigned JPEG 2000 or baseline JPEG image decoded at the coarsest resolution whose
+    shorter side is still at least ``shortest`` pixels (JPEG 2000 resolution levels, JPEG DCT scaling to 1/2, 1/4 or
+    1/8, both by PIL); None where that is not below full size or not possible: the caller decodes in full."""
     import io
 
     from pydicom.encaps import generate_frames
@@ -289,11 +293,12 @@ def _reduced_stored(ds, shortest):
                 return None
             image.draft("L", (max(width >> levels, 1), max(height >> levels, 1)))  # PIL then scales by 2**levels
             image.load()
-            return (np.asarray(image), "blocks") if image.size[0] < width else None
+            return (np.asarray(image), "blocks", 0.0) if image.size[0] < width else None
         described = _j2k_levels(codestream)
         if described is None or not 8 <= described[0] == int(ds.BitsStored):  # PIL scales precisions < 8 to 8 bits
             return None
-        levels = halvings(width, height, shortest, described[1])
+        precision, most, wavelet = described
+        levels = halvings(width, height, shortest, most)
         # PIL sizes a level by rounding to nearest where OpenJPEG rounds up, and refuses the level where the two differ
         while levels and any((side + (1 << levels >> 1)) >> levels != -(-side >> levels) for side in (width, height)):
             levels -= 1
@@ -304,8 +309,10 @@ def _reduced_stored(ds, shortest):
         image.load()
         stored = np.asarray(image)
         if image.mode == "I;16":
-            stored = stored >> (16 - described[0])  # PIL scales samples to 16 bits
-        return stored, "wavelet"
+            stored = stored >> (16 - precision)  # PIL scales samples to 16 bits
+        # the reversible wavelet's integer lifting rounds down: on a film's noisy values each of a level's two passes
+        # adds 1/4 on average to the low-pass band (measured: +0.50 a level)
+        return stored, wavelet, levels / 2 if wavelet == "5-3" else 0.0
     except (OSError, ValueError, SyntaxError, StopIteration, Image.DecompressionBombError):
         return None
 
@@ -315,18 +322,21 @@ def decode_dicom(path, shortest=None):
 
     Full size: uint8 (rows, columns), sampled None. With ``shortest``, a JPEG 2000 or baseline JPEG film is decoded
     at the coarsest resolution whose shorter side is still at least that many pixels, if there is one below full size
-    and it can be decoded so: JPEG 2000's low-pass samples (sampled "wavelet": sample k on pixel k x 2**levels of the
-    full image), float32 gray levels not rounded (``models.images.resize_reduced`` rounds where a full decode does);
-    a scaled JPEG's uint8 block means ("blocks"). DicomError with the reason if the file is not one decodable image
-    (its size is checked before decoding)."""
+    and it can be decoded so: JPEG 2000's low-pass samples (sampled "5-3" or "9-7", the codestream's wavelet: sample k
+    on pixel k x 2**levels of the full image), float32 gray levels not rounded (``models.images.resize_reduced``
+    rounds where a full decode does); a scaled JPEG's uint8 block means ("blocks"). DicomError with the reason if the
+    file is not one decodable image (its size is checked before decoding)."""
     ds = _dataset(path)
     _check_image(ds)
     full_size = int(ds.Columns), int(ds.Rows)
     try:
         reduced = _reduced_stored(ds, shortest) if shortest else None
         if reduced is not None:
-            stored, sampled = reduced
-            table, _ = _gray_table(ds, exact=sampled == "wavelet")
+            stored, sampled, shift = reduced
+            table, _ = _gray_table(ds, exact=sampled != "blocks")
+            if shift:
+                values = np.arange(len(table))
+                table = np.interp(values - shift, values, table).astype(np.float32)  # the mapping of value - shift
             pixels = table[np.minimum(stored, len(table) - 1)]
         else:
             pixels, sampled = gray_pixels(ds), None

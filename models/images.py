@@ -260,25 +260,58 @@ def _bilinear_weights(start, end, length, size):
     return weights
 
 
-def _interpolation(length, samples, factor):
-    """(lower, upper, weight of the upper): pixel i of a ``length``-pixel line, linearly between the two of
-    ``samples`` samples around it, sample k lying on pixel k x factor."""
-    position = np.minimum(np.arange(length) / factor, samples - 1)
-    lower = np.floor(position).astype(np.int64)
-    return lower, np.minimum(lower + 1, samples - 1), position - lower
+# JPEG 2000's two wavelets as lifting steps (ISO/IEC 15444-1 Annex F): the coefficients in the forward order, the
+# first on the odd (detail) samples, then alternating; and the factor the inverse multiplies the low-pass band by
+LIFTING = {"5-3": ((-0.5, 0.25), 1.0),
+           "9-7": ((-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971), 1.230174104914001)}
 
 
-@functools.lru_cache(maxsize=8)
-def _reduced_columns(length, samples, factor, start, end, size):
-    """(index, weights), each (size, band): output column j of the horizontal pass of PIL's resize of columns
-    start..end of the full line, applied to the line rebuilt from its samples by linear interpolation, is
-    sum(row[index[j]] * weights[j]): a few samples each (padded with zero weights), so no matrix product (whose BLAS
+@functools.lru_cache(maxsize=None)
+def _synthesis_taps(wavelet):
+    """The low-pass synthesis filter of ``wavelet`` (odd length, centred): its inverse lifting run on one low-pass
+    sample with no detail ((0.5, 1, 0.5) for 5/3: linear interpolation)."""
+    steps, scale = LIFTING[wavelet]
+    line = np.zeros(4 * len(steps) + 1)  # each step reaches one sample further
+    line[2 * len(steps)] = scale
+    for position in reversed(range(len(steps))):
+        neighbours = np.zeros_like(line)
+        neighbours[1:-1] = line[:-2] + line[2:]
+        parity = 1 - position % 2
+        line[parity::2] -= steps[position] * neighbours[parity::2]
+    used = np.flatnonzero(line)
+    return line[used[0]:used[-1] + 1]
+
+
+def _mirrored(index, length):
+    """``index`` into a line of ``length`` samples extended symmetrically about its first and last one (JPEG 2000's
+    extension)."""
+    period = max(2 * (length - 1), 1)
+    index = np.abs(index) % period
+    return np.where(index < length, index, period - index)
+
+
+def _rebuilt(length, levels, wavelet):
+    """(length, samples): the line of ``length`` pixels rebuilt from its low-pass band ``levels`` levels down (JPEG
+    2000's synthesis of ``wavelet`` with the detail bands left out; a level of n pixels has ceil(n / 2) samples)."""
+    taps = _synthesis_taps(wavelet)
+    reach = len(taps) // 2
+    sizes = [-(-length >> level) for level in range(levels + 1)]
+    rebuilt = np.eye(sizes[-1])
+    for fine in reversed(sizes[:-1]):
+        coarse, rebuilt = rebuilt, np.zeros((fine, rebuilt.shape[1]))
+        pixels = np.arange(fine)
+        for offset, tap in zip(range(-reach, reach + 1), taps):
+            source = _mirrored(pixels - offset, fine)
+            even = source % 2 == 0  # the odd ones hold the detail, left at zero
+            rebuilt[pixels[even]] += tap * coarse[source[even] // 2]
+    return rebuilt
+
+
+def _banded(dense):
+    """(index, weights), each (rows, band): row j of ``dense`` (rows, samples) applied to samples is
+    sum(samples[index[j]] * weights[j]): its few nonzero weights (padded with zeros), so no matrix product (whose BLAS
     threads would spin beside the network's)."""
-    lower, upper, weight = _interpolation(length, samples, factor)
-    pixels = _bilinear_weights(start, end, length, size)
-    dense = np.zeros((size, samples))
-    np.add.at(dense.T, lower, (pixels * (1.0 - weight)).T)
-    np.add.at(dense.T, upper, (pixels * weight).T)
+    samples = dense.shape[1]
     used = dense != 0
     first = used.argmax(axis=1)
     band = int((samples - used[:, ::-1].argmax(axis=1) - first).max())
@@ -287,32 +320,47 @@ def _reduced_columns(length, samples, factor, start, end, size):
     return index, weights.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _reduced_columns(length, levels, wavelet, start, end, size):
+    """``_banded``: output column j of the horizontal pass of PIL's resize of columns start..end of the full line,
+    applied to the line rebuilt from its low-pass samples."""
+    return _banded(_bilinear_weights(start, end, length, size) @ _rebuilt(length, levels, wavelet))
+
+
+@functools.lru_cache(maxsize=8)
+def _reduced_rows(length, levels, wavelet, first, last):
+    """``_banded``: rows first..last of the full image rebuilt from its low-pass samples' rows."""
+    return _banded(_rebuilt(length, levels, wavelet)[first:last])
+
+
 def _factor(full_size, reduced_size):
     """The power of two a full image was divided by (reduced sides are rounded up)."""
     return 2 ** round(math.log2(full_size[0] / reduced_size[0]))
 
 
-def resize_reduced(samples, full_size, size, resize):
-    """``resize_image`` of the full image (``full_size``: width, height) that JPEG 2000's low-pass ``samples`` stand
-    for: gray levels, float or uint8, (rows, columns), sample k on pixel k x 2**levels of the full image.
+def resize_reduced(samples, full_size, size, resize, wavelet="5-3"):
+    """``resize_image`` of the full image (``full_size``: width, height) that the low-pass band ``samples`` of a JPEG
+    2000 ``wavelet`` ("5-3" or "9-7") stand for: gray levels, float or uint8, (rows, columns), sample k on pixel
+    k x 2**levels of the full image.
 
-    The full image is rebuilt from the samples by linear interpolation (JPEG 2000's 5/3 synthesis with the detail left
-    out), never in memory: the horizontal pass of PIL's bilinear resize of the full rows is, on the samples' rows, a
-    weighted sum of a few samples per output pixel; the rows between them are interpolated and rounded to 8 bits as
-    PIL rounds them, and PIL's own vertical pass follows. Its codes stay those of a full decode (mean cosine 0.9987
-    at 1/4 size, where resizing the small image itself gives 0.9964: docs/pipeline.md).
+    The full image is rebuilt from the samples by the wavelet's own synthesis with the detail left out (for 5/3,
+    linear interpolation), never in memory: the horizontal pass of PIL's bilinear resize of the full rows is, on the
+    samples' rows, a weighted sum of a few samples per output pixel; the rows between them are rebuilt and rounded to
+    8 bits as PIL rounds them, and PIL's own vertical pass follows. Its codes stay as close to those of a full decode
+    as two resizes of one film are to each other (docs/pipeline.md).
     """
     width, height = full_size
     rows, columns = samples.shape
-    factor = _factor(full_size, (columns, rows))
+    levels = round(math.log2(width / columns))
+    if (rows, columns) != (-(-height >> levels), -(-width >> levels)):
+        raise ValueError(f"{columns}x{rows} samples are not a JPEG 2000 level of a {width}x{height} image")
     left, top, right, bottom = crop_box(width, height, resize)
     first, last = _rows_read(height, top, bottom, size)
-    index, weights = _reduced_columns(width, columns, factor, left, right, size)
+    index, weights = _reduced_columns(width, levels, wavelet, left, right, size)
     across_samples = (np.asarray(samples, np.float32)[:, index] * weights).sum(axis=2)
-    lower, upper, weight = (part[first:last] for part in _interpolation(height, rows, factor))
+    index, weights = _reduced_rows(height, levels, wavelet, first, last)
     across = np.zeros((height, size), np.uint8)
-    across[first:last] = np.clip((1.0 - weight[:, None]) * across_samples[lower] + weight[:, None]
-                                 * across_samples[upper], 0, 255).round()
+    across[first:last] = np.clip((across_samples[index] * weights[..., None]).sum(axis=1), 0, 255).round()
     return np.asarray(_vertical_pass(across, size, top, bottom))
 
 
@@ -421,8 +469,8 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
         if is_dicom_file(path):
             gray, full_size, sampled = decode_dicom(path, shortest)  # 8-bit gray; Rows x Columns checked first
             decoded = gray.shape[1], gray.shape[0]
-            if sampled == "wavelet":
-                return Decoded(resize_reduced(gray, full_size, size, resize), full_size, decoded)
+            if sampled in LIFTING:
+                return Decoded(resize_reduced(gray, full_size, size, resize, sampled), full_size, decoded)
             image = Image.fromarray(gray, mode="L")
             resized = resize_scaled(image, full_size, size, resize) if sampled else resize_image(image, size, resize)
             return Decoded(np.asarray(resized), full_size, decoded)

@@ -313,6 +313,27 @@ def test_a_reduced_decode_resizes_as_its_full_image_would(resize, factor, shape)
     assert np.abs(small - expected).mean() > 10 * np.abs(got - expected).mean()
 
 
+@pytest.mark.parametrize("syntax, wavelet, other", [("j2k", "5-3", "9-7"), ("j2k-lossy", "9-7", "5-3")])
+def test_a_reduced_jpeg2000_decode_is_rebuilt_by_its_own_wavelet(tmp_path, syntax, wavelet, other):
+    """A noisy 12-bit film under a narrow window (half a gray level a stored value), read at 1/4: the same gray levels
+    on average as its full decode (the reversible wavelet's low-pass band stands a stored value above the film, which
+    read as it is would be +0.5 gray), and closer to it rebuilt with the codestream's own wavelet than with the other
+    one."""
+    from models.dicom import decode_dicom
+
+    y, x = np.mgrid[0:1800, 0:2000]
+    wave = 2048 + 200 * np.sin(x / 23.0) * np.cos(y / 31.0) + np.random.default_rng(0).normal(0, 6, x.shape)
+    path = write_dicom(tmp_path / "film.dcm", np.clip(wave, 0, 4095).round(), syntax=syntax, window=(2048, 512))
+    reduced, whole = read_file(path), read_file(path, margin=1e6)
+    assert reduced.reduced == "500x450 of 2000x1800" and whole.reduced is None
+    off = reduced.pixels.astype(int) - whole.pixels
+    assert abs(off.mean()) < 0.05 and np.abs(off).mean() < 0.2, (off.mean(), np.abs(off).mean())
+    samples, full_size, sampled = decode_dicom(path, 448)
+    assert sampled == wavelet
+    otherwise = resize_reduced(samples, full_size, 224, "crop", other).astype(int) - whole.pixels
+    assert np.abs(otherwise).mean() > 1.5 * np.abs(off).mean()
+
+
 def test_a_scaled_jpeg_resizes_by_the_full_images_crop(tmp_path):
     """A JPEG decoded at 1/4 (DCT scaling) is cropped where its full image is, fractions of a pixel kept: the block
     means of a smooth full image resize like the full image (0.3 gray levels apart on average; the small image's own
