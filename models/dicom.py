@@ -131,6 +131,15 @@ def dicom_size(path):
     return int(ds.Columns), int(ds.Rows)
 
 
+def over_pixel_cap(counted, pixels):
+    """Why an image of ``pixels`` pixels (``counted``: as what) is not decoded, or None where PIL's cap allows it."""
+    cap = Image.MAX_IMAGE_PIXELS
+    if cap and pixels > cap:
+        return f"{counted} = {pixels} pixels, more than the limit of {cap} (PIL.Image.MAX_IMAGE_PIXELS), as a " \
+               f"possible decompression bomb"
+    return None
+
+
 def _check_image(ds):
     """DicomError unless ``ds`` holds one decodable image of at most PIL's decompression-bomb limit of pixels (the cap
     PNGs have), checked before decoding."""
@@ -145,10 +154,9 @@ def _check_image(ds):
         raise DicomError(f"its Number of Frames {ds.get('NumberOfFrames')!r} is not a number") from None
     if frames > 1:
         raise DicomError(f"a multi-frame object ({frames} frames); one image per file is read")
-    pixels, max_pixels = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0), Image.MAX_IMAGE_PIXELS
-    if max_pixels and pixels > max_pixels:
-        raise DicomError(f"Rows x Columns = {pixels} pixels, more than the limit of {max_pixels} "
-                         f"(PIL.Image.MAX_IMAGE_PIXELS), as a possible decompression bomb")
+    too_many = over_pixel_cap("Rows x Columns", int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0))
+    if too_many:
+        raise DicomError(too_many)
     interpretation = ds.get("PhotometricInterpretation")
     if interpretation not in GRAY + COLOUR:
         raise DicomError(f"photometric interpretation {interpretation!r} is not read (only {', '.join(GRAY + COLOUR)})")

@@ -13,8 +13,20 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from models.dicom import DICOM_EXTENSIONS, DicomError, decode_dicom, dicom_size, halvings, has_dicom_magic
+from models.dicom import (
+    DICOM_EXTENSIONS,
+    DicomError,
+    decode_dicom,
+    dicom_size,
+    halvings,
+    has_dicom_magic,
+    over_pixel_cap,
+)
 from models.errors import UserError
+
+# every reader here checks PIL's pixel cap itself and says so; PIL's own warning of an image over it (Image.open's) is
+# left out once, for the process: warning filters are global, and setting them in each decoding thread would race
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # read by PIL
 # files read as images by their names; a file of any other name is one when it starts with the DICOM preamble
@@ -395,7 +407,7 @@ def _file_depth(path):
         with Image.open(path) as image:
             if image.mode not in HIGH_DEPTH_MODES or image.mode == "F":
                 return None
-            if Image.MAX_IMAGE_PIXELS and image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS:
+            if over_pixel_cap("", image.size[0] * image.size[1]):
                 return None
             significant = png_significant_bits(path) if image.format == "PNG" else None
             if significant:
@@ -413,10 +425,7 @@ def measure_depth(paths, bar=None):
     without one (decoded on DECODE_THREADS threads); (None, None) where there is no such image.
     ``bar``: a progress bar."""
     found = []
-    # PIL decodes PNG and TIFF without holding the GIL; its warnings (an image over the pixel cap) are set aside here,
-    # once, not in each thread (the warnings filters are global)
-    with warnings.catch_warnings(), ThreadPoolExecutor(DECODE_THREADS) as pool:
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:  # PIL decodes PNG and TIFF without holding the GIL
         for depth in pool.map(_file_depth, paths):
             found += [depth] if depth else []
             if bar is not None:
@@ -475,23 +484,23 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
             resized = resize_scaled(image, full_size, size, resize) if sampled else resize_image(image, size, resize)
             return Decoded(np.asarray(resized), full_size, decoded)
         notice = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                full_size = image.size
-                if image.format == "JPEG":
-                    levels = halvings(*image.size, shortest, 3)  # decode at a reduced scale when the file allows it
-                    image.draft("RGB", (max(image.size[0] >> levels, 1), max(image.size[1] >> levels, 1)))
-                image.load()  # a 16-bit PNG decodes as 'I;16': 2 bytes a pixel, no wider copy
-                if image.mode in HIGH_DEPTH_MODES:
-                    significant = png_significant_bits(path) if image.format == "PNG" else None
-                    resized, notice = resize_high_depth(image, size, resize, bits, significant)
-                elif image.size != full_size:  # decoded with DCT scaling
-                    resized = resize_scaled(to_8bit(image), full_size, size, resize)
-                else:
-                    resized = resize_image(to_8bit(image), size, resize)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            DicomError) as err:
+        with Image.open(path) as image:
+            full_size = image.size
+            too_many = over_pixel_cap("{} x {}".format(*full_size), full_size[0] * full_size[1])
+            if too_many:
+                raise ValueError(too_many)
+            if image.format == "JPEG":
+                levels = halvings(*image.size, shortest, 3)  # decode at a reduced scale when the file allows it
+                image.draft("RGB", (max(image.size[0] >> levels, 1), max(image.size[1] >> levels, 1)))
+            image.load()  # a 16-bit PNG decodes as 'I;16': 2 bytes a pixel, no wider copy
+            if image.mode in HIGH_DEPTH_MODES:
+                significant = png_significant_bits(path) if image.format == "PNG" else None
+                resized, notice = resize_high_depth(image, size, resize, bits, significant)
+            elif image.size != full_size:  # decoded with DCT scaling
+                resized = resize_scaled(to_8bit(image), full_size, size, resize)
+            else:
+                resized = resize_image(to_8bit(image), size, resize)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, DicomError) as err:
         raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
     return Decoded(np.asarray(resized, dtype=np.uint8), full_size, image.size, notice)
 
