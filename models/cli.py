@@ -7,15 +7,16 @@ from models.devices import GPU_SPEC_HELP
 from models.images import FIELDS, LUNG_BOX, RESIZE_MODES, lung_box_arg
 
 
-def at_least(kind, minimum):
-    """An argparse type: a number of ``kind`` that is at least ``minimum``."""
+def at_least(kind, minimum, maximum=None):
+    """An argparse type: a number of ``kind`` that is at least ``minimum`` (and at most ``maximum``, if given)."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
         return value
     return parse
 
