@@ -13,13 +13,14 @@ import argparse
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from models.cli import add_batch_size_argument
 from models.errors import UserError, one_line, run_cli
 from models.fileio import check_output_folder
-from models.images import ImageReadError, View, as_rgb, image_paths
+from models.images import DECODE_THREADS, ImageReadError, View, as_rgb, image_paths
 from models.metrics import decide
 from models.predictions import predictions_file
 from models.progress import progress_bar
@@ -53,15 +54,19 @@ def load_session(path):
     return session, metadata
 
 
-def read_batch(paths, view):
+def read_batch(paths, view, pool=None):
     """(float32 N x 3 x size x size batch of the readable images, their paths, {unreadable path: why}, {path: a notice
-    of its reading, such as values beyond the recorded significant bits})."""
-    images, read, failed, notices = [], [], {}, {}
-    for path in paths:
+    of its reading, such as values beyond the recorded significant bits}); decoded on ``pool``'s threads if given."""
+    def decode(path):
         try:
-            decoded = view.decode(path)
+            return view.decode(path)
         except ImageReadError as err:
-            failed[path] = str(err)
+            return str(err)
+
+    images, read, failed, notices = [], [], {}, {}
+    for path, decoded in zip(paths, (pool.map if pool else map)(decode, paths)):
+        if isinstance(decoded, str):
+            failed[path] = decoded
             continue
         images.append(as_rgb(decoded.pixels).transpose(2, 0, 1))
         read.append(path)
@@ -87,10 +92,11 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
     os.makedirs(out_dir, exist_ok=True)
     skipped = []
     with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
+            ThreadPoolExecutor(DECODE_THREADS) as pool, \
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes,
                              (check["threshold"], check["method"]) if check else None, bar.write) as written:
         for start in range(0, len(paths), batch_size):
-            batch, read, failed, notices = read_batch(paths[start:start + batch_size], view)
+            batch, read, failed, notices = read_batch(paths[start:start + batch_size], view, pool)
             for path, why in failed.items():
                 bar.write(f"warning: skipped {one_line(why)}", file=sys.stderr)
             for path, notice in notices.items():
