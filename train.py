@@ -49,9 +49,9 @@ def parse_args(argv=None):
                         help="16-bit (or 32-bit integer) PNG and TIFF images hold values 0..2**N - 1 (N: 1 to 32), "
                              "which map onto 0..255; recorded in the codes' index and head.json, so that "
                              "test_model.py and models.predict map new images the same way (default: measured on "
-                             "TRAIN_IMGS, or on "
-                             "TEST_IMGS where it has none: the largest of what PNG sBIT chunks say and of the bit "
-                             "lengths of the largest values of the others; 16 where neither holds such an image)")
+                             "TRAIN_IMGS, or on TEST_IMGS where it has none: the largest of what PNG sBIT chunks say "
+                             "and of the bit lengths of the largest values of the others; 16 where neither holds such "
+                             "an image)")
     parser.add_argument("--calib-images", type=at_least(int, 1), default=64,
                         help="with --int8: how many training images to calibrate on (default: %(default)s)")
     args = parser.parse_args(argv)
