@@ -166,6 +166,7 @@ def test_incomplete_codes_are_refused(tmp_path):
         CodeStore(tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # pytest shows what the module ignores
 def test_an_image_over_pils_pixel_cap_is_refused_by_its_header(tmp_path, monkeypatch):
     """Over PIL's pixel cap (lowered here) a raster image is refused before it is decoded, with the reason, the way a
     DICOM film is; no warning filter is set for it (filters are global: decoding threads setting them would race)."""
