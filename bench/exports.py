@@ -35,8 +35,17 @@ from PIL import Image
 from bench.films import TWELVE_BIT, twelve_bit, write_dicom, write_png16
 from models.devices import cpu_model
 from models.dicom import gray_pixels
+from models.errors import UserError
 from models.fileio import read_json, write_json
-from models.images import REDUCED_MARGIN, Decoded, crop_box, list_images, measure_depth, read_file, usable_cores
+from models.images import (
+    REDUCED_MARGIN,
+    Decoded,
+    crop_box,
+    list_images,
+    measure_depth,
+    read_file,
+    usable_cores,
+)
 from models.pretrained import Backbone, put_image
 from models.runtime import setup_runtime
 
@@ -184,6 +193,11 @@ def main():
     if missing:
         parser.error(f"{' and '.join(missing)} not found in {args.shared}: give the folder that holds them, "
                      f"--shared DIR")
+    kept = {"reduced": "sixteen_bit_png", "16bit": "reduced_decoding"}.get(args.only)
+    try:  # refused now, not after the run
+        earlier = read_json(args.out) if kept and os.path.exists(args.out) else {}
+    except UserError as err:
+        parser.error(f"{err}; with --only the other part is kept from --out: give another --out or run both parts")
     setup_runtime()
     margins = [float(m) for m in args.margins.split(",")]
     backbone = Backbone()
@@ -195,11 +209,10 @@ def main():
             results["reduced_decoding"] = reduced_decoding(backbone, args.shared, work, margins, args.large)
         if args.only != "reduced":
             results["sixteen_bit_png"] = sixteen_bit(backbone, args.shared, work, args.keep)
-    if args.only and os.path.exists(args.out):
-        kept = "sixteen_bit_png" if args.only == "reduced" else "reduced_decoding"
-        earlier = read_json(args.out)
-        if kept in earlier:
-            results[kept] = dict(earlier[kept], measured=earlier[kept].get("measured", earlier.get("date")))
+    if kept in earlier:  # the part not run, as measured then, with the run that measured it
+        part = dict(earlier[kept])
+        measured = part.pop("measured", None) or {key: earlier.get(key) for key in ("date", "command", "cpu", "cores")}
+        results[kept] = {"measured": measured, **part}
     write_json(args.out, results)
     print(json.dumps(results, indent=1))
 

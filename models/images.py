@@ -310,6 +310,8 @@ def _rebuilt(length, levels, wavelet):
     sizes = [-(-length >> level) for level in range(levels + 1)]
     rebuilt = np.eye(sizes[-1])
     for fine in reversed(sizes[:-1]):
+        if fine == 1:  # a one-pixel line is its own low-pass band
+            continue
         coarse, rebuilt = rebuilt, np.zeros((fine, rebuilt.shape[1]))
         pixels = np.arange(fine)
         for offset, tap in zip(range(-reach, reach + 1), taps):
@@ -500,7 +502,8 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
                 resized = resize_scaled(to_8bit(image), full_size, size, resize)
             else:
                 resized = resize_image(to_8bit(image), size, resize)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, DicomError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+            DicomError) as err:  # the warning where a caller made it an error
         raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
     return Decoded(np.asarray(resized, dtype=np.uint8), full_size, image.size, notice)
 

@@ -267,16 +267,16 @@ def test_broken_and_burned_in_films_are_left_out_before_the_split(tmp_path):
     assert sum(1 for side in ("train", "test") for _ in (tmp_path / "kept" / side).iterdir()) == 21
 
 
-def j2k_without_levels(gray, path):
-    """``gray`` (8-bit) as a JPEG 2000 DICOM whose codestream has no resolution levels below full size (PIL's
-    encoder, one resolution): the reduced decode cannot apply."""
+def j2k_by_pil(gray, path, **options):
+    """``gray`` (8-bit) as a lossless JPEG 2000 DICOM written by PIL's encoder with ``options``: e.g. no resolution
+    levels below full size (num_resolutions=1) or tiles (tile_size), where the reduced decode cannot apply."""
     import io
 
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEG2000Lossless
 
     stream = io.BytesIO()
-    Image.fromarray(gray).save(stream, format="JPEG2000", no_jp2=True, num_resolutions=1, irreversible=False)
+    Image.fromarray(gray).save(stream, format="JPEG2000", no_jp2=True, irreversible=False, **options)
     ds = pydicom.dcmread(write_dicom(path, gray, bits=8))
     ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
     ds.PixelData = encapsulate([stream.getvalue()])
@@ -371,8 +371,9 @@ def test_jpeg2000_levels_pil_cannot_size_fall_back_a_level(tmp_path):
 def test_large_jpeg2000_and_jpeg_films_decode_at_the_level_the_view_needs(weights, tmp_path):
     """A film of 1,100 x 1,000 as JPEG 2000 (lossless, lossy) or baseline JPEG is decoded at half size (550 x 500,
     the coarsest level at least REDUCED_MARGIN x 224 on its shorter side), through the same mapping; the codes' index
-    says so, and the codes stay those of the full decode. Where the codestream has no level to skip to (or is signed,
-    or its precision is not Bits Stored), the full decode runs, the same pixels as before."""
+    says so, and the codes stay those of the full decode. Where the codestream has no level to skip to (or tiles,
+    whose seams a level cannot rebuild, or signed samples, or a precision other than Bits Stored), the full decode
+    runs, the same pixels as before."""
     from models.codes import CodeStore
     from models.extract import extract_folder
     from models.images import REDUCED_MARGIN
@@ -391,7 +392,8 @@ def test_large_jpeg2000_and_jpeg_films_decode_at_the_level_the_view_needs(weight
         else:
             write_dicom(films / name, twelve_bit(gray), syntax=syntax)
         written.append(name)
-    j2k_without_levels(gray, films / "no-levels.dcm")
+    j2k_by_pil(gray, films / "no-levels.dcm", num_resolutions=1)
+    j2k_by_pil(gray, films / "tiled.dcm", tile_size=(512, 512))
     signed = pydicom.dcmread(write_dicom(films / "signed.dcm", twelve_bit(gray), syntax="j2k"))
     signed.PixelRepresentation = 1  # signed samples: left to pydicom
     signed.save_as(films / "signed.dcm")
@@ -400,7 +402,7 @@ def test_large_jpeg2000_and_jpeg_films_decode_at_the_level_the_view_needs(weight
         reduced, whole = read_file(films / name), read_file(films / name, margin=1e6)
         assert reduced.reduced == "550x500 of 1100x1000" and whole.reduced is None, name
         assert np.abs(reduced.pixels.astype(int) - whole.pixels).mean() < 1.0, name
-    for name in ("no-levels.dcm", "signed.dcm"):
+    for name in ("no-levels.dcm", "tiled.dcm", "signed.dcm"):
         decoded = read_file(films / name)
         assert decoded.reduced is None and decoded.decoded == (1100, 1000), name
         np.testing.assert_array_equal(decoded.pixels, np.asarray(resize_image(read_dicom(films / name), 224, "crop")))
