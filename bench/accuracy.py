@@ -37,7 +37,7 @@ from models.cli import add_group_arguments, add_view_arguments, at_least
 from models.codes import CodeStore
 from models.errors import UserError, run_cli
 from models.fileio import write_json
-from models.images import View, list_images, measure_depth
+from models.images import View, class_folders, list_images, measure_depth
 from models.runtime import setup_runtime
 from models.splits import grouped_folds, image_groups
 
@@ -67,7 +67,7 @@ def load_dataset(root, cache, view=View()):
     from models.extract import extract_folder
     from models.pretrained import Backbone
 
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes = class_folders(root)
     if len(classes) != 2:
         raise UserError(f"{root} must hold two class folders; found {classes}")
     if view.bits is None:  # what train.py does: one depth mapping for every 16-bit image of the set

@@ -32,7 +32,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from bench.films import TWELVE_BIT, twelve_bit, write_dicom, write_png16
+from bench.films import TWELVE_BIT, large_film, twelve_bit, write_dicom, write_png16
 from models.devices import cpu_model
 from models.dicom import gray_pixels
 from models.errors import UserError
@@ -40,6 +40,7 @@ from models.fileio import read_json, write_json
 from models.images import (
     REDUCED_MARGIN,
     Decoded,
+    class_folders,
     crop_box,
     list_images,
     measure_depth,
@@ -51,28 +52,19 @@ from models.runtime import setup_runtime
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = 1e6  # the margin of a full decode: no level is ever that small
-LARGE_SHAPE = (2500, 2048)  # rows, columns of the upsampled films
 SYNTAXES = ("j2k", "j2k-lossy", "jpeg")
 
 
 def class_files(root):
     """[(class, name)] of the images of a folder of class folders, in order."""
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    return [(c, n) for c in classes for n in list_images(os.path.join(root, c))]
+    return [(c, n) for c in class_folders(root) for n in list_images(os.path.join(root, c))]
 
 
 def write_film(job):
     """One export of an 8-bit film (a worker process): ``kind`` a DICOM syntax or 'png12' / 'png12-sbit'."""
     source, path, kind, large, seed = job
     gray = np.asarray(Image.open(source).convert("L"))
-    if large:
-        rows, columns = LARGE_SHAPE
-        upsampled = np.asarray(Image.fromarray(gray).resize((columns, rows), Image.BICUBIC), np.float64)
-        noise = np.random.default_rng(seed).normal(0.0, 6.0, upsampled.shape)
-        stored = np.clip(np.round(upsampled * 16 + 8 + noise), 0, 4095).astype(np.uint16)
-        gray = np.clip(np.round(upsampled), 0, 255).astype(np.uint8)
-    else:
-        stored = twelve_bit(gray)
+    stored, gray = large_film(gray, seed) if large else (twelve_bit(gray), gray)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if kind == "jpeg":
         write_dicom(path, gray, bits=8, syntax="jpeg")

@@ -8,11 +8,21 @@ from PIL.PngImagePlugin import PngInfo
 
 # how the exports below hold an 8-bit gray level v: the 12-bit value v x 16 + 8 (the middle of its 16 levels)
 TWELVE_BIT = 12
+FILM_SHAPE = (2500, 2048)  # rows, columns: a 35 x 43 cm detector at ~0.17 mm (a DR chest film)
 
 
 def twelve_bit(gray):
     """The 12-bit values of 8-bit gray levels: v x 16 + 8, 8..4088."""
     return np.asarray(gray, np.uint16) * 16 + 8
+
+
+def large_film(gray, seed):
+    """(12-bit values, 8-bit gray levels) of an 8-bit radiograph upsampled (bicubic) to a DR film's FILM_SHAPE, the
+    12-bit values with detector noise (normal, 6 of 4,096 levels, from ``seed``)."""
+    rows, columns = FILM_SHAPE
+    upsampled = np.asarray(Image.fromarray(np.asarray(gray, np.uint8)).resize((columns, rows), Image.BICUBIC))
+    noise = np.random.default_rng(seed).normal(0.0, 6.0, upsampled.shape)
+    return np.clip(np.round(twelve_bit(upsampled) + noise), 0, 4095).astype(np.uint16), upsampled
 
 
 def write_png16(path, values, significant=None):

@@ -320,23 +320,18 @@ def make_big_png(job):
     return os.path.getsize(path)
 
 
-FILM_SHAPE = (2500, 2048)  # rows, columns: a 35 x 43 cm detector at ~0.17 mm (a DR chest film)
 FILM_KINDS = {"png16": ".png", "dicom": ".dcm", "j2k": ".dcm"}
 
 
 def make_film(job):
     """One 12-bit film in the format ``kind`` (png16: the values x 16 in a 16-bit PNG; dicom: a DX DICOM with its
     window; j2k: the same, JPEG 2000 lossless): a bundled radiograph upsampled, plus detector noise."""
-    import numpy as np
     from PIL import Image
 
-    from bench.films import write_dicom, write_png16
+    from bench.films import large_film, write_dicom, write_png16
 
     path, seed, kind, source = job
-    rows, columns = FILM_SHAPE
-    gray = np.asarray(Image.open(source).convert("L").resize((columns, rows), Image.BICUBIC), np.float64)
-    noise = np.random.default_rng(seed).normal(0.0, 6.0, gray.shape)
-    stored = np.clip(np.round(gray * 16 + noise), 0, 4095).astype(np.uint16)
+    stored, _ = large_film(Image.open(source).convert("L"), seed)
     if kind == "png16":
         write_png16(path, stored * 16)
     else:

@@ -62,6 +62,11 @@ def list_images(folder):
     return names
 
 
+def class_folders(root):
+    """Sorted names of the class folders of a folder of class folders: its subfolders but hidden ones."""
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
 def image_paths(inputs, skip=None):
     """Every image file named, or inside a folder named, or inside a sub-folder of one (a folder of class folders),
     in order; ``skip``: a folder left out (the run's output). UserError for a name that is neither, or no image."""
