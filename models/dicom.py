@@ -279,6 +279,14 @@ def halvings(width, height, shortest, most):
     return levels
 
 
+def draft_scaled(image, mode, shortest):
+    """Have PIL decode the JPEG ``image`` in ``mode`` with DCT scaling, at the smallest scale (1/2, 1/4 or 1/8) whose
+    shorter side is still at least ``shortest`` pixels; how many halvings that is (0: full size)."""
+    levels = halvings(*image.size, shortest, 3)
+    image.draft(mode, (max(image.size[0] >> levels, 1), max(image.size[1] >> levels, 1)))  # PIL scales by 2**levels
+    return levels
+
+
 def _reduced_stored(ds, shortest):
     """(the stored values, how they were sampled: see ``decode_dicom``, how far they stand above the full image's on
     average) of a one-component, unsigned JPEG 2000 or baseline JPEG image decoded at the coarsest resolution whose
@@ -297,13 +305,11 @@ def _reduced_stored(ds, shortest):
     try:
         codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
         if syntax == JPEGBaseline8Bit:
-            levels = halvings(width, height, shortest, 3)
-            if not levels or int(ds.BitsStored) != 8:
+            if int(ds.BitsStored) != 8:
                 return None
             image = Image.open(io.BytesIO(codestream), formats=["JPEG"])
-            if image.mode != "L":
+            if image.mode != "L" or not draft_scaled(image, "L", shortest):
                 return None
-            image.draft("L", (max(width >> levels, 1), max(height >> levels, 1)))  # PIL then scales by 2**levels
             image.load()
             return (np.asarray(image), "blocks", 0.0) if image.size[0] < width else None
         described = _j2k_levels(codestream)

@@ -18,7 +18,7 @@ from models.dicom import (
     DicomError,
     decode_dicom,
     dicom_size,
-    halvings,
+    draft_scaled,
     has_dicom_magic,
     over_pixel_cap,
 )
@@ -352,9 +352,9 @@ def _reduced_rows(length, levels, wavelet, first, last):
     return _banded(_rebuilt(length, levels, wavelet)[first:last])
 
 
-def _factor(full_size, reduced_size):
-    """The power of two a full image was divided by (reduced sides are rounded up)."""
-    return 2 ** round(math.log2(full_size[0] / reduced_size[0]))
+def _halvings(full_width, reduced_width):
+    """How many times a full image was halved to ``reduced_width`` (reduced sides are rounded up)."""
+    return round(math.log2(full_width / reduced_width))
 
 
 def resize_reduced(samples, full_size, size, resize, wavelet="5-3"):
@@ -370,7 +370,7 @@ def resize_reduced(samples, full_size, size, resize, wavelet="5-3"):
     """
     width, height = full_size
     rows, columns = samples.shape
-    levels = round(math.log2(width / columns))
+    levels = _halvings(width, columns)
     if (rows, columns) != (-(-height >> levels), -(-width >> levels)):
         raise ValueError(f"{columns}x{rows} samples are not a JPEG 2000 level of a {width}x{height} image")
     left, top, right, bottom = crop_box(width, height, resize)
@@ -387,7 +387,7 @@ def resize_scaled(image, full_size, size, resize):
     """``resize_image`` of the full image (``full_size``: width, height) a JPEG decoded with DCT scaling stands for:
     each of its pixels is the mean of a block of the full image, where PIL's resize takes a pixel to be, so the full
     image's crop box is divided by the scale, fractions kept."""
-    factor = _factor(full_size, image.size)
+    factor = 2 ** _halvings(full_size[0], image.size[0])
     box = [min(edge / factor, limit) for edge, limit in zip(crop_box(*full_size, resize), image.size * 2)]
     return image.resize((size, size), Image.BILINEAR, box=box)
 
@@ -497,8 +497,7 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
             if too_many:
                 raise ValueError(too_many)
             if image.format == "JPEG":
-                levels = halvings(*image.size, shortest, 3)  # decode at a reduced scale when the file allows it
-                image.draft("RGB", (max(image.size[0] >> levels, 1), max(image.size[1] >> levels, 1)))
+                draft_scaled(image, "RGB", shortest)  # decode at a reduced scale when the file allows it
             image.load()  # a 16-bit PNG decodes as 'I;16': 2 bytes a pixel, no wider copy
             if image.mode in HIGH_DEPTH_MODES:
                 significant = png_significant_bits(path) if image.format == "PNG" else None
