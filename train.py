@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 
 from models.cli import add_batch_size_argument, add_gpus_argument, add_view_arguments, at_least
-from models.devices import CPU_SPECS, select_contexts
+from models.devices import CPU_SPECS, chosen_contexts
 from models.errors import run_cli
 from models.fileio import check_output_folder
 from models.images import View, list_images, measure_depth
@@ -98,10 +98,7 @@ def encode_folders(args, log=print):
     elif args.bf16:
         backbone = Backbone(args.model, args.layer, batch_size=args.batch_size, precision="bf16", speed_check=True)
     else:
-        contexts, notice = select_contexts(args.gpus)
-        if notice:
-            print(f"notice: {notice}", file=sys.stderr)
-        backbone = Backbone(args.model, args.layer, contexts, args.batch_size)
+        backbone = Backbone(args.model, args.layer, chosen_contexts(args.gpus), args.batch_size)
     if backbone.notice:  # --bf16 / --int8 not faster than fp32 here: fp32 runs, and the codes' index says so
         print(f"notice: {backbone.notice}", file=sys.stderr)
     check = backbone.speed_check

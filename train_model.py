@@ -7,11 +7,12 @@ import argparse
 import sys
 from dataclasses import replace
 
-from models.cli import add_batch_size_argument, add_gpus_argument
+from models.cli import add_batch_size_argument, add_gpus_argument, as_flags, at_least
 from models.errors import run_cli
 from models.calibration import METHODS as CALIBRATIONS
 from models.classifier import LAYOUT_CHOICES, LAYOUT_LR, RECIPES, TrainSettings
 from models.headfolder import HeadFolder, finished_epochs
+from models.training import KEEP
 from models.runtime import setup_runtime
 
 DEFAULTS = TrainSettings()
@@ -84,9 +85,10 @@ def build_parser():
                              "so that p can be read as a risk; the threshold is then stated on them and every "
                              "decision stays the same; none: the head's own probabilities, as before (default: "
                              f"{DEFAULTS.calibration}; without inner folds there is nothing to fit on)")
-    parser.add_argument("--keep", type=int, default=DEFAULTS.keep,
+    parser.add_argument("--keep", type=at_least(int, 1), default=KEEP,
                         help="epoch checkpoints kept besides the best one; older ones are removed once a newer one is "
-                             "safely written (default: %(default)s)")
+                             "safely written; at least 1, the newest being what --resume continues "
+                             "(default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue MODELS_DIR from its last finished epoch (same settings and data: the result "
                              "equals an uninterrupted run); without it an existing MODELS_DIR is refused")
@@ -97,21 +99,22 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     setup_runtime()
-    from models.devices import select_contexts
+    from models.devices import chosen_contexts
     from models.training import train
 
-    contexts, notice = select_contexts(args.gpus)
-    if notice:
-        print(f"notice: {notice}", file=sys.stderr)
+    contexts = chosen_contexts(args.gpus)
     settings = TrainSettings(**RECIPES.get(args.recipe, {}))
     chosen = {"class_weight": args.class_weight, "val_fraction": args.val_fraction, "layout": args.layout,
               "folds": args.folds, "dropout": args.dropout, "lr": args.lr, "calibration": args.calibration}
     settings = replace(settings, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                       keep=args.keep, positive=args.positive,
-                       **{key: value for key, value in chosen.items() if value is not None})
+                       positive=args.positive, **{key: value for key, value in chosen.items() if value is not None})
+    try:
+        settings.check()
+    except ValueError as err:
+        raise as_flags(err, TrainSettings.__dataclass_fields__) from None
     try:
         meta = train(args.train_imgs, args.train_codes, args.train_labels, args.models_dir, settings,
-                     resume=args.resume, context=contexts[0])
+                     resume=args.resume, context=contexts[0], keep=args.keep)
     except KeyboardInterrupt:
         folder = HeadFolder(args.models_dir)
         done = finished_epochs(folder.read_meta()) if folder.has_meta() else []

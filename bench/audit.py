@@ -96,7 +96,7 @@ def audit_set(root, pattern, group_by, view, seeds, folds, jobs, cache, log):
                     if call[-2] == seed:
                         proba[call[4]] = result[model]
                 two = np.stack([1 - proba, proba], axis=1)
-                per_seed.append((metrics.roc_auc(truth, two, 1), metrics.auc_interval(truth, two, 1)))
+                per_seed.append((metrics.roc_auc(truth, two, 1), metrics.auc_interval(truth, two, 1, groups=groups)))
             aucs = [auc for auc, _ in per_seed]
             scores[label][model] = {
                 "roc_auc": float(np.mean(aucs)), "sd": float(np.std(aucs, ddof=1)) if seeds > 1 else 0.0,

@@ -37,9 +37,6 @@ STATS_BATCH = 256  # codes read at once while computing the standardisation
 # not gain from them
 LAYOUT_LR = {"avg": 0.03, "flat": 0.01}
 LAYOUT_CHOICES = ("auto",) + head.LAYOUT_NAMES
-SELECTION_RULE = ("pooled out-of-fold ROC-AUC of a grouped, stratified k-fold on the training images (95% interval: "
-                  "DeLong); the heads of both layouts averaged, unless one layout beats them by more than one standard "
-                  "error of the paired difference")
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,6 @@ class TrainSettings:
     folds: int = 5  # inner cross-validation folds (layout, out-of-fold scores, threshold); 0: none
     val_fraction: float = 0.0  # of each class's training images, held out in whole groups for per-epoch curves
     dropout: float = 0.5  # share of the head's input features dropped at random in each training step
-    keep: int = 5  # epoch checkpoints kept besides the best one (the original's TensorFlow Saver kept 5)
     positive: str = None  # two classes: the class the ROC and the threshold are about (None: chosen by name)
     calibration: str = "auto"  # auto: probabilities recalibrated on the inner cross-validation's out-of-fold ones
     # (two classes: logistic, more: temperature); none: the head's own
@@ -69,32 +65,48 @@ class TrainSettings:
         return LAYOUT_LR[branch] if self.lr is None else self.lr
 
     def check(self):
-        """UserError naming the settings (as train_model.py's options) that are out of range."""
+        """ValueError naming the parameters that are out of range (the command line maps them onto its flags)."""
         lr = 0.01 if self.lr is None else self.lr
         if self.epochs < 1 or self.batch_size < 2 or not 0 < lr < float("inf"):
-            raise UserError(f"need --epochs >= 1, --batch-size >= 2 (BatchNorm needs 2 samples) and a finite --lr > 0; "
-                            f"got {self.epochs}, {self.batch_size}, {self.lr}")
+            raise ValueError(f"need epochs >= 1, batch_size >= 2 (BatchNorm needs 2 samples) and a finite lr > 0; "
+                             f"got {self.epochs}, {self.batch_size}, {self.lr}")
         if self.seed < 0:
-            raise UserError(f"--seed must be 0 or more, got {self.seed}")
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.dropout < 1:
-            raise UserError(f"--val-fraction and --dropout must be at least 0 and below 1, got {self.val_fraction} "
-                            f"and {self.dropout}")
-        if self.keep < 1:
-            raise UserError(f"--keep must be at least 1 (the newest checkpoint is what --resume continues), "
-                            f"got {self.keep}")
+            raise ValueError(f"val_fraction and dropout must be at least 0 and below 1, got {self.val_fraction} "
+                             f"and {self.dropout}")
         if self.class_weight not in CLASS_WEIGHTS or self.layout not in LAYOUT_CHOICES or \
                 self.calibration not in CALIBRATIONS:
-            raise UserError(f"--class-weight must be one of {CLASS_WEIGHTS}, --layout one of {LAYOUT_CHOICES} and "
-                            f"--calibration one of {CALIBRATIONS}")
+            raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, layout one of {LAYOUT_CHOICES} and "
+                             f"calibration one of {CALIBRATIONS}")
         if self.folds == 1 or self.folds < 0 or (self.layout == "auto" and self.folds < 2):
-            raise UserError(f"--folds must be 0 (no inner cross-validation) or at least 2, and --layout auto needs "
-                            f"at least 2 (it chooses by cross-validation); got --folds {self.folds}")
+            raise ValueError(f"folds must be 0 (no inner cross-validation) or at least 2, and layout auto needs "
+                             f"at least 2 (it chooses by cross-validation); got folds {self.folds}")
+
+    @classmethod
+    def from_record(cls, record):
+        """The settings a head.json's "training" records (keys it does not know left out: they are the files')."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in record.items() if key in names})
 
 
 # Settings that reproduce the original Xvision head training exactly (the 512x512 head, SGD lr 0.01, batch 32,
 # 20 epochs are the defaults anyway).
 RECIPES = {"xvision": dict(class_weight="none", val_fraction=0.0, layout="flat", folds=0, lr=0.01, dropout=0.0,
                            calibration="none")}
+
+
+def decision_threshold(positive, operating_point, epoch_threshold):
+    """The one decision rule of a head: (threshold, what it comes from). Two classes: the inner cross-validation's
+    operating point, else the epoch's validation threshold, else 0.5 ("operating_point", "validation", "default");
+    more than two: no threshold, the largest probability ("argmax")."""
+    if positive is None:
+        return None, "argmax"
+    if operating_point:
+        return operating_point["threshold"], "operating_point"
+    if epoch_threshold is not None:
+        return epoch_threshold, "validation"
+    return 0.5, "default"
 
 
 def class_weights(targets, n_classes, mode):
@@ -208,7 +220,7 @@ class HeadClassifier:
     Parameters
     ----------
     settings : TrainSettings
-        Every choice of the fit (layout, folds, epochs, ...); checked by ``fit`` (UserError naming the option).
+        Every choice of the fit (layout, folds, epochs, ...); checked by ``fit`` (ValueError naming the parameter).
     context : mxnet.Context, optional
         Where the head trains and predicts (default: the CPU).
     progress : bool
@@ -222,7 +234,7 @@ class HeadClassifier:
     positive_ : int or None, the positive class of a two-class problem.
     settings_ : TrainSettings, the settings with the layout fixed and the positive class resolved.
     layout_ : str, the layout trained (``settings_.layout``).
-    cv_results_ : {layout: {"proba", "seconds", "roc_auc", "ci95", "threshold", "calibration"}}, the inner
+    cv_results_ : {layout: {"proba", "roc_auc", "ci95", "threshold", "calibration"}}, the inner
         cross-validation's out-of-fold probabilities of each candidate and what they give (its threshold on them, its
         recalibration or None); empty without one.
     cv_folds_ : list of arrays, the positions each inner fold held out.
@@ -238,8 +250,11 @@ class HeadClassifier:
         applied by ``predict_proba``; ``calibration_note_`` says why there is none.
     threshold_ : float or None, the two-class decision threshold: the operating point's (on recalibrated
         probabilities where there is a recalibration), else the last epoch's validation threshold, else 0.5 (None for
-        more than two classes).
+        more than two classes); ``threshold_source_`` says which (``decision_threshold``).
+    code_shape_ : tuple, the shape of one code; ``head_record_``: head.json's "head" (the layout, how codes enter it).
     net_ : the trained MXNet network (outputs class logits).
+
+    A head trained into a models folder comes back as a fitted estimator: ``models.headfolder.load_head``.
     """
 
     def __init__(self, settings=TrainSettings(), *, context=None, progress=False, input_check=True):
@@ -265,8 +280,8 @@ class HeadClassifier:
             and input check are fixed, before any weight is initialised (train_model.py records them then).
         on_epoch : called with each finished epoch's numbers; ``net_`` then holds that epoch's weights.
 
-        Raises UserError for settings out of range, a validation split that leaves a class without images, an
-        unknown positive class, and a loss that diverges.
+        Raises ValueError for settings out of range; UserError for a validation split that leaves a class without
+        images, an unknown positive class, and a loss that diverges.
         """
         import mxnet as mx
 
@@ -286,7 +301,8 @@ class HeadClassifier:
         else:
             self._select(codes, targets, groups, settings)
         self.settings_ = settings.for_layout(self.selection_["winner"] if self.selection_ else settings.layout)
-        self.layout_ = self.settings_.layout
+        self.layout_, self.code_shape_ = self.settings_.layout, tuple(codes.shape[1:])
+        self.head_record_ = head_record(self.settings_)
         self.train_positions_, self.validation_positions_ = validation_split(targets, groups, self.classes_,
                                                                              self.settings_)
         self.class_weights_ = class_weights(targets[self.train_positions_], len(self.classes_),
@@ -316,7 +332,7 @@ class HeadClassifier:
                 on_epoch(entry)
 
         self._train_epochs(train_codes, targets[self.train_positions_], validation, first_epoch, finished, context)
-        self.threshold_ = self._threshold()
+        self.threshold_, self.threshold_source_ = self._threshold()
         return self
 
     def predict_proba(self, codes, layout=None, calibrated=True):
@@ -335,19 +351,26 @@ class HeadClassifier:
         """Class indices: two classes decided at ``threshold_``, more by the largest probability."""
         return metrics.decide(self.predict_proba(codes), self.positive_, self.threshold_)
 
+    def gradient_net(self):
+        """This head with BatchNorm on its running statistics in both passes too, for input gradients (Grad-CAM:
+        ``models.heatmaps``)."""
+        meta = {"classes": self.classes_, "code_shape": list(self.code_shape_), "head": self.head_record_}
+        return head.gradient_net(meta, self.net_.collect_params(), self.context)
+
     def _select(self, codes, targets, groups, settings):
         """The inner cross-validation: ``cv_results_``, ``cv_folds_``, ``selection_``, ``operating_point_`` and
         ``calibration_``."""
         self.cv_results_, self.cv_folds_, self.selection_, self.operating_point_ = {}, [], None, None
-        self.calibration_, self.calibration_note_ = None, "--calibration none"
+        self.calibration_, self.calibration_note_ = None, "calibration 'none', as set"
         if settings.folds == 0:
             if settings.calibration != "none":
-                self.calibration_note_ = "no inner cross-validation (--folds 0): no out-of-fold probabilities to fit on"
+                self.calibration_note_ = "no inner cross-validation (folds 0): no out-of-fold probabilities to fit on"
             return
         self.cv_folds_, note = selection.inner_folds(targets, groups, settings.folds, settings.seed)
         if not self.cv_folds_:
             winner = head.LAYOUT_NAMES[-1] if settings.layout == "auto" else settings.layout
-            why = f"{winner}, the heads of every layout averaged" if settings.layout == "auto" else f"--layout {winner}"
+            why = f"{winner}, the heads of every layout averaged" if settings.layout == "auto" else \
+                f"layout {winner}, as set"
             self.selection_ = {"candidates": {}, "winner": winner, "why": f"{why}; {note}", "folds": 0}
             if settings.calibration != "none":
                 self.calibration_note_ = f"no inner cross-validation ({note}): no out-of-fold probabilities to fit on"
@@ -364,15 +387,16 @@ class HeadClassifier:
                 bar.update(1)
                 return lambda test_codes: {name: fitted.predict_proba(test_codes, layout=name) for name in names}
 
-            results = selection.cross_validate(data, targets, self.classes_, self.cv_folds_, names, fit_fold)
+            results, seconds = selection.cross_validate(data, targets, self.classes_, self.cv_folds_, names,
+                                                        fit_fold)
         positive = self.positive_
-        winner, why = selection.choose(results, targets, positive) if settings.layout == "auto" else \
-            (settings.layout, f"--layout {settings.layout}")
-        table = selection.summarise(results, targets, positive)
+        winner, why = selection.choose(results, targets, positive, groups) if settings.layout == "auto" else \
+            (settings.layout, f"layout {settings.layout}, as set")
+        table = selection.summarise(results, targets, positive, groups)
         for name in table:
             table[name]["lr"] = {branch: settings.branch_lr(branch) for branch in head.branches_of(name)}
         self.selection_ = {"candidates": table, "winner": winner, "why": why, "folds": len(self.cv_folds_),
-                           "note": note, "images": len(targets), "seed": settings.seed, "by": SELECTION_RULE}
+                           "note": note, "images": len(targets), "seed": settings.seed, "seconds": seconds}
         points = {name: selection.balanced_point(result["proba"], targets, self.classes_, positive)
                   if positive is not None else None for name, result in results.items()}
         recalibrations = {name: Recalibration().fit(result["proba"], targets, positive)
@@ -462,9 +486,5 @@ class HeadClassifier:
             on_epoch(entry)
 
     def _threshold(self):
-        if self.positive_ is None:
-            return None
-        if self.operating_point_:
-            return self.operating_point_["threshold"]
         last = self.history_[-1].get("threshold") if self.history_ else None
-        return 0.5 if last is None else last
+        return decision_threshold(self.positive_, self.operating_point_, last)

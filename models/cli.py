@@ -32,6 +32,19 @@ def fraction(text):
     return value
 
 
+def as_flags(err, names):
+    """A UserError saying ``err`` (a ValueError naming parameters) with each of ``names`` written as its flag
+    (``batch_size`` -> ``--batch-size``): the estimator knows its parameters, the command line its flags."""
+    import re
+
+    from models.errors import UserError
+
+    text = str(err)
+    for name in sorted(names, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){name}\b", "--" + name.replace("_", "-"), text)
+    return UserError(text)
+
+
 def add_gpus_argument(parser, use="the network runs on all of them"):
     parser.add_argument("--gpus", default="auto", help=f"{GPU_SPEC_HELP}; {use} (default: %(default)s)")
 

@@ -26,6 +26,16 @@ def _probe(mx, gpu_id):
         return next((line for line in text if "no kernel image" in line), text[0] if text else type(err).__name__)
 
 
+def chosen_contexts(spec="auto"):
+    """The devices an entry point runs on for --gpus ``spec`` (``select_contexts``), its notice on stderr."""
+    import sys
+
+    contexts, notice = select_contexts(spec)
+    if notice:
+        print(f"notice: {notice}", file=sys.stderr)
+    return contexts
+
+
 def select_contexts(spec="auto"):
     """Return (contexts, notice): the devices to run on and, when falling back to CPU, one line saying why."""
     import mxnet as mx

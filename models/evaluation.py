@@ -2,20 +2,20 @@
 
 The numbers are ``models.metrics``', the drawings ``models.plots``', the Grad-CAM pass ``models.heatmaps``'."""
 
-import csv
 import os
 import sys
 
 import numpy as np
 
-from models import head, inputcheck, metrics
+from models import inputcheck, metrics
 from models.codes import CodeStore, check_examples
 from models.errors import UserError, named
-from models.fileio import atomic_path, check_output_folder, write_json
-from models.headfolder import HeadFolder, check_codes_match, decision_rule, recalibration
+from models.fileio import check_output_folder, write_json
+from models.headfolder import check_codes_match, load_head
 from models.heatmaps import lung_field_line, lung_field_report, write_test_heatmaps
 from models.images import View
 from models.labels import load_labels
+from models.predictions import predictions_file
 
 GRID_IMAGES = 15
 
@@ -28,29 +28,30 @@ def format_table(report):
         lines.append(f"{name:>{width}}  {row['precision']:9.4f} {row['recall']:9.4f} {row['f1']:9.4f} "
                      f"{row['support']:9d}")
     acc = report["accuracy"]
-    low, high = acc["ci95"]
     lines += ["", f"{'accuracy':>{width}}  {100 * acc['value']:.2f} % ({acc['correct']} of {report['n']}; "
-                  f"95% CI {100 * low:.1f}-{100 * high:.1f} %, Wilson)",
-              f"{'balanced':>{width}}  {100 * report['balanced_accuracy']:.2f} % (mean of the class recalls)"]
+                  f"95% CI {_percent(acc['ci95'])})",
+              f"{'balanced':>{width}}  {100 * report['balanced_accuracy']:.2f} % (mean of the class recalls; "
+              f"95% CI {_percent(report['balanced_accuracy_ci95'])})"]
     point = report.get("operating_point")
     if point:
         at_half = report["at_0.5"]
         recalls = ", ".join(f"{name} {row['recall']:.4f}" for name, row in at_half["per_class"].items())
         lines.append(f"{'':>{width}}  positive class {point['positive_class']!r}, threshold {point['threshold']:.4f} "
                      f"({point['chosen_by']})")
+        lines.append(f"{'':>{width}}  sensitivity {point['sensitivity']['value']:.3f} "
+                     f"({_span(point['sensitivity']['ci95'])}), specificity {point['specificity']['value']:.3f} "
+                     f"({_span(point['specificity']['ci95'])})")
         lines.append(f"{'at 0.5':>{width}}  accuracy {100 * at_half['accuracy']['value']:.2f} %, balanced "
                      f"{100 * at_half['balanced_accuracy']:.2f} %, recall {recalls}")
     roc = report["roc_auc"]
     if roc["value"] is not None:
-        low, high = roc["ci95"]
-        lines.append(f"{'ROC-AUC':>{width}}  {roc['value']:.4f} (95% CI {low:.3f}-{high:.3f}, bootstrap; "
-                     f"{roc['method']})")
+        lines.append(f"{'ROC-AUC':>{width}}  {roc['value']:.4f} (95% CI {_span(roc['ci95'])}; {roc['method']})")
     fixed = report.get("fixed_rates")
     if fixed:
         for key, text in (("sensitivity_at_specificity", "sensitivity at specificity"),
                           ("specificity_at_sensitivity", "specificity at sensitivity")):
             lines.append(f"{'':>{width}}  {text} " + ", ".join(
-                f"{rate}: {row['value']:.3f} ({row['ci95'][0]:.3f}-{row['ci95'][1]:.3f})"
+                f"{rate}: {row['value']:.3f} ({_span(row['ci95'])})"
                 for rate, row in fixed[key].items()))
     values = report.get("predictive_values")
     if values:
@@ -73,20 +74,17 @@ def format_table(report):
     elif calibration:
         lines.append(f"{'':>{width}}  probabilities recalibrated ({calibration['method']}) on the training images' "
                      f"out-of-fold ones")
+    lines.append(f"{'':>{width}}  every 95% interval resamples {report['intervals']['text']} (bootstrap, within "
+                 f"each class)")
     return "\n".join(lines)
 
 
-def write_predictions_csv(path, names, truth, predicted, probabilities, classes, distances=None, unlike=None):
-    """One row per image: its class, the prediction, the class probabilities, and the input check's distance and flag
-    (``distances`` None: empty, for a head trained before input checks existed)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "true_class", "predicted_class"] + [f"p_{name}" for name in classes]
-                        + inputcheck.CSV_COLUMNS)
-        checked = zip(distances, unlike) if distances is not None else [(None, None)] * len(names)
-        for name, true, guess, probs, (distance, flag) in zip(names, truth, predicted, probabilities, checked):
-            writer.writerow([name, classes[true], classes[guess]] + [repr(float(p)) for p in probs]
-                            + inputcheck.csv_cells(distance, flag))
+def _span(interval):
+    return "n/a" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
+
+
+def _percent(interval):
+    return "n/a" if interval is None else f"{100 * interval[0]:.1f}-{100 * interval[1]:.1f} %"
 
 
 def _grid_choice(truth, count):
@@ -128,10 +126,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
 
     out_dir = out_dir or os.path.join(models_dir, "eval")
     check_output_folder(out_dir, "the report folder", [("TEST_IMGS", image_dir), ("TEST_CODES", codes_dir)])
-    folder = HeadFolder(models_dir)
-    meta = folder.read_meta()
-    epoch, epoch_choice = folder.resolve_epoch(meta, epoch)
-    classes = meta["classes"]
+    model = load_head(models_dir, epoch, context)
+    meta, epoch, classes = model.meta_, model.epoch_, model.classes_
     labels = load_labels(labels_path)
     unknown = [name for name in labels.classes if name not in classes]
     if unknown:
@@ -146,20 +142,17 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
             f"the training codes with {meta['backbone'].get('resize')!r}")
     truth = np.array([classes.index(labels.labels[name]) for name in names])
 
-    predictor = folder.load_predictor(epoch, context)
-    probabilities = head.predict_proba(predictor, store.rows_of(names), context)
-    calibration = recalibration(meta)
-    if calibration is not None:
-        probabilities = calibration.apply(probabilities)
-    check = folder.input_check(meta)
-    distances, unlike = check.flag(store.rows_of(names)) if check else (None, None)
-    positive, threshold, threshold_source = decision_rule(meta, epoch)
+    codes = store.rows_of(names)
+    probabilities = model.predict_proba(codes)
+    check = model.input_check_
+    distances, unlike = check.flag(codes) if check else (None, None)
+    positive = model.positive_
     groups = [labels.group_of(name) for name in names] if labels.groups else None
-    report, curves, predicted = metrics.compute_metrics(truth, probabilities, classes, positive, threshold,
-                                                        threshold_source, groups, prevalence)
-    report = dict(n=report.pop("n"), epoch=epoch, epoch_choice=epoch_choice, models_dir=models_dir,
+    report, curves, predicted = metrics.compute_metrics(truth, probabilities, classes, positive, model.threshold_,
+                                                        model.threshold_words_, groups, prevalence, labels.group_unit)
+    report = dict(n=report.pop("n"), epoch=epoch, epoch_choice=model.epoch_choice_, models_dir=models_dir,
                   test_imgs=image_dir, **report)
-    if positive is not None and meta.get("operating_point"):  # where the threshold came from, in fields
+    if model.threshold_source_ == "operating_point":  # where the threshold came from, in fields
         point = meta["operating_point"]
         report["operating_point"].update(source=point["source"], images=point["images"], why=point["why"])
     report["calibration"] = meta.get("calibration") or {"method": "none", "why": "trained before recalibration existed"}
@@ -179,8 +172,11 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
         log(inputcheck.NO_CHECK_NOTICE)
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "report.json"), report)  # again below with the heatmaps' lung_field
-    write_predictions_csv(os.path.join(out_dir, "predictions.csv"), names, truth, predicted, probabilities, classes,
-                          distances, unlike)
+    check_rule = (check.threshold_, check.record_["method"]) if check else None
+    with predictions_file(os.path.join(out_dir, "predictions.csv"), classes, check_rule, None, with_truth=True) as rows:
+        checked = zip(distances, unlike) if check else [(None, None)] * len(names)
+        for name, true, guess, probs, (distance, flag) in zip(names, truth, predicted, probabilities, checked):
+            rows.add(name, probs, guess, distance, flag, truth=true)
     plot_confusion_matrix(report["confusion_matrix"]["counts"], classes, os.path.join(out_dir, "confusion_matrix.png"))
     if curves:
         plot_roc(curves, os.path.join(out_dir, "roc_curve.png"))
@@ -198,7 +194,7 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     plot_predictions(images, path=os.path.join(out_dir, "predictions.png"), **grid)
     if heatmaps != "none" and len(store.shape) == 3:
         maps, shares, outside, boxes = write_test_heatmaps(
-            folder.gradient_net(meta, epoch, context), store, image_dir, names, truth, predicted, classes,
+            model.gradient_net(), store, image_dir, names, truth, predicted, classes,
             view, out_dir, shown, heatmaps == "all", context)
         report["lung_field"] = lung_field_report(shares, outside, truth, predicted, classes, names, view)
         write_json(os.path.join(out_dir, "report.json"), report)

@@ -32,8 +32,7 @@ from models.checkpoint import load_checkpoint
 from models.cli import add_batch_size_argument
 from models.errors import UserError, run_cli
 from models.fileio import atomic_path, check_output_folder, write_json
-from models.headfolder import (EPOCH_CHOICES, FORMAT, HeadFolder, decision_rule, params_file, recalibration,
-                               recorded_checkpoint)
+from models.headfolder import EPOCH_CHOICES, FORMAT, HeadFolder, load_head, params_file, recorded_checkpoint
 from models.images import INPUT_SIZE, View
 from models.onnx_predict import FORMAT as EXPORT_FORMAT
 from models.onnx_predict import DISTANCE, INPUT, METADATA_KEY, PROBABILITIES
@@ -103,12 +102,13 @@ def add_distance(graph, codes, grid, check):
     return _node(graph, "Sqrt", [positive], DISTANCE)
 
 
-def runner_metadata(folder, meta, epoch, how, check, fitted):
-    """What models.onnx_predict (or any runner) reads from the file: everything it must not guess (``check`` and
-    ``fitted``: the head's input check and recalibration, or None)."""
+def runner_metadata(folder, fitted):
+    """What models.onnx_predict (or any runner) reads from the file: everything it must not guess (``fitted``: the
+    head loaded from ``folder``)."""
     from models.weights import sha256_of
 
-    positive, threshold, source = decision_rule(meta, epoch)
+    meta, epoch, check = fitted.meta_, fitted.epoch_, fitted.input_check_
+    positive, threshold, source = fitted.positive_, fitted.threshold_, fitted.threshold_words_
     precision = meta["backbone"].get("precision") or "fp32"
     view = View.of(meta["backbone"])
     return {
@@ -123,12 +123,12 @@ def runner_metadata(folder, meta, epoch, how, check, fitted):
                   "view_how": "models.images.View: crop = the centre square, squash = the whole image, resized to "
                               "input_size; field lungs / outside: the rest / the lung box filled with the mean"},
         "outputs": {PROBABILITIES: "class probabilities in the order of 'classes'"
-                                   + (", recalibrated" if fitted else ", the head's own"),
+                                   + (", recalibrated" if fitted.calibration_ else ", the head's own"),
                     DISTANCE: None if check is None else "the input check's distance of each image"},
         "input_check": None if check is None else {"threshold": check.threshold_,
                                                    "method": check.record_["method"]},
         "calibration": meta.get("calibration"),
-        "epoch": epoch, "epoch_choice": how, "layout": meta["head"].get("layout"),
+        "epoch": epoch, "epoch_choice": fitted.epoch_choice_, "layout": meta["head"].get("layout"),
         "backbone": {"model_sha256": meta["backbone"].get("model_sha256"), "layer": meta["backbone"].get("layer"),
                      "precision_trained_on": precision, "precision_in_file": "fp32",
                      "note": None if precision == "fp32" else f"the head was trained on {precision} codes; the file "
@@ -150,18 +150,16 @@ def project_commit():
     return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
-def classifier_symbol(folder, meta, epoch, prefix):
+def classifier_symbol(fitted, prefix):
     """(MXNet symbol of the class probabilities and of the codes, every weight by name): the backbone checkpoint
-    ``prefix`` cut as head.json records, then the head of ``epoch``."""
+    ``prefix`` cut as head.json records, then the loaded head ``fitted``."""
     import mxnet as mx
 
     from models.pretrained import cut
 
     symbol, args, aux = load_checkpoint(prefix)
-    codes = cut(symbol, meta["backbone"]["layer"])
-    net = head.build_from_meta(meta)
-    net.initialize()
-    folder.load_weights(net, epoch)
+    codes = cut(symbol, fitted.meta_["backbone"]["layer"])
+    net = head.with_weights(fitted.meta_, fitted.net_.collect_params())
     # each branch's softmax, averaged: what the head's log-mean-exp output gives after its softmax, in operators
     # MXNet's exporter writes validly at onnx's default opset (its ReduceMax keeps an attribute opset 18 dropped)
     branches = [mx.sym.softmax(part(codes), axis=1) for part in head.branches(net)]
@@ -180,16 +178,15 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=prin
     check_output_folder(os.path.dirname(os.path.abspath(out_path)), "the folder of OUT")
     if os.path.isdir(out_path):
         raise UserError(f"OUT {out_path!r} is a folder: give the path of the .onnx file to write")
-    folder = HeadFolder(models_dir)
-    meta = folder.read_meta()
-    epoch, how = folder.resolve_epoch(meta, epoch)
+    fitted = load_head(models_dir, epoch)
+    meta = fitted.meta_
     if len(meta["code_shape"]) != 3:
         raise UserError(f"the head in {models_dir} was trained on codes of shape {meta['code_shape']}; the export "
                         f"needs codes of channels x height x width (a --layer with a spatial output)")
     prefix = recorded_checkpoint(meta)  # checked against head.json's sha256 once: ~100 MB read
-    proba, codes, weights = classifier_symbol(folder, meta, epoch, prefix)
-    check, fitted = folder.input_check(meta), recalibration(meta)
-    metadata = runner_metadata(folder, meta, epoch, how, check, fitted)
+    proba, codes, weights = classifier_symbol(fitted, prefix)
+    check, recalibrated = fitted.input_check_, fitted.calibration_
+    metadata = runner_metadata(HeadFolder(models_dir), fitted)
     with atomic_path(out_path) as tmp:
         mx.onnx.export_model(mx.sym.Group([proba, codes]), weights, in_shapes=[(1, 3, INPUT_SIZE, INPUT_SIZE)],
                              in_types=[np.float32], onnx_file_path=tmp, dynamic=True,
@@ -206,7 +203,7 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=prin
         graph.input.append(images)
         for node in graph.node:
             node.input[:] = [INPUT if name == "data" else name for name in node.input]
-        outputs = [onnx.helper.make_tensor_value_info(add_recalibration(graph, proba_name, fitted),
+        outputs = [onnx.helper.make_tensor_value_info(add_recalibration(graph, proba_name, recalibrated),
                                                       onnx.TensorProto.FLOAT, ["N", len(meta["classes"])])]
         if check is not None:
             distance = add_distance(graph, codes_name, meta["code_shape"][1:], check)
@@ -217,7 +214,7 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=prin
         onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
-        compared = self_check(tmp, meta, folder, epoch, prefix, batch_size, check, fitted)
+        compared = self_check(tmp, fitted, prefix, batch_size)
         log(f"checked: ONNX Runtime against MXNet on {compared['images']} images: probabilities within "
             f"{compared['probabilities']:.1e}" + (f", distances within {compared['distances']:.1e}"
                                                   if "distances" in compared else ""))
@@ -232,9 +229,10 @@ def _drop_unused_initializers(graph):
     graph.initializer.extend(kept)
 
 
-def self_check(path, meta, folder, epoch, prefix, batch_size, check, fitted):
+def self_check(path, fitted, prefix, batch_size):
     """Score one batch of made-up images (smooth random gray fields, 0..255) with ONNX Runtime and with the MXNet path
-    models.predict takes; UserError where they differ by more than TOLERANCE. Returns the largest differences."""
+    models.predict takes (``fitted``: the loaded head); UserError where they differ by more than TOLERANCE. Returns
+    the largest differences."""
     import onnxruntime
 
     from models.pretrained import Backbone
@@ -244,11 +242,11 @@ def self_check(path, meta, folder, epoch, prefix, batch_size, check, fitted):
     images = np.repeat(np.kron(small, np.ones((1, 1, INPUT_SIZE // 8, INPUT_SIZE // 8), np.float32)), 3, axis=1)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     found = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT: images})))
-    backbone = Backbone(prefix, meta["backbone"]["layer"], batch_size=batch_size,
-                        model_sha256=meta["backbone"]["model_sha256"])  # checked already: not hashed again
+    made, check = fitted.meta_["backbone"], fitted.input_check_
+    backbone = Backbone(prefix, made["layer"], batch_size=batch_size,
+                        model_sha256=made["model_sha256"])  # checked already: not hashed again
     codes = backbone.run(images, batch_size)
-    proba = head.predict_proba(folder.load_predictor(epoch), codes)
-    proba = fitted.apply(proba) if fitted else proba
+    proba = fitted.predict_proba(codes)
     differences = {"images": batch_size, "probabilities": float(np.abs(found[PROBABILITIES] - proba).max())}
     if check is not None:
         expected = check.distance(codes)

@@ -137,16 +137,21 @@ def build_from_meta(meta, use_global_stats=False):
                       use_global_stats=use_global_stats)
 
 
-def gradient_net(meta, weights, context=None):
-    """The head of ``meta`` with BatchNorm on its running statistics in both passes, holding ``weights`` (parameter
-    name -> array or NDArray, or a trained head's ``collect_params()``): for input gradients (Grad-CAM)."""
+def with_weights(meta, weights, use_global_stats=False, context=None):
+    """The head of ``meta`` holding ``weights`` (parameter name -> array or NDArray, or a trained head's
+    ``collect_params()``), as a Gluon network of its layout (its branches reachable)."""
     import mxnet as mx
 
-    net = build_from_meta(meta, use_global_stats=True)
+    net = build_from_meta(meta, use_global_stats=use_global_stats)
     net.initialize(ctx=context or mx.cpu())
     for name, param in net.collect_params().items():
         param.set_data(weights[name].data() if hasattr(weights[name], "data") else weights[name])
     return net
+
+
+def gradient_net(meta, weights, context=None):
+    """``with_weights`` with BatchNorm on its running statistics in both passes: for input gradients (Grad-CAM)."""
+    return with_weights(meta, weights, use_global_stats=True, context=context)
 
 
 def predict_proba(net, codes, context=None):

@@ -34,9 +34,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from models import checkpoint, head
+from models import checkpoint
 from models.calibration import Recalibration
-from models.classifier import RECIPES, TrainSettings, head_record
+from models.classifier import RECIPES, HeadClassifier, TrainSettings, decision_threshold, head_record
 from models.errors import UserError, mxnet_reason
 from models.fileio import atomic_path, read_json, write_json
 from models.images import FULL_DEPTH
@@ -56,6 +56,10 @@ CODE_IDENTITY = ("model_sha256", "layer", "shape", "precision", "field", "lung_b
 RESUME_KEYS = ("lr", "batch_size", "seed", "class_weight", "val_fraction", "layout", "layout_requested", "folds",
                "dropout", "positive", "calibration", "data_sha256")
 BEST_EPOCH_BY = "highest validation ROC-AUC, then lowest validation loss"
+# head.json's "selection": how the layout was chosen
+SELECTION_RULE = ("pooled out-of-fold ROC-AUC of a grouped, stratified k-fold on the training images (95% interval: "
+                  "DeLong, clustered by patient where patients have several images); the heads of both layouts "
+                  "averaged, unless one layout beats them by more than one standard error of the paired difference")
 
 
 def params_file(epoch):
@@ -130,7 +134,8 @@ def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, trai
                          n_images=len(estimator.train_positions_), data_sha256=data_sha256,
                          class_weights=dict(zip(classes, estimator.class_weights_.tolist())),
                          optimizer="sgd (no momentum, no weight decay)", loss="softmax cross-entropy", init="xavier"),
-        "selection": estimator.selection_,
+        "selection": dict(estimator.selection_, by=SELECTION_RULE) if (estimator.selection_ or {}).get("candidates")
+        else estimator.selection_,
         "operating_point": estimator.operating_point_,
         "calibration": estimator.calibration_.record_ if estimator.calibration_ else
         {"method": "none", "why": estimator.calibration_note_},
@@ -170,23 +175,47 @@ def recalibration(meta):
     return Recalibration.from_record(meta.get("calibration"), positive_index(meta))
 
 
-def decision_rule(meta, epoch):
-    """(positive class index or None, threshold, where the threshold comes from) of the head at ``epoch``: the inner
-    cross-validation's operating point, else that epoch's validation threshold, else 0.5; argmax for more than two
-    classes."""
-    positive = positive_index(meta)
-    if positive is None:
-        return None, None, "argmax (more than two classes)"
-    point = meta.get("operating_point")
-    if point:
+def threshold_words(meta, epoch, source):
+    """Where the threshold of the head at ``epoch`` comes from, in words (``source``: the key
+    ``models.classifier.decision_threshold`` gives)."""
+    if source == "operating_point":
+        point = meta["operating_point"]
         counts = ", ".join(f"{count} {name}" for name, count in point["images"].items())
         raw = point.get("threshold_uncalibrated")
         own = "" if raw is None else f"; {raw:.4f} on the head's own probabilities, before their recalibration"
-        return positive, point["threshold"], f"{point['source']}, {counts}; {point['why']}{own}"
+        return f"{point['source']}, {counts}; {point['why']}{own}"
+    return {"argmax": "argmax (more than two classes)",
+            "validation": f"the balanced point of the validation images at epoch {epoch}",
+            "default": "the default: the head was trained without inner cross-validation or validation images"}[source]
+
+
+def load_head(models_dir, epoch="last", context=None):
+    """The head trained into ``models_dir`` as a fitted ``HeadClassifier``: ``predict_proba`` (recalibrated as
+    trained), ``predict`` at its threshold, ``input_check_``, ``gradient_net()``; plus ``meta_`` (head.json),
+    ``epoch_`` and ``epoch_choice_`` (how --epoch picked it) and ``threshold_words_``. The one way
+    test_model.py, models.predict, models.export and the heatmaps load a head. UserError for a folder without a
+    trained head or without that epoch's checkpoint."""
+    folder = HeadFolder(models_dir)
+    meta = folder.read_meta()
+    epoch, choice = folder.resolve_epoch(meta, epoch)
+    estimator = HeadClassifier(TrainSettings.from_record(meta["training"]), context=context)
+    estimator.meta_, estimator.epoch_, estimator.epoch_choice_ = meta, epoch, choice
+    estimator.classes_, estimator.positive_ = list(meta["classes"]), positive_index(meta)
+    estimator.settings_ = estimator.settings
+    estimator.head_record_ = meta.get("head", {})  # heads from before layouts existed record none
+    estimator.layout_ = estimator.head_record_.get("layout")
+    estimator.code_shape_ = tuple(meta["code_shape"])
+    estimator.selection_, estimator.operating_point_ = meta.get("selection"), meta.get("operating_point")
+    estimator.calibration_ = recalibration(meta)
+    estimator.calibration_note_ = (meta.get("calibration") or {}).get("why")
+    estimator.input_check_ = folder.input_check(meta)
+    estimator.history_ = [entry for entry in meta["history"] if entry["epoch"] <= epoch]
     entry = next(e for e in meta["history"] if e["epoch"] == epoch)
-    if entry.get("threshold") is None:
-        return positive, 0.5, "the default: the head was trained without inner cross-validation or validation images"
-    return positive, entry["threshold"], f"the balanced point of the validation images at epoch {epoch}"
+    estimator.threshold_, estimator.threshold_source_ = decision_threshold(
+        estimator.positive_, estimator.operating_point_, entry.get("threshold"))
+    estimator.threshold_words_ = threshold_words(meta, epoch, estimator.threshold_source_)
+    estimator.net_ = folder.load_predictor(epoch, context)
+    return estimator
 
 
 class HeadFolder:
@@ -238,6 +267,22 @@ class HeadFolder:
                                    {k: v for k, v in weights.items() if k not in aux_names},
                                    {k: v for k, v in weights.items() if k in aux_names}, epoch=epoch)
         return params_file(epoch)
+
+    def save(self, estimator, codes_meta):
+        """Write a fitted ``estimator`` (``models.classifier.HeadClassifier``) as a models folder holding its last
+        epoch, for codes ``codes_meta`` describes (what train_model.py writes epoch by epoch): ``load_head`` gives
+        it back."""
+        meta = new_meta(estimator, codes_meta, estimator.code_shape_, train_imgs=None, train_codes=None,
+                        train_labels=None, data_sha256=None,
+                        validation_images=[str(i) for i in estimator.validation_positions_])
+        os.makedirs(self.path, exist_ok=True)
+        self.save_input_check(estimator.input_check_)
+        last = estimator.history_[-1]
+        meta["history"] = [dict(entry, params=None) for entry in estimator.history_[:-1]] + \
+            [dict(last, params=self.save_epoch(estimator.net_, last["epoch"]))]
+        meta["best_epoch"] = best_epoch(meta["history"])
+        self.write_meta(meta)
+        return meta
 
     def save_input_check(self, check):
         with atomic_path(self.file(INPUT_CHECK_FILE)) as tmp, open(tmp, "wb") as f:
@@ -295,10 +340,6 @@ class HeadFolder:
         except mx.base.MXNetError as err:
             raise UserError(f"cannot load epoch {epoch} from {self.path}: {mxnet_reason(err)} (a damaged or cut-off "
                             f"checkpoint); pick another --epoch or train again") from None
-
-    def gradient_net(self, meta, epoch, context=None):
-        """The head of epoch ``epoch`` for input gradients (``head.gradient_net``)."""
-        return head.gradient_net(meta, self.epoch_weights(epoch), context)
 
     def resolve_epoch(self, meta, epoch):
         """(epoch number, how it was chosen) for --epoch best|last|N; UserError for one without a kept checkpoint."""

@@ -104,10 +104,15 @@ NO_CHECK_NOTICE = ("notice: this head has no input check (trained before it exis
 MANY = 0.10  # a folder with more than this share of its images flagged gets one warning about the whole folder
 
 
+def unlike_text(distance, threshold):
+    """How a flagged image is described, wherever it is named."""
+    return f"unlike the training films (distance {distance:.1f} > threshold {threshold:.1f})"
+
+
 def flagged_line(name, distance, threshold):
     """The warning naming one flagged image."""
-    return (f"warning: {name} is unlike the training films (distance {distance:.1f}, threshold {threshold:.1f}): its "
-            f"scores may not mean what they mean for films like those")
+    return (f"warning: {name} is {unlike_text(distance, threshold)}: its scores may not mean what they mean for films "
+            f"like those")
 
 
 def summary(names, distances, unlike, threshold, method=METHOD):

@@ -2,7 +2,8 @@
 
 Format: ``{"classes": ["normal", "nodule"], "labels": {"<image file name>": "<class>", ...}}``, optionally with
 ``"groups": {"<image file name>": "<group id>", ...}`` (the Open-i report, the patient): images of one group are
-never split between training and validation. The order of ``classes`` fixes each class's index.
+never split between training and validation; and ``"group_unit": "patients"`` (or "reports"): what a group is, named
+by the intervals of a test report. The order of ``classes`` fixes each class's index.
 """
 
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ class LabelSet:
     classes: tuple  # class names; position = class index
     labels: dict  # image file name -> class name
     groups: dict = field(default_factory=dict)  # image file name -> group id; an image not listed is its own group
+    group_unit: str = None  # what a group is, plural ("patients", "reports"), where the file says
 
     def group_of(self, name):
         return self.groups.get(name, f"image:{name}")
@@ -44,15 +46,21 @@ def load_labels(path):
     groups = data.get("groups", {})
     if not isinstance(groups, dict) or not all(isinstance(g, (str, int)) for g in groups.values()):
         raise UserError(f"label file {path}: 'groups' must map image file names to group ids (strings)")
-    return LabelSet(tuple(classes), dict(labels), {name: str(g) for name, g in groups.items()})
+    unit = data.get("group_unit")
+    if unit is not None and not (isinstance(unit, str) and unit.strip()):
+        raise UserError(f"label file {path}: 'group_unit' must name what a group is, e.g. \"patients\"")
+    return LabelSet(tuple(classes), dict(labels), {name: str(g) for name, g in groups.items()}, unit)
 
 
-def save_labels(path, classes, labels, groups=None):
-    """Write a label file atomically (``labels`` maps file name -> class name, ``groups`` file name -> group id)."""
+def save_labels(path, classes, labels, groups=None, group_unit=None):
+    """Write a label file atomically (``labels`` maps file name -> class name, ``groups`` file name -> group id,
+    ``group_unit`` what a group is)."""
     unknown = sorted(set(labels.values()) - set(classes))
     if unknown:
         raise ValueError(f"labels use classes not in {classes}: {unknown}")
     data = {"classes": list(classes), "labels": dict(sorted(labels.items()))}
     if groups:
         data["groups"] = dict(sorted(groups.items()))
+    if groups and group_unit:
+        data["group_unit"] = group_unit
     write_json(path, data)

@@ -10,10 +10,10 @@ import re
 import numpy as np
 
 from models.errors import UserError
+from models.resampling import Resampling
 from models.splits import group_ids
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
-BOOTSTRAP_RESAMPLES = 2000
 NEGATIVE_NAMES = re.compile(r"^(normal|healthy|negative|no[ _-]?findings?)$", re.IGNORECASE)
 
 
@@ -90,19 +90,14 @@ def wilson_interval(successes, n, z=Z_95):
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
-def bootstrap_auc_interval(truth, probabilities, positive=None, resamples=BOOTSTRAP_RESAMPLES, seed=0):
-    """95% percentile interval of the ROC-AUC over seeded bootstrap resamples drawn within each class (so every
-    resample has both classes); None where the AUC itself is undefined."""
+def bootstrap_auc_interval(truth, probabilities, positive=None, resampling=None):
+    """95% percentile interval of the ROC-AUC over the bootstrap resamples of ``resampling`` (``Resampling``: whole
+    groups where images share them, else images; by default images, seed 0); None where the AUC itself is
+    undefined."""
     if roc_auc(truth, probabilities, positive) is None:
         return None
-    rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(truth == c) for c in range(probabilities.shape[1]) if np.any(truth == c)]
-    values = []
-    for _ in range(resamples):
-        sample = np.concatenate([rng.choice(members, len(members)) for members in by_class])
-        values.append(roc_auc(truth[sample], probabilities[sample], positive))
-    low, high = np.percentile(values, [2.5, 97.5])
-    return [float(low), float(high)]
+    resampling = resampling or Resampling(truth)
+    return resampling.interval(lambda rows: roc_auc(truth[rows], probabilities[rows], positive))
 
 
 def _delong_components(truth, scores):
@@ -124,12 +119,29 @@ def _one_vs_rest_scores(truth, probabilities, positive):
     return [(truth == c, probabilities[:, c]) for c in range(probabilities.shape[1])]
 
 
-def auc_and_variance(truth, probabilities, positive=None, other=None):
+def _clustered_variance(v10, v01, hits, ids, theta):
+    """Variance of an AUC (or AUC difference) ``theta`` from its structural components where images come in clusters
+    (patients): Obuchowski (1997), the components summed per cluster, so a patient's films count once."""
+    clusters = ids.max() + 1
+    per_positive = np.bincount(ids[hits], weights=v10, minlength=clusters)
+    per_negative = np.bincount(ids[~hits], weights=v01, minlength=clusters)
+    m_k, n_k = np.bincount(ids[hits], minlength=clusters), np.bincount(ids[~hits], minlength=clusters)
+    m, n = len(v10), len(v01)
+    a, b = per_positive - m_k * theta, per_negative - n_k * theta
+    scale = clusters / (clusters - 1)
+    return float(scale * (np.sum(a * a) / m ** 2 + np.sum(b * b) / n ** 2 + 2 * np.sum(a * b) / (m * n)))
+
+
+def auc_and_variance(truth, probabilities, positive=None, other=None, groups=None):
     """(AUC, its DeLong variance) of the binary or macro one-vs-rest AUC; with ``other`` (probabilities of a second
     model on the same examples), the AUC difference this minus other and the variance of that difference (paired).
+    With ``groups`` where images share a group (a patient's films), the clustered variance (Obuchowski 1997), so the
+    unit is the patient, as in the bootstrap intervals; without, or where every group has one image, DeLong's.
 
     DeLong, DeLong & Clarke-Pearson (1988), via midranks (Sun & Xu 2014): no resampling, so it costs one sort. The
     macro average's variance treats the classes' AUCs as independent (a close approximation for a few classes)."""
+    ids = group_ids(groups, len(truth))
+    clustered = groups is not None and len(np.unique(ids)) < len(ids)
     problems = _one_vs_rest_scores(truth, probabilities, positive)
     others = _one_vs_rest_scores(truth, other, positive) if other is not None else [None] * len(problems)
     values, variances = [], []
@@ -138,36 +150,55 @@ def auc_and_variance(truth, probabilities, positive=None, other=None):
         if second is not None:
             auc_b, w10, w01 = _delong_components(hits, second[1])
             auc, v10, v01 = auc - auc_b, v10 - w10, v01 - w01
-        variance = (v10.var(ddof=1) if len(v10) > 1 else 0.0) / len(v10) + \
-                   (v01.var(ddof=1) if len(v01) > 1 else 0.0) / len(v01)
+        if clustered:
+            variance = _clustered_variance(v10, v01, hits, ids, auc)
+        else:
+            variance = (v10.var(ddof=1) if len(v10) > 1 else 0.0) / len(v10) + \
+                       (v01.var(ddof=1) if len(v01) > 1 else 0.0) / len(v01)
         values.append(auc)
         variances.append(variance)
     return float(np.mean(values)), float(np.sum(variances) / len(variances) ** 2)
 
 
-def auc_interval(truth, probabilities, positive=None, z=Z_95):
-    """95% interval of the (macro) ROC-AUC from its DeLong variance, clipped to 0..1; None where it is undefined."""
+def auc_interval(truth, probabilities, positive=None, z=Z_95, groups=None):
+    """95% interval of the (macro) ROC-AUC from its DeLong variance (clustered by ``groups`` where they repeat),
+    clipped to 0..1; None where it is undefined."""
     if roc_auc(truth, probabilities, positive) is None:
         return None
-    auc, variance = auc_and_variance(truth, probabilities, positive)
+    auc, variance = auc_and_variance(truth, probabilities, positive, groups=groups)
     half = z * math.sqrt(variance)
     return [max(0.0, auc - half), min(1.0, auc + half)]
 
 
-def scores_at(truth, probabilities, classes, positive, threshold):
-    """Accuracy (with its Wilson interval), balanced accuracy, per-class scores and the confusion matrix."""
+def confusion_rates(truth, predicted, n_classes):
+    """[accuracy, balanced accuracy, each class's precision, each class's recall] of one set of decisions, as an array
+    (NaN where a class has no image or no prediction): what the intervals of ``scores_at`` resample."""
+    counts = np.bincount(truth * n_classes + predicted, minlength=n_classes ** 2).reshape(n_classes, n_classes)
+    support, said, hits = counts.sum(axis=1), counts.sum(axis=0), np.diag(counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision, recall = hits / said, hits / support
+    return np.concatenate([[hits.sum() / counts.sum(), recall[support > 0].mean()], precision, recall])
+
+
+def scores_at(truth, probabilities, classes, positive, threshold, resampling=None):
+    """Accuracy, balanced accuracy, per-class scores (each with its interval over ``resampling``'s resamples: by
+    default of images) and the confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    labels = list(range(len(classes)))
+    resampling = resampling or Resampling(truth)
+    labels, n = list(range(len(classes))), len(classes)
     predicted = decide(probabilities, positive, threshold)
     correct = int((predicted == truth).sum())
     # zero_division=0: a class without test examples or predictions gets 0, reported as such, without a warning
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    bounds = resampling.intervals(lambda rows: confusion_rates(truth[rows], predicted[rows], n))
     return predicted, {
-        "accuracy": {"value": correct / len(truth), "correct": correct,
-                     "ci95": wilson_interval(correct, len(truth)), "ci_method": "Wilson score"},
-        "balanced_accuracy": balanced_accuracy(truth, predicted, len(classes)),
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+        "accuracy": {"value": correct / len(truth), "correct": correct, "ci95": bounds[0],
+                     "ci_method": resampling.method()},
+        "balanced_accuracy": balanced_accuracy(truth, predicted, n),
+        "balanced_accuracy_ci95": bounds[1],
+        "per_class": {name: {"precision": float(precision[i]), "precision_ci95": bounds[2 + i],
+                             "recall": float(recall[i]), "recall_ci95": bounds[2 + n + i], "f1": float(f1[i]),
                              "support": int(support[i])} for i, name in enumerate(classes)},
         "confusion_matrix": {"rows": "true class", "columns": "predicted class", "order": list(classes),
                              "counts": confusion_matrix(truth, predicted, labels=labels).tolist()},
@@ -182,24 +213,29 @@ def _rates(truth, probabilities, positive, threshold):
 
 
 def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5, threshold_source="0.5", groups=None,
-                    prevalence=None):
+                    prevalence=None, group_unit=None):
     """The numbers of report.json (scores at the operating threshold, and at 0.5 for two classes; how far the
-    probabilities are risks; with two classes sensitivity and specificity at fixed rates, their intervals resampling
-    ``groups`` (patients) where known, and PPV / NPV at the test images' prevalence and at ``prevalence``), the ROC
-    curves to draw and the predicted classes."""
+    probabilities are risks; with two classes sensitivity and specificity at the operating point and at fixed rates,
+    and PPV / NPV at the test images' prevalence and at ``prevalence``), the ROC curves to draw and the predicted
+    classes. Every interval resamples the same unit: whole ``groups`` (``group_unit``: "patients", "reports") where
+    images share them, else images; "intervals" says which."""
     from sklearn.metrics import roc_curve
 
-    predicted, report = scores_at(truth, probabilities, classes, positive, threshold)
-    report = {"n": int(len(truth)), "classes": list(classes), **report}
+    resampling = Resampling(truth, groups, group_unit)
+    predicted, report = scores_at(truth, probabilities, classes, positive, threshold, resampling)
+    report = {"n": int(len(truth)), "classes": list(classes), "intervals": resampling.record(), **report}
     curves = []
     auc = roc_auc(truth, probabilities, positive)
     if positive is not None:
+        rates = {name: {"value": report["per_class"][classes[c]]["recall"],
+                        "ci95": report["per_class"][classes[c]]["recall_ci95"]}
+                 for name, c in (("sensitivity", positive), ("specificity", 1 - positive))}
         report["operating_point"] = {"positive_class": classes[positive], "threshold": threshold,
-                                     "chosen_by": threshold_source}
-        report["at_0.5"] = scores_at(truth, probabilities, classes, positive, 0.5)[1]
+                                     "chosen_by": threshold_source, **rates}
+        report["at_0.5"] = scores_at(truth, probabilities, classes, positive, 0.5, resampling)[1]
         if 0 < np.mean(truth == positive) < 1:
             report["probabilities"] = probability_scores(truth, probabilities, positive)
-            report["fixed_rates"] = fixed_rate_points(truth, probabilities, positive, groups)
+            report["fixed_rates"] = fixed_rate_points(truth, probabilities, positive, resampling)
             sensitivity = report["per_class"][classes[positive]]["recall"]
             specificity = report["per_class"][classes[1 - positive]]["recall"]
             report["predictive_values"] = {
@@ -228,9 +264,8 @@ def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5,
         report["roc_auc"] = {"value": None, "method": f"undefined: no test images of {missing}"}
     else:
         report["roc_auc"] = {"value": auc, "method": method,
-                             "ci95": bootstrap_auc_interval(truth, probabilities, positive),
-                             "ci_method": f"percentile, {BOOTSTRAP_RESAMPLES} bootstrap resamples drawn "
-                                          f"within each class, seed 0"}
+                             "ci95": bootstrap_auc_interval(truth, probabilities, positive, resampling),
+                             "ci_method": resampling.method()}
     return report, curves, predicted
 
 
@@ -297,35 +332,24 @@ def _rate_at(scores, hits, fixed, of):
     return float(1 - fpr[best]), float(min(thresholds[best], 1.0))
 
 
-def fixed_rate_points(truth, probabilities, positive, groups=None, resamples=BOOTSTRAP_RESAMPLES, seed=0):
+def fixed_rate_points(truth, probabilities, positive, resampling=None):
     """Sensitivity at specificity 0.90 and 0.95 and specificity at sensitivity 0.90 and 0.95 of the test images, each
-    with the threshold that gives it and a 95% percentile bootstrap interval; resampling whole groups (patients)
-    where ``groups`` are given, else images, drawn within each class so every resample has both."""
+    with the threshold that gives it and a 95% percentile interval over ``resampling``'s bootstrap resamples (whole
+    patients where they repeat; by default images)."""
     scores = np.asarray(probabilities, dtype=np.float64)[:, positive]
     hits = np.asarray(truth) == positive
     if hits.all() or not hits.any():
         return None
-    ids = group_ids(groups, len(hits))
-    members = [np.flatnonzero(ids == g) for g in range(ids.max() + 1)]
-    by_class = [[g for g, rows in enumerate(members) if hits[rows[0]] == c] for c in (False, True)]
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(resamples):
-        chosen = [g for pool in by_class for g in rng.choice(pool, len(pool))]
-        samples.append(np.concatenate([members[g] for g in chosen]))
+    resampling = resampling or Resampling(truth)
     out = {}
     for of, fixed_name in (("specificity", "sensitivity_at_specificity"),
                            ("sensitivity", "specificity_at_sensitivity")):
         out[fixed_name] = {}
         for fixed in FIXED_RATES:
             value, threshold = _rate_at(scores, hits, fixed, of)
-            boot = [_rate_at(scores[s], hits[s], fixed, of)[0] for s in samples]
-            low, high = np.percentile(boot, [2.5, 97.5])
-            out[fixed_name][f"{fixed:.2f}"] = {"value": value, "threshold": threshold,
-                                               "ci95": [float(low), float(high)]}
-    unit = "groups (patients)" if groups is not None else "images"
-    out["ci_method"] = (f"percentile, {resamples} bootstrap resamples of whole {unit} drawn within each class, "
-                        f"seed {seed}")
+            interval = resampling.interval(lambda rows: _rate_at(scores[rows], hits[rows], fixed, of)[0])
+            out[fixed_name][f"{fixed:.2f}"] = {"value": value, "threshold": threshold, "ci95": interval}
+    out["ci_method"] = resampling.method()
     return out
 
 

@@ -11,15 +11,14 @@ image in OUT/heatmaps/. Images are read, encoded and written batch by batch.
 
 import argparse
 import os
-import sys
 from contextlib import nullcontext
 
 import numpy as np
 
-from models import head, metrics
+from models import metrics
 from models.cli import add_batch_size_argument, add_gpus_argument
 from models.errors import UserError, run_cli
-from models.headfolder import EPOCH_CHOICES, HeadFolder, decision_rule, recalibration, recorded_checkpoint
+from models.headfolder import EPOCH_CHOICES, load_head, recorded_checkpoint
 from models.fileio import check_output_folder
 from models.images import View, image_paths
 from models.predictions import predictions_file
@@ -56,18 +55,14 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     from models.heatmaps import heatmap_batch, heatmap_file, overlay_name
     from models.plots import save_overlay
 
-    folder = HeadFolder(models_dir)
-    meta = folder.read_meta()
-    epoch, _ = folder.resolve_epoch(meta, epoch)
+    model = load_head(models_dir, epoch)  # the head on the CPU: small next to the backbone
+    meta, epoch = model.meta_, model.epoch_
     out_dir = out_dir or os.path.join(models_dir, "predict")
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
-    classes = meta["classes"]
-    positive, threshold, _ = decision_rule(meta, epoch)
+    classes, positive, threshold, check = model.classes_, model.positive_, model.threshold_, model.input_check_
     view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field
-    net = folder.load_predictor(epoch)
-    calibration, check = recalibration(meta), folder.input_check(meta)
-    cam_net = folder.gradient_net(meta, epoch) if heatmaps else None
+    cam_net = model.gradient_net() if heatmaps else None
     backbone = recorded_backbone(meta, batch_size, contexts)
     grid = tuple(meta["code_shape"][1:])
     heatmaps = heatmaps and len(grid) == 2
@@ -82,9 +77,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
              else nullcontext()) as maps_out:
         for chunk, codes, failed, _ in encode(backbone, "", paths, view, bar):  # encode warns about failed ones
             skipped += [path for path in chunk if path in failed]
-            probabilities = head.predict_proba(net, codes)
-            if calibration is not None:
-                probabilities = calibration.apply(probabilities)
+            probabilities = model.predict_proba(codes)
             predicted = metrics.decide(probabilities, positive, threshold)
             distances, unlike = check.flag(codes) if check else ([None] * len(chunk), [None] * len(chunk))
             for path, guess, probs, distance, flag in zip(chunk, predicted, probabilities, distances, unlike):
@@ -122,12 +115,10 @@ def main(argv=None):
     add_gpus_argument(parser)
     args = parser.parse_args(argv)
     setup_runtime()
-    from models.devices import select_contexts
+    from models.devices import chosen_contexts
 
-    contexts, notice = select_contexts(args.gpus)
-    if notice:
-        print(f"notice: {notice}", file=sys.stderr)
-    predict_images(args.models_dir, args.inputs, args.epoch, args.out, args.heatmaps, args.batch_size, contexts)
+    predict_images(args.models_dir, args.inputs, args.epoch, args.out, args.heatmaps, args.batch_size,
+                   chosen_contexts(args.gpus))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def inner_folds(targets, groups, folds, seed):
 def cross_validate(codes, targets, classes, held_out, names, fit):
     """Out-of-fold probabilities of each candidate in ``names`` (smaller first). ``fit(codes, targets)`` trains on one
     fold's training images and returns a function giving {name: probabilities} of other codes; ``held_out``: the
-    folds of ``inner_folds``. Returns {name: {"proba": (n, classes) array, "seconds": time of all the fits}}."""
+    folds of ``inner_folds``. Returns ({name: {"proba": (n, classes) array}}, seconds all the fits took together: one
+    fit per fold serves every candidate)."""
     started, everything = time.time(), np.arange(len(targets))
     proba = {name: np.zeros((len(targets), len(classes))) for name in names}
     for test in held_out:
@@ -50,20 +51,21 @@ def cross_validate(codes, targets, classes, held_out, names, fit):
         for name, fold_proba in fit(codes[train], targets[train])(codes[test]).items():
             proba[name][test] = fold_proba
     seconds = round(time.time() - started, 2)
-    return {name: {"proba": proba[name], "seconds": seconds} for name in names}
+    return {name: {"proba": proba[name]} for name in names}, seconds
 
 
-def summarise(results, targets, positive):
+def summarise(results, targets, positive, groups=None):
     """Per candidate: pooled out-of-fold ROC-AUC with its 95% DeLong interval (macro one-vs-rest with more than two
-    classes)."""
+    classes; clustered by ``groups`` where a patient has several images)."""
     return {name: {"roc_auc": metrics.roc_auc(targets, result["proba"], positive),
-                   "ci95": metrics.auc_interval(targets, result["proba"], positive), "seconds": result["seconds"]}
+                   "ci95": metrics.auc_interval(targets, result["proba"], positive, groups=groups)}
             for name, result in results.items()}
 
 
-def choose(results, targets, positive):
+def choose(results, targets, positive, groups=None):
     """(winner, why): the last candidate in ``results`` (the heads of the others averaged), unless another beats its
-    pooled out-of-fold AUC by more than one standard error of the paired difference (DeLong): then the best such."""
+    pooled out-of-fold AUC by more than one standard error of the paired difference (DeLong; clustered by ``groups``
+    where a patient has several images, so the unit is the patient): then the best such."""
     names = list(results)
     aucs = {name: metrics.auc_and_variance(targets, results[name]["proba"], positive)[0] for name in names}
     averaged, best = names[-1], max(names, key=lambda name: (aucs[name], names.index(name)))
@@ -71,7 +73,7 @@ def choose(results, targets, positive):
     if best == averaged:
         return best, f"{best}: highest out-of-fold ROC-AUC, {aucs[best]:.3f} (against {others})"
     difference, variance = metrics.auc_and_variance(targets, results[best]["proba"], positive,
-                                                    other=results[averaged]["proba"])
+                                                    other=results[averaged]["proba"], groups=groups)
     if difference <= math.sqrt(variance):
         return averaged, (f"{averaged}: out-of-fold ROC-AUC {aucs[averaged]:.3f}, within one standard error "
                           f"({math.sqrt(variance):.3f}) of {best}'s {aucs[best]:.3f}")

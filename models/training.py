@@ -25,11 +25,12 @@ from models.labels import load_labels
 def log_selection(choice, point, log):
     """The inner cross-validation's result in the training log: each candidate, the winner, the threshold."""
     note = f" ({choice['note']})" if choice.get("note") else ""
-    log(f"inner cross-validation, {choice['folds']} folds on {choice['images']} training images{note}:")
+    log(f"inner cross-validation, {choice['folds']} folds on {choice['images']} training images{note}, "
+        f"{choice['seconds']:.1f} s (one fit a fold scores every layout):")
     for name, row in choice["candidates"].items():
         low, high = row["ci95"]
-        log(f"  layout {name:<5} out-of-fold ROC-AUC {row['roc_auc']:.3f} (95% CI {low:.3f}-{high:.3f})  "
-            f"{row['seconds']:.1f} s" + ("  <- chosen" if name == choice["winner"] else ""))
+        log(f"  layout {name:<5} out-of-fold ROC-AUC {row['roc_auc']:.3f} (95% CI {low:.3f}-{high:.3f})"
+            + ("  <- chosen" if name == choice["winner"] else ""))
     log(f"layout: {choice['why']}")
     if point is not None:
         log(f"threshold for {point['positive_class']!r}: {point['threshold']:.4f} ({point['why']})")
@@ -47,15 +48,21 @@ def calibration_line(estimator):
     return f"probabilities: recalibrated on the out-of-fold ones ({how})"
 
 
+KEEP = 5  # epoch checkpoints kept besides the best one (the original's TensorFlow Saver kept 5)
+
+
 def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(), resume=False,
-          context=None, log=print):
-    """Train (or continue training) the head in ``models_dir``; returns head.json's content after the last epoch.
+          context=None, keep=KEEP, log=print):
+    """Train (or continue training) the head in ``models_dir``, keeping the ``keep`` newest epochs' checkpoints and
+    the best; returns head.json's content after the last epoch.
 
     Raises UserError for unusable input (images without label or code, one class only, a validation split that
     leaves a class without images, an unknown --positive) and for a ``models_dir`` that cannot be (re)used.
     """
     from models.plots import plot_training_curve
 
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (the newest checkpoint is what resuming continues), got {keep}")
     settings.check()
     check_output_folder(models_dir, "MODELS_DIR", [("TRAIN_IMGS", image_dir), ("TRAIN_CODES", codes_dir)])
     labels = load_labels(labels_path)
@@ -116,7 +123,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
         meta["history"].append(entry)
         meta["best_epoch"] = best_epoch(meta["history"])
         folder.write_meta(meta)  # the epoch is finished from here on
-        folder.prune(meta, settings.keep)
+        folder.prune(meta, keep)
         scores = ""
         if "val_loss" in entry:
             auc = "n/a" if entry["val_roc_auc"] is None else f"{entry['val_roc_auc']:.3f}"

@@ -255,7 +255,7 @@ def write_split(out, sides, classes, info):
                 info["dropped"].append({"image": image, "reason": "unreadable DICOM", "detail": str(err)})
         sides[side] = placed
         save_labels(os.path.join(out, f"{side}_labels.json"), classes, {i.name: i.label for i in sides[side]},
-                    groups={i.name: i.report for i in sides[side]})
+                    groups={i.name: i.report for i in sides[side]}, group_unit=info.get("group_unit"))
         counts[side] = {label: {"images": sum(i.label == label for i in sides[side]),
                                 "reports": len({i.report for i in sides[side] if i.label == label})}
                         for label in classes}
@@ -327,7 +327,10 @@ def main(argv=None):
                         f"report already")
     info = {"protocol": args.protocol, "seed": args.seed, "group_pattern": args.group_pattern,
             "burned_in_allowed": args.allow_burned_in,
-            "group_by": args.group_by, "views_kept": args.views}
+            "group_by": args.group_by, "views_kept": args.views,
+            # what a group is, for the intervals of the test report (none given: each file its own)
+            "group_unit": "reports" if not args.from_folders else
+            "patients" if args.group_pattern or args.group_by else None}
     if args.from_folders:
         if args.classes or args.protocol != "full":
             raise UserError("--classes and --protocol xvision do not apply to --from-folders "

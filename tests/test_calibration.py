@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from models import metrics
+from models.resampling import Resampling
 from models.calibration import Recalibration
 
 
@@ -64,7 +65,7 @@ def test_rates_at_fixed_specificity_and_predictive_values_by_hand():
     scores = np.concatenate([negatives, positives])
     truth = np.repeat([0, 1], 10)
     proba = np.stack([1 - scores, scores], axis=1)
-    rates = metrics.fixed_rate_points(truth, proba, 1, resamples=200)
+    rates = metrics.fixed_rate_points(truth, proba, 1, Resampling(truth, resamples=200))
     # specificity >= 0.90: one negative (0.9) may be called positive: threshold 0.85, positives 0.85 and 0.95
     assert rates["sensitivity_at_specificity"]["0.90"]["value"] == pytest.approx(0.2)
     assert rates["sensitivity_at_specificity"]["0.95"]["value"] == pytest.approx(0.1)  # no negative: only 0.95
@@ -76,6 +77,7 @@ def test_rates_at_fixed_specificity_and_predictive_values_by_hand():
     for row in rates["sensitivity_at_specificity"].values():
         assert 0 <= row["ci95"][0] <= row["value"] <= row["ci95"][1] <= 1
     groups = [f"p{i // 2}" for i in range(20)]  # patients of two images: resampled whole
-    assert "groups (patients)" in metrics.fixed_rate_points(truth, proba, 1, groups, resamples=50)["ci_method"]
+    by_patient = Resampling(truth, groups, "patients", resamples=50)
+    assert "whole patients" in metrics.fixed_rate_points(truth, proba, 1, by_patient)["ci_method"]
     values = metrics.predictive_values(0.8, 0.9, 0.1)
     assert values["ppv"] == pytest.approx(0.08 / (0.08 + 0.09)) and values["npv"] == pytest.approx(0.81 / 0.83)

@@ -53,7 +53,7 @@ def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, c
     report = json.loads((models_dir / "eval" / "report.json").read_text())
     assert status == 0 and report["input_check"]["images"] == 12 and report["input_check"]["flagged"] <= 1
     # trained with --folds 0: nothing to recalibrate on, and the report says so
-    assert report["calibration"]["method"] == "none" and "--folds 0" in report["calibration"]["why"]
+    assert report["calibration"]["method"] == "none" and "folds 0" in report["calibration"]["why"]
     assert "probabilities not recalibrated" in out
     with open(models_dir / "eval" / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))

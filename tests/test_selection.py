@@ -96,7 +96,7 @@ def test_both_is_its_branches_trained_as_alone_and_exports_the_mean_of_their_pro
     np.testing.assert_allclose(exported, proba["both"], atol=1e-6)
     meta = {"classes": classes, "code_shape": list(SHAPE), "head": head_record(settings.for_layout("both"))}
     assert meta["head"]["branches"]["avg"]["lr"] == 0.03 and meta["head"]["branches"]["flat"]["lr"] == 0.01
-    maps = grad_cam(folder.gradient_net(meta, 1), test_codes, np.ones(20, dtype=int))
+    maps = grad_cam(head.gradient_net(meta, folder.epoch_weights(1)), test_codes, np.ones(20, dtype=int))
     assert maps.shape == (20, 4, 4) and np.all(np.isfinite(maps)) and maps.max() > 0
 
 
@@ -210,7 +210,7 @@ def test_train_model_records_the_choice_and_resume_keeps_it(tmp_path, capsys):
     forced = json.load(open(tmp_path / "both" / META_FILE))
     assert status == 0 and forced["head"]["layout"] == forced["selection"]["winner"] == "both"
     assert list(forced["selection"]["candidates"]) == ["avg", "flat", "both"]
-    assert forced["selection"]["why"] == "--layout both" and forced["training"]["lr"] is None
+    assert forced["selection"]["why"] == "layout both, as set" and forced["training"]["lr"] is None
     assert forced["selection"]["candidates"]["both"]["lr"] == {"avg": 0.03, "flat": 0.01}
     test = make_split(tmp_path / "t", ["normal", "nodule"], 6, seed=5, shape=SHAPE, meta=CODES_META)
     status, out, _ = cli(test_model.main, [*test, tmp_path / "both", "--heatmaps", "none"], capsys)
