@@ -21,15 +21,16 @@ from bench.children import REPO
 
 
 def path_identity(path):
-    """(name, size, mtime_ns, inode) of ``path`` and of every file below it if it is a folder, in name order."""
-    found = []
-    for root, folders, files in os.walk(path) if os.path.isdir(path) else [(os.path.dirname(path), [], [path])]:
-        folders.sort()
-        for name in sorted(files):
-            stat = os.stat(os.path.join(root, name))
-            found.append([os.path.relpath(os.path.join(root, name), path), stat.st_size, stat.st_mtime_ns,
-                          stat.st_ino])
-    return found
+    """[name, size, mtime_ns, inode] of the file ``path``, or of every file below the folder ``path``, by name."""
+    if not os.path.isdir(path):
+        files = [path]
+    else:
+        files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+    identity = []
+    for name in files:
+        stat = os.stat(name)
+        identity.append([os.path.relpath(name, path), stat.st_size, stat.st_mtime_ns, stat.st_ino])
+    return identity
 
 
 def dependency_key(command, extra_env=None, run=0):
