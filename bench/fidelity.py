@@ -13,12 +13,12 @@ bf16 is left out on a CPU without native bfloat16, where train.py --bf16 refuses
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
+from bench.children import run_child
 from models.devices import has_native_bf16
 from models.fileio import write_json
 from models.images import load_image
@@ -73,10 +73,11 @@ def photo_similarity():
 
 
 def run(*args):
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, args))} failed:\n{result.stderr[-2000:]}")
-    return result.stdout
+    """A project command in a child process; one that fails ends the bench with its stderr's last lines."""
+    try:
+        return run_child([sys.executable, *args], timeout=None).stdout
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
 
 
 def digits_accuracy(work):

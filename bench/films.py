@@ -1,6 +1,6 @@
-"""Films as hospitals export them, written from 8-bit radiographs for the benches (and the tests): 12-bit values in a
-DX DICOM (uncompressed, JPEG 2000 lossless or lossy, baseline JPEG) or in a 16-bit PNG, with or without an sBIT
-chunk."""
+"""Films as hospitals export them, written from 8-bit radiographs for the benches and the tests (the one DICOM writer
+of both): 12-bit values in a DX DICOM (uncompressed, RLE, JPEG 2000 lossless or lossy, baseline JPEG) or in a 16-bit
+PNG, with or without an sBIT chunk."""
 
 import numpy as np
 from PIL import Image
@@ -35,9 +35,10 @@ def write_png16(path, values, significant=None):
 
 
 def write_dicom(path, stored, bits=TWELVE_BIT, syntax="uncompressed", window=None, ratio=None, **tags):
-    """``stored`` values as a DX DICOM film with a preamble: ``syntax`` 'uncompressed', 'j2k' (JPEG 2000 lossless),
-    'j2k-lossy' (JPEG 2000 at ``ratio``:1), or 'jpeg' (baseline, 8-bit ``stored`` only); ``window`` (center, width)
-    or none; ``tags`` set as given."""
+    """``stored`` values as a DX DICOM film with a preamble: ``syntax`` 'uncompressed', 'rle' (RLE lossless), 'j2k'
+    (JPEG 2000 lossless), 'j2k-lossy' (JPEG 2000 at ``ratio``:1), or 'jpeg' (baseline, 8-bit ``stored`` only);
+    ``window`` (center, width) or none; ``tags`` set as given, last (PhotometricInterpretation='MONOCHROME1' makes a
+    film whose larger values are darker)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import (
         JPEG2000,
@@ -45,6 +46,7 @@ def write_dicom(path, stored, bits=TWELVE_BIT, syntax="uncompressed", window=Non
         ExplicitVRLittleEndian,
         JPEG2000Lossless,
         JPEGBaseline8Bit,
+        RLELossless,
         generate_uid,
     )
 
@@ -75,7 +77,9 @@ def write_dicom(path, stored, bits=TWELVE_BIT, syntax="uncompressed", window=Non
         ds.LossyImageCompression = "01"
     else:
         ds.PixelData = stored.astype("<u2" if bits > 8 else np.uint8).tobytes()
-        if syntax == "j2k":
+        if syntax == "rle":
+            ds.compress(RLELossless)
+        elif syntax == "j2k":
             ds.compress(JPEG2000Lossless)
         elif syntax == "j2k-lossy":
             ds.compress(JPEG2000, j2k_cr=[ratio or 10])

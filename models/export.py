@@ -140,14 +140,9 @@ def runner_metadata(folder, fitted):
 
 def project_commit():
     """The git commit of the code that exported the file, where it runs from a checkout (else None)."""
-    import subprocess
+    from models.provenance import git_commit
 
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (done.stdout.strip() or None) if done.returncode == 0 else None
+    return git_commit(os.path.dirname(os.path.abspath(__file__)))["commit"]
 
 
 def classifier_symbol(fitted, prefix):

@@ -12,14 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    RLELossless,
-    generate_uid,
-)
+from pydicom.dataset import Dataset
 
 from bench.films import twelve_bit, write_dicom
 from helpers import REPO, run_script
@@ -33,31 +26,16 @@ SAMPLE = os.path.join(REPO, "examples", "nih-sample")
 NAME, BIRTH = "Quixote^Dulcinea", "19450317"
 
 
-def radiograph(gray, path, *, stored=None, bits=12, mono1=False, window=None, syntax=ExplicitVRLittleEndian,
-               patient=None, accession=None, view="PA", **tags):
-    """Write ``stored`` (or ``gray`` itself) as a DX DICOM file with a preamble; ``tags`` are set as given."""
-    stored = gray if stored is None else stored
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.ViewPosition = "DX", view
+def radiograph(gray, path, *, stored=None, mono1=False, syntax="uncompressed", patient=None, accession=None,
+               view="PA", **options):
+    """``stored`` (or ``gray`` itself) as a PACS export holds a film: bench.films.write_dicom's DX DICOM (12-bit unless
+    ``bits`` says otherwise; ``options`` are its own and tags) with a View Position, MONOCHROME1 where asked, and the
+    patient's identifiers where given."""
+    if mono1:
+        options["PhotometricInterpretation"] = "MONOCHROME1"
     if patient:
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber = NAME, patient, BIRTH, accession
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if mono1 else "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.PixelData = stored.astype("<u2").tobytes()
-    if syntax != ExplicitVRLittleEndian:
-        ds.compress(syntax)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+        options.update(PatientName=NAME, PatientID=patient, PatientBirthDate=BIRTH, AccessionNumber=accession)
+    return write_dicom(path, gray if stored is None else stored, syntax=syntax, ViewPosition=view, **options)
 
 
 def windowed(gray, mono1=False):
@@ -153,7 +131,7 @@ def test_radiographs_written_as_dicom_give_the_codes_of_their_pngs(weights, tmp_
         gray = np.asarray(Image.open(path).convert("L"))
         shutil.copy(path, tmp_path / "png" / name)
         stored, window = windowed(gray, mono1=i == 0)
-        syntax = {1: RLELossless, 2: JPEG2000Lossless}.get(i, ExplicitVRLittleEndian)
+        syntax = {1: "rle", 2: "j2k"}.get(i, "uncompressed")
         radiograph(gray, tmp_path / "dicom" / dicom_names[i], stored=stored, window=window, mono1=i == 0,
                    syntax=syntax)
     assert list_images(tmp_path / "dicom") == sorted(dicom_names)
@@ -179,7 +157,7 @@ def test_a_dicom_export_runs_to_a_report_with_no_identifier_in_any_output(weight
             stored, window = windowed(gray, mono1=i % 3 == 0)
             file_name = f"IM{i:04d}" if i % 2 else f"IM{i:04d}.dcm"
             radiograph(gray, export / label / file_name, stored=stored, window=window, mono1=i % 3 == 0,
-                       syntax=RLELossless if i % 4 == 1 else ExplicitVRLittleEndian, patient=patient,
+                       syntax="rle" if i % 4 == 1 else "uncompressed", patient=patient,
                        accession=accession, view="AP" if label == "pneumonia" and i < 8 else "PA")
             patients[f"{label}/{file_name}"] = patient
     shutil.copy(os.path.join(PYDICOM_FILES, "MR_truncated.dcm"), export / "normal" / "truncated.dcm")
