@@ -11,7 +11,7 @@ import train_model
 from helpers import cli, make_split, read_params
 from models.classifier import RECIPES, HeadClassifier, TrainSettings
 from models.codes import CodeStore
-from models.headfolder import META_FILE, params_file
+from models.headfolder import META_FILE, SELECTION_RULE, params_file
 from models.labels import load_labels
 
 CLASSES = ["normal", "nodule"]
@@ -92,10 +92,10 @@ def test_train_model_writes_exactly_what_the_estimator_fits(tmp_path, capsys):
     settings = TrainSettings(epochs=3, batch_size=8, val_fraction=0.25)
     fitted = HeadClassifier(settings).fit(store.read(names), labels.indices(names),
                                           [labels.group_of(n) for n in names], classes=labels.classes)
-    for candidates in (meta["selection"]["candidates"], fitted.selection_["candidates"]):
-        for row in candidates.values():
-            row.pop("seconds")
-    assert meta["selection"] == json.loads(json.dumps(fitted.selection_))
+    written, chosen = dict(meta["selection"]), dict(fitted.selection_)
+    assert written.pop("by") == SELECTION_RULE  # head.json's wording, the folder's
+    written.pop("seconds"), chosen.pop("seconds")
+    assert written == json.loads(json.dumps(chosen))
     assert meta["operating_point"] == json.loads(json.dumps(fitted.operating_point_))
     assert meta["head"]["layout"] == fitted.layout_ and meta["validation"]["images"] == \
         [names[i] for i in fitted.validation_positions_]

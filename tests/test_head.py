@@ -253,7 +253,7 @@ def test_sgd_step_is_what_gluon_trainer_does():
     import mxnet as mx
     from mxnet import autograd, gluon
 
-    from models.classifier import sgd_step
+    from models.epochs import sgd_step
 
     data, truth = mx.nd.array(np.random.default_rng(0).normal(size=(6, 8, 2, 2))), mx.nd.array([0, 1, 0, 1, 1, 0])
     nets = []

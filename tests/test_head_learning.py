@@ -18,7 +18,7 @@ from helpers import (
     make_split,
     read_params,
 )
-from models import classifier, head, metrics
+from models import classifier, epochs, head, metrics
 from models.classifier import RECIPES, HeadClassifier, TrainSettings
 from models.errors import UserError
 from models.headfolder import META_FILE, params_file
@@ -75,10 +75,10 @@ def test_standardisation_is_streamed_exactly_and_leaves_constant_features_alone(
     rng = np.random.default_rng(0)
     codes = (rng.gamma(2.0, 3.0, size=(50, 4, 2, 2)) + 100).astype(np.float32)
     codes[:, 3] = 7.0  # a channel that never varies
-    monkeypatch.setattr(classifier, "STATS_BATCH", 7)  # several partial batches
+    monkeypatch.setattr(epochs, "STATS_BATCH", 7)  # several partial batches
     for pool in ("avg", "none"):
         features = head.pool_codes(codes, pool).astype(np.float64)
-        mean, scale = classifier.feature_scaling(codes, pool)
+        mean, scale = epochs.feature_scaling(codes, pool)
         np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-9)
         varying = features.std(axis=0) > 0
         np.testing.assert_allclose(scale[varying], 1 / features.std(axis=0)[varying], rtol=1e-6)

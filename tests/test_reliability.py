@@ -12,7 +12,7 @@ import test_model
 import train
 import train_model
 from helpers import cli, fail, make_split, run_script, write_noise_pngs
-from models import classifier
+from models import epochs
 from models.codes import CodeStore
 from models.headfolder import META_FILE, params_file
 from scraper import process
@@ -145,7 +145,7 @@ def test_5_7_a_cut_off_checkpoint_says_why_in_one_line(split, tmp_path, capsys):
 
 def test_6_a_loss_that_blows_up_stops_the_run_and_keeps_the_good_epochs(split, tmp_path, capsys, monkeypatch):
     (train_split, _) = split
-    real_step, calls = classifier.sgd_step, []
+    real_step, calls = epochs.sgd_step, []
 
     def exploding_step(params, lr, batch_size):  # from epoch 3 on (3 steps an epoch) the weights overflow
         calls.append(1)
@@ -154,7 +154,7 @@ def test_6_a_loss_that_blows_up_stops_the_run_and_keeps_the_good_epochs(split, t
             for param in params:
                 param.data()[:] = np.inf
 
-    monkeypatch.setattr(classifier, "sgd_step", exploding_step)
+    monkeypatch.setattr(epochs, "sgd_step", exploding_step)
     models_dir = tmp_path / "m"
     line = fail(train_model.main, [*train_split, models_dir, "--epochs", 5, "--batch-size", 8, "--val-fraction", 0,
                                    "--recipe", "xvision"], capsys)
