@@ -7,8 +7,8 @@ make audit and the tests all call it.
 cross-validation on the training images (``models.selection``), whose out-of-fold probabilities also give the
 two-class operating threshold and a recalibration of the probabilities (``models.calibration``); a validation
 hold-out in whole groups if asked; class-balanced loss weights; a model of the training codes that flags unlike images
-(``models.inputcheck``); the epochs (``models.epochs``), with a callback after each. What it learned stays on the object as fitted
-attributes (``layout_``, ``threshold_``, ``selection_``, ``calibration_``, ``input_check_``, ...).
+(``models.inputcheck``); the epochs (``models.epochs``), with a callback after each. What it learned stays on the
+object as fitted attributes (``layout_``, ``threshold_``, ``selection_``, ``calibration_``, ``input_check_``, ...).
 ``RECIPES["xvision"]`` is the original Xvision recipe exactly: plain loss, the flattened code, no standardisation, no
 dropout, every training image trained on, no recalibration, threshold 0.5.
 
