@@ -174,13 +174,12 @@ def check_report_against_csv(out_dir):
 
 def check_scores(scores, truth, predicted, classes):
     """Accuracy, balanced accuracy, confusion matrix and per-class scores of ``predicted``; each interval a bootstrap
-    interval of images (no groups here) that lies in 0..1. (What the intervals resample is tested on its own in
-    test_resampling.py.)"""
+    interval that lies in 0..1. (What the intervals resample is tested on its own in test_resampling.py.)"""
     correct = int((truth == predicted).sum())
     n = len(truth)
     assert scores["accuracy"]["correct"] == correct
     assert scores["accuracy"]["value"] == pytest.approx(correct / n)
-    assert "bootstrap resamples of images" in scores["accuracy"]["ci_method"]
+    assert "bootstrap resamples of" in scores["accuracy"]["ci_method"]
     for interval in [scores["accuracy"]["ci95"], scores["balanced_accuracy_ci95"]] + \
             [row[key] for row in scores["per_class"].values() for key in ("precision_ci95", "recall_ci95")]:
         assert interval is None or 0 <= interval[0] <= interval[1] <= 1
