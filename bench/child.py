@@ -124,7 +124,7 @@ def mode_export(argv):
     """Every checkpoint array under its MXNet name, plus check_input / check_output from the project's Backbone."""
     import numpy as np
 
-    from models.images import load_image
+    from models.images import View
     from models.checkpoint import load_checkpoint
     from models.pretrained import DEFAULT_LAYER, Backbone
     from models.weights import DEFAULT_PREFIX
@@ -138,7 +138,7 @@ def mode_export(argv):
     _, arg_params, aux_params = load_checkpoint(args.model)
     arrays = {f"arg:{k}": v.asnumpy() for k, v in arg_params.items()}
     arrays.update({f"aux:{k}": v.asnumpy() for k, v in aux_params.items()})
-    check_input = np.stack([load_image(path) for path in args.images])
+    check_input = np.stack([View().load(path) for path in args.images])
     net = Backbone(args.model, args.layer, batch_size=len(check_input))
     arrays["check_input"], arrays["check_output"] = check_input, net(check_input)
     np.savez(args.out, **arrays)

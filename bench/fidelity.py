@@ -21,7 +21,7 @@ import numpy as np
 
 from models.devices import has_native_bf16
 from models.fileio import write_json
-from models.images import load_image
+from models.images import View
 from models.pretrained import DEFAULT_LAYER, Backbone
 from models.quantize import int8_backbone
 from models.runtime import setup_runtime
@@ -40,7 +40,7 @@ def photo_paths():
 
 
 def encode(backbone, paths):
-    images = np.stack([load_image(p) for p in paths])
+    images = np.stack([View().load(p) for p in paths])
     return np.concatenate([backbone(images[i:i + backbone.batch_size])
                            for i in range(0, len(images), backbone.batch_size)])
 

@@ -12,7 +12,7 @@ Rows (each one line in ROWS below; a row whose requirement is missing is listed 
   optimize_for_inference and torch.compile (inductor, freezing), channels_last, inference_mode, all cores; and, as the
   peer of ``--bf16``, torch.compile under bfloat16 autocast;
 - the fp32 ceiling: the best fp32 GFLOP/s oneDNN reaches here (3x3 conv, GEMM) / GFLOP per image of the cut network;
-- the CPU cost of decoding one PNG into a float32 input batch (read_image + put_image, one thread), which end-to-end
+- the CPU cost of decoding one PNG into a float32 input batch (View.decode + put_image, one thread), which end-to-end
   pays on top of the network; and the same for one 2,048 x 2,500 12-bit film as a 16-bit PNG, as an uncompressed
   DICOM and as a JPEG 2000 lossless DICOM (read at the level the view needs); train.py end to end on --films such
   films as 16-bit PNGs and as JPEG 2000 DICOMs;
@@ -451,7 +451,7 @@ class Bench:
                 "end_rss_file_mib": [round(r["end_rss_file_mib"], 1) for r in results],
                 "codes_mib": images * 512 * 7 * 7 * 4 / 2 ** 20}
 
-    BIG_IMAGES = 2  # as many as train.py's decode threads on 2 CPUs (models.images.DECODE_THREADS): peaks add up
+    BIG_IMAGES = 2  # as many as train.py's decode threads on 2 CPUs (models.runtime.DECODE_THREADS): peaks add up
 
     def big_set(self, depth):
         """The folder of the large PNGs of ``depth`` bits, made in worker processes (a parent's peak RSS would show in

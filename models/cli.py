@@ -4,7 +4,9 @@
 import argparse
 
 from models.devices import GPU_SPEC_HELP
-from models.images import FIELDS, LUNG_BOX, RESIZE_MODES, lung_box_arg
+from models.errors import UserError
+from models.images import FIELDS, LUNG_BOX, View
+from models.resize import RESIZE_MODES
 
 
 def at_least(kind, minimum, maximum=None):
@@ -30,6 +32,19 @@ def fraction(text):
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
     return value
+
+
+def lung_box_arg(text):
+    """The argparse type of --lung-box: 'left,top,right,bottom' fractions (``View`` checks them)."""
+    try:
+        box = tuple(float(part) for part in text.split(","))
+        if len(box) == 4:
+            return View(box=box).box
+    except (ValueError, UserError):
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not left,top,right,bottom fractions of the image with "
+                                     f"0 <= left < right <= 1 and 0 <= top < bottom <= 1 (e.g. "
+                                     f"{','.join(map(str, LUNG_BOX))})")
 
 
 def add_gpus_argument(parser, use="the network runs on all of them"):

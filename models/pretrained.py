@@ -19,7 +19,7 @@ import numpy as np
 from models.checkpoint import load_checkpoint
 from models.errors import UserError, run_cli
 from models.runtime import setup_runtime
-from models.images import INPUT_SIZE, ImageReadError, load_image
+from models.images import INPUT_SIZE, ImageReadError, View
 from models.weights import DEFAULT_PREFIX, sha256_of
 
 DEFAULT_LAYER = "stage4_unit2_relu1_output"
@@ -287,7 +287,7 @@ def classify(paths, prefix=DEFAULT_PREFIX, top=5):
     results = []
     for path in paths:
         try:
-            probs = net(load_image(path, INPUT_SIZE, resize="squash")[None])[0]
+            probs = net(View(resize="squash").load(path)[None])[0]
         except ImageReadError as err:
             raise UserError(str(err)) from None
         best = np.argsort(probs)[::-1][:top]
