@@ -83,7 +83,7 @@ def load_backbone(args):
         return Backbone(args.model, args.layer, batch_size=args.batch_size, precision=args.precision)
     from models.quantize import int8_backbone
 
-    return int8_backbone(args.model, args.layer, args.calibration, batch_size=args.batch_size)
+    return int8_backbone(args.model, args.layer, args.int8_samples, batch_size=args.batch_size)
 
 
 def mode_forward(argv):
@@ -101,7 +101,7 @@ def mode_forward(argv):
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--calibration", nargs="*", default=[], help="image files for int8 calibration")
+    parser.add_argument("--int8-samples", nargs="*", default=[], help="image files the int8 network is quantised on")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

@@ -56,7 +56,7 @@ CHILD = ["-m", "bench.child"]  # run from REPO
 TORCH_PYTHON = os.path.join(BENCH, ".venv", "bin", "python")
 TORCH_PEER = os.path.join(BENCH, "torch_peer.py")
 RESULTS = os.path.join(BENCH, "results.json")
-TRAIN_PY_CALIB_IMAGES = 64  # train.py --int8 calibrates on this many images by default; fwd_int8 uses as many
+TRAIN_PY_INT8_SAMPLES = 64  # train.py --int8 quantises on this many images by default; fwd_int8 uses as many
 SCHEMA = "xvision-mx bench v1"
 FLAGS_THAT_MATTER = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                      "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
@@ -390,7 +390,7 @@ class Bench:
                              png_generation_s=round(time.perf_counter() - started, 1),
                              page_cache="warm (the PNGs were just written)")
 
-    def calibration_paths(self, count):
+    def int8_sample_paths(self, count):
         folder = self.sets[self.args.images]
         return [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:count]]
 
@@ -399,7 +399,7 @@ class Bench:
         cmd = [self.py, *CHILD, "forward", "--precision", precision, "--batch-size", a.batch_size,
                "--batches", a.batches, "--runs", 1, "--warmup", a.warmup]
         if precision == "int8":
-            cmd += ["--calibration", *self.calibration_paths(a.calib_images)]
+            cmd += ["--int8-samples", *self.int8_sample_paths(a.int8_samples)]
         # child.py builds the Backbone of that precision without train.py's speed self-check: what it times is that
         # network, however it compares with fp32
         return dict(run_json(list(map(str, cmd))), precision_requested=precision, precision=precision)
@@ -438,9 +438,9 @@ class Bench:
             self.gemm = None
 
     def int8_extract(self):
-        calibration = () if self.args.calib_images == TRAIN_PY_CALIB_IMAGES else \
-            ("--calib-images", str(self.args.calib_images))
-        return self.extract(("--int8", *calibration))
+        samples = () if self.args.int8_samples == TRAIN_PY_INT8_SAMPLES else \
+            ("--int8-samples", str(self.args.int8_samples))
+        return self.extract(("--int8", *samples))
 
     def memory(self, images):
         runs = 1 if images == self.args.images else self.args.mem_runs
@@ -530,7 +530,7 @@ class Bench:
         a = self.args
         weights = os.path.join(self.work, "resnet50_cut.npz")
         if not os.path.exists(weights):
-            check = self.calibration_paths(min(4, a.batch_size))
+            check = self.int8_sample_paths(min(4, a.batch_size))
             self.export = run_json([self.py, *CHILD, "export", weights, *check])
         out = run_json(list(map(str, [TORCH_PYTHON, TORCH_PEER, weights, "--batch-size", a.batch_size,
                                       "--batches", a.batches, "--runs", 1, "--warmup", a.warmup,
@@ -776,8 +776,8 @@ def parse_args(argv=None):
     parser.add_argument("--torch-bf16-variant", default="compile_bf16", choices=("compile_bf16", "eager_bf16"),
                         help="the PyTorch peer of --bf16 (default: %(default)s)")
     parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch peer")
-    parser.add_argument("--calib-images", type=int, default=TRAIN_PY_CALIB_IMAGES,
-                        help="int8 calibration images (default: train.py's default, %(default)s)")
+    parser.add_argument("--int8-samples", "--calib-images", type=int, default=TRAIN_PY_INT8_SAMPLES, metavar="N",
+                        help="images the int8 network is quantised on (default: train.py's default, %(default)s)")
     parser.add_argument("--wait-idle", type=float, default=120,
                         help="before each row, wait up to this many seconds for other processes to leave the CPU "
                              "idle (default: %(default)s; 0: do not wait)")
@@ -794,7 +794,7 @@ def parse_args(argv=None):
         args.big_size, args.films = 2048, 1
         args.runs, args.mem_runs, args.batches, args.warmup = 1, 1, 1, 1
         args.torch_variants, args.torch_bf16_variant = "eager", "eager_bf16"
-        args.calib_images, args.wait_idle, args.retries = 8, 0, 0
+        args.int8_samples, args.wait_idle, args.retries = 8, 0, 0
     return args
 
 

@@ -14,7 +14,7 @@ from models.runtime import DECODE_THREADS
 def codes_meta(backbone, view):
     """What made a set of codes; later steps compare it to refuse codes from another model, layer or field."""
     return dict({"model": backbone.prefix, "model_sha256": backbone.model_sha256, "layer": backbone.layer,
-                 "precision": backbone.precision, "int8_calibration": backbone.calibration},
+                 "precision": backbone.precision, "int8_calibration": backbone.int8_key},
                 **view.describe(), input="RGB 0..255, NCHW")
 
 
