@@ -120,7 +120,9 @@ def resize_high_depth(image, size, resize, bits=None, significant=None):
     columns of that (vertical pass). Rows are independent in the first, so it is made here strip by strip on rows
     just converted to 8 bits, with the same box and so the same coefficients; its output (``size`` x height, zero in
     the rows the vertical pass never reads) then goes through the vertical pass alone. The memory on top of the
-    decoded image is a strip and that ``size``-wide column, not the 8-bit image nor any float64 copy of it.
+    decoded image is a strip and that ``size``-wide column, not the 8-bit image nor any float64 copy of it. (The table
+    into a full-size 8-bit image and PIL's own resize give the same pixels in the same time, but a peak of 143 MiB
+    instead of 111 for one 6,000 x 6,000 film, where its 8-bit twin takes 74.)
     """
     width, height = image.size
     left, top, right, bottom = crop_box(width, height, resize)
