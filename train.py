@@ -41,8 +41,8 @@ def parse_args(argv=None):
                                 "on that Zen 5) and, where it is not faster, fp32 runs instead, with a notice; the "
                                 "codes' index records the precision that ran")
     precision.add_argument("--int8", action="store_true",
-                           help="run an int8-quantised copy of the network on the CPU (oneDNN), calibrated on a "
-                                "sample of TRAIN_IMGS, cached in TRAIN_CODES/int8-calibration; codes within ~0.98 "
+                           help="run an int8-quantised copy of the network on the CPU (oneDNN), quantised on a "
+                                "sample of TRAIN_IMGS (--int8-samples), cached in TRAIN_CODES/int8-calibration; codes within ~0.98 "
                                 "cosine similarity of fp32; forward-only 3.6x fp32 on a 2-core AMD EPYC Zen 5, 3.2x "
                                 "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16")
     parser.add_argument("--significant-bits", type=at_least(int, 1, 32), metavar="N",
@@ -52,8 +52,9 @@ def parse_args(argv=None):
                              "TRAIN_IMGS, or on TEST_IMGS where it has none: the largest of what PNG sBIT chunks say "
                              "and of the bit lengths of the largest values of the others; 16 where neither holds such "
                              "an image)")
-    parser.add_argument("--calib-images", type=at_least(int, 1), default=64,
-                        help="with --int8: how many training images to calibrate on (default: %(default)s)")
+    parser.add_argument("--int8-samples", "--calib-images", type=at_least(int, 1), default=64, metavar="N",
+                        help="with --int8: how many training images its activation ranges are measured on (the old "
+                             "name --calib-images still works; default: %(default)s)")
     args = parser.parse_args(argv)
     args.view = View(resize=args.resize, field=args.field, box=args.lung_box, bits=args.significant_bits)
     return args
@@ -90,9 +91,9 @@ def encode_folders(args, log=print):
         print(f"notice: --gpus {args.gpus} ignored: the {'int8' if args.int8 else 'bf16'} network runs on the CPU",
               file=sys.stderr)
     if args.int8:
-        from models.quantize import calibration_sample, int8_backbone
+        from models.quantize import int8_backbone, quantization_sample
 
-        sample = calibration_sample([os.path.join(args.train_imgs, n) for n in train_names], args.calib_images)
+        sample = quantization_sample([os.path.join(args.train_imgs, n) for n in train_names], args.int8_samples)
         backbone = int8_backbone(args.model, args.layer, sample, args.batch_size, view,
                                  cache_dir=os.path.join(args.train_codes, "int8-calibration"), speed_check=True)
     elif args.bf16:

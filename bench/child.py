@@ -83,7 +83,7 @@ def load_backbone(args):
         return Backbone(args.model, args.layer, batch_size=args.batch_size, precision=args.precision)
     from models.quantize import int8_backbone
 
-    return int8_backbone(args.model, args.layer, args.calibration, batch_size=args.batch_size)
+    return int8_backbone(args.model, args.layer, args.int8_samples, batch_size=args.batch_size)
 
 
 def mode_forward(argv):
@@ -101,7 +101,7 @@ def mode_forward(argv):
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--calibration", nargs="*", default=[], help="image files for int8 calibration")
+    parser.add_argument("--int8-samples", nargs="*", default=[], help="image files the int8 network is quantised on")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -124,7 +124,7 @@ def mode_export(argv):
     """Every checkpoint array under its MXNet name, plus check_input / check_output from the project's Backbone."""
     import numpy as np
 
-    from models.images import load_image
+    from models.images import View
     from models.checkpoint import load_checkpoint
     from models.pretrained import DEFAULT_LAYER, Backbone
     from models.weights import DEFAULT_PREFIX
@@ -138,7 +138,7 @@ def mode_export(argv):
     _, arg_params, aux_params = load_checkpoint(args.model)
     arrays = {f"arg:{k}": v.asnumpy() for k, v in arg_params.items()}
     arrays.update({f"aux:{k}": v.asnumpy() for k, v in aux_params.items()})
-    check_input = np.stack([load_image(path) for path in args.images])
+    check_input = np.stack([View().load(path) for path in args.images])
     net = Backbone(args.model, args.layer, batch_size=len(check_input))
     arrays["check_input"], arrays["check_output"] = check_input, net(check_input)
     np.savez(args.out, **arrays)

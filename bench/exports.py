@@ -4,7 +4,7 @@ the real radiographs of the shared NIH sets (`make exports`; not run by the test
 1. Reduced decoding: nih-cxr8-pa's films written as 12-bit DX DICOMs (v x 16 + 8) in JPEG 2000 lossless and lossy
    (10:1) and, as 8 bits, baseline JPEG; at their own 512 x 512 and upsampled to 2,048 x 2,500 with detector noise
    (a DR film's size; --large films). Each is encoded once decoded in full and once per margin decoded at the
-   coarsest level whose shorter side is at least margin x 224 (``models.images.REDUCED_MARGIN`` is the default's);
+   coarsest level whose shorter side is at least margin x 224 (``models.reduced.REDUCED_MARGIN`` is the default's);
    mean and least cosine similarity of those codes to the full decode's. For scale, the JPEG 2000 films also decoded
    in full but resized in float32 instead of PIL's 8-bit passes, from the gray levels rounded to whole ones and from
    the exact ones: how far two equally good resizes of one film are apart, and the film itself resized exactly and
@@ -37,18 +37,11 @@ from models.devices import cpu_model
 from models.dicom import gray_pixels
 from models.errors import UserError
 from models.fileio import read_json, write_json
-from models.images import (
-    REDUCED_MARGIN,
-    Decoded,
-    class_folders,
-    crop_box,
-    list_images,
-    measure_depth,
-    read_file,
-    usable_cores,
-)
+from models.images import Decoded, class_folders, list_images, measure_depth, read_file
 from models.pretrained import Backbone, put_image
-from models.runtime import setup_runtime
+from models.reduced import REDUCED_MARGIN
+from models.resize import crop_box
+from models.runtime import setup_runtime, usable_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = 1e6  # the margin of a full decode: no level is ever that small

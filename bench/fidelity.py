@@ -1,7 +1,7 @@
 """How close the fast paths (--int8, --bf16) stay to fp32, on real images (run by `make bench`, not by the tests).
 
-1. Codes: mean cosine similarity to the fp32 codes on the photographs bundled with scikit-image: int8 calibrated on
-   the other half of them (out of sample) and on all of them; bf16 (needs no calibration) on all of them.
+1. Codes: mean cosine similarity to the fp32 codes on the photographs bundled with scikit-image: int8 quantised on
+   the other half of them (out of sample) and on all of them; bf16 (needs no samples) on all of them.
 2. Classification: scikit-learn's handwritten digits (1,797 real scanned 8x8 images, 10 classes) go through the whole
    pipeline once per precision — process --from-folders, train.py (fp32 / --int8 / --bf16), train_model.py,
    test_model.py — and the test accuracies are compared with fp32's.
@@ -21,7 +21,7 @@ import numpy as np
 from bench.children import run_child
 from models.devices import has_native_bf16
 from models.fileio import write_json
-from models.images import load_image
+from models.images import View
 from models.pretrained import DEFAULT_LAYER, Backbone
 from models.quantize import int8_backbone
 from models.runtime import setup_runtime
@@ -40,7 +40,7 @@ def photo_paths():
 
 
 def encode(backbone, paths):
-    images = np.stack([load_image(p) for p in paths])
+    images = np.stack([View().load(p) for p in paths])
     return np.concatenate([backbone(images[i:i + backbone.batch_size])
                            for i in range(0, len(images), backbone.batch_size)])
 
@@ -52,11 +52,11 @@ def mean_cosine(a, b):
 
 def photo_similarity():
     paths = photo_paths()
-    calibration, held_out = paths[0::2], paths[1::2]
+    int8_samples, held_out = paths[0::2], paths[1::2]
     fp32 = Backbone(DEFAULT_PREFIX, DEFAULT_LAYER, batch_size=16)
     reference = dict(zip(paths, encode(fp32, paths)))
     quiet = lambda *_: None  # noqa: E731
-    out_of_sample = int8_backbone(DEFAULT_PREFIX, DEFAULT_LAYER, calibration, batch_size=16, log=quiet)
+    out_of_sample = int8_backbone(DEFAULT_PREFIX, DEFAULT_LAYER, int8_samples, batch_size=16, log=quiet)
     in_sample = int8_backbone(DEFAULT_PREFIX, DEFAULT_LAYER, paths, batch_size=16, log=quiet)
     everything = np.stack([reference[p] for p in paths])
     results = {

@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from bench.children import CHILD, PYTHON, REPO, run_child, run_json
 
 FILM_KINDS = {"png16": ".png", "dicom": ".dcm", "j2k": ".dcm"}
-BIG_IMAGES = 2  # as many as train.py's decode threads on 2 CPUs (models.images.DECODE_THREADS): peaks add up
+BIG_IMAGES = 2  # as many as train.py's decode threads on 2 CPUs (models.runtime.DECODE_THREADS): peaks add up
 
 
 def make_png(job):
@@ -100,7 +100,7 @@ class Inputs:
                              png_generation_s=round(time.perf_counter() - started, 1),
                              page_cache="warm (the PNGs were just written)")
 
-    def calibration_paths(self, count):
+    def int8_sample_paths(self, count):
         folder = self.sets[self.args.images]
         return [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:count]]
 
@@ -169,6 +169,6 @@ class Inputs:
         """(the cut ResNet-50's weights as .npz for the PyTorch peer, child.py export's numeric check of them)."""
         if self.torch_export is None:
             weights = os.path.join(self.work, "resnet50_cut.npz")
-            check = self.calibration_paths(min(4, self.args.batch_size))
+            check = self.int8_sample_paths(min(4, self.args.batch_size))
             self.torch_export = weights, run_json([*CHILD, "export", weights, *check])
         return self.torch_export

@@ -10,7 +10,7 @@ from bench.children import CHILD, PYTHON, TORCH_PEER, TORCH_PYTHON, run_child, r
 from bench.inputs import BIG_IMAGES
 from bench.shared import SharedMeasurements, dependency_key
 
-TRAIN_PY_CALIB_IMAGES = 64  # train.py --int8 calibrates on this many images by default; fwd_int8 uses as many
+TRAIN_PY_INT8_SAMPLES = 64  # train.py --int8 quantises on this many images by default; fwd_int8 uses as many
 
 
 class Measurements:
@@ -29,7 +29,7 @@ class Measurements:
         command = [*CHILD, "forward", "--precision", precision, "--batch-size", a.batch_size,
                    "--batches", a.batches, "--runs", 1, "--warmup", a.warmup]
         if precision == "int8":
-            command += ["--calibration", *self.inputs.calibration_paths(a.calib_images)]
+            command += ["--int8-samples", *self.inputs.int8_sample_paths(a.int8_samples)]
         # child.py builds the Backbone of that precision without train.py's speed self-check: what it times is that
         # network, however it compares with fp32
         return dict(run_json(command), precision_requested=precision, precision=precision)
@@ -57,9 +57,9 @@ class Measurements:
                 "ru_maxrss_mib": [result["ru_maxrss_mib"]]}
 
     def int8_extract(self):
-        calibration = () if self.args.calib_images == TRAIN_PY_CALIB_IMAGES else \
-            ("--calib-images", self.args.calib_images)
-        return self.extract(("--int8", *calibration))
+        samples = () if self.args.int8_samples == TRAIN_PY_INT8_SAMPLES else \
+            ("--int8-samples", self.args.int8_samples)
+        return self.extract(("--int8", *samples))
 
     def memory(self, images):
         """Peak memory of fresh train.py processes over the ``images`` set: the runs e2e_fp32 timed where it did."""

@@ -12,7 +12,7 @@ Rows (each one line in bench/rows.py's ROWS; a row whose requirement is missing 
   optimize_for_inference and torch.compile (inductor, freezing), channels_last, inference_mode, all cores; and, as the
   peer of ``--bf16``, torch.compile under bfloat16 autocast;
 - the fp32 ceiling: the best fp32 GFLOP/s oneDNN reaches here (3x3 conv, GEMM) / GFLOP per image of the cut network;
-- the CPU cost of decoding one PNG into a float32 input batch (read_image + put_image, one thread), which end-to-end
+- the CPU cost of decoding one PNG into a float32 input batch (View.decode + put_image, one thread), which end-to-end
   pays on top of the network; and the same for one 2,048 x 2,500 12-bit film as a 16-bit PNG, as an uncompressed
   DICOM and as a JPEG 2000 lossless DICOM (read at the level the view needs); train.py end to end on --films such
   films as 16-bit PNGs and as JPEG 2000 DICOMs;
@@ -51,7 +51,7 @@ from bench import report
 from bench.children import BENCH, REPO
 from bench.inputs import Inputs
 from bench.machine import OTHER_CPU_LIMIT, CpuWatch, machine_info, wait_idle
-from bench.measure import TRAIN_PY_CALIB_IMAGES, Measurements
+from bench.measure import TRAIN_PY_INT8_SAMPLES, Measurements
 from bench.rows import ROWS
 from models.provenance import git_commit
 from models.runtime import setup_runtime
@@ -107,8 +107,8 @@ def parse_args(argv=None):
     parser.add_argument("--torch-bf16-variant", default="compile_bf16", choices=("compile_bf16", "eager_bf16"),
                         help="the PyTorch peer of --bf16 (default: %(default)s)")
     parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch peer")
-    parser.add_argument("--calib-images", type=int, default=TRAIN_PY_CALIB_IMAGES,
-                        help="int8 calibration images (default: train.py's default, %(default)s)")
+    parser.add_argument("--int8-samples", "--calib-images", type=int, default=TRAIN_PY_INT8_SAMPLES, metavar="N",
+                        help="images the int8 network is quantised on (default: train.py's default, %(default)s)")
     parser.add_argument("--wait-idle", type=float, default=120,
                         help="before each row, wait up to this many seconds for other processes to leave the CPU "
                              "idle (default: %(default)s; 0: do not wait)")
@@ -125,7 +125,7 @@ def parse_args(argv=None):
         args.big_size, args.films = 2048, 1
         args.runs, args.mem_runs, args.batches, args.warmup = 1, 1, 1, 1
         args.torch_variants, args.torch_bf16_variant = "eager", "eager_bf16"
-        args.calib_images, args.wait_idle, args.retries = 8, 0, 0
+        args.int8_samples, args.wait_idle, args.retries = 8, 0, 0
     return args
 
 

@@ -4,7 +4,9 @@
 import argparse
 
 from models.devices import GPU_SPEC_HELP
-from models.images import FIELDS, LUNG_BOX, RESIZE_MODES, lung_box_arg
+from models.errors import UserError
+from models.images import FIELDS, LUNG_BOX, View
+from models.resize import RESIZE_MODES
 
 
 def at_least(kind, minimum, maximum=None):
@@ -37,12 +39,23 @@ def as_flags(err, names):
     (``batch_size`` -> ``--batch-size``): the estimator knows its parameters, the command line its flags."""
     import re
 
-    from models.errors import UserError
-
     text = str(err)
     for name in sorted(names, key=len, reverse=True):
         text = re.sub(rf"(?<![\w-]){name}\b", "--" + name.replace("_", "-"), text)
     return UserError(text)
+
+
+def lung_box_arg(text):
+    """The argparse type of --lung-box: 'left,top,right,bottom' fractions (``View`` checks them)."""
+    try:
+        box = tuple(float(part) for part in text.split(","))
+        if len(box) == 4:
+            return View(box=box).box
+    except (ValueError, UserError):
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not left,top,right,bottom fractions of the image with "
+                                     f"0 <= left < right <= 1 and 0 <= top < bottom <= 1 (e.g. "
+                                     f"{','.join(map(str, LUNG_BOX))})")
 
 
 def add_gpus_argument(parser, use="the network runs on all of them"):

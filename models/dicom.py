@@ -12,6 +12,9 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from models.pixelcap import over_pixel_cap
+from models.reduced import j2k_low_pass, jpeg_block_means
+
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM file (Part 10)
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
@@ -134,15 +137,6 @@ def dicom_size(path):
     return int(ds.Columns), int(ds.Rows)
 
 
-def over_pixel_cap(counted, pixels):
-    """Why an image of ``pixels`` pixels (``counted``: as what) is not decoded, or None where PIL's cap allows it."""
-    cap = Image.MAX_IMAGE_PIXELS
-    if cap and pixels > cap:
-        return f"{counted} = {pixels} pixels, more than the limit of {cap} (PIL.Image.MAX_IMAGE_PIXELS), as a " \
-               f"possible decompression bomb"
-    return None
-
-
 def _check_image(ds):
     """DicomError unless ``ds`` holds one decodable image of at most PIL's decompression-bomb limit of pixels (the cap
     PNGs have), checked before decoding."""
@@ -250,50 +244,12 @@ def gray_pixels(ds, exact=False):
     return table[stored] if low == 0 else table[stored.astype(np.int32) - low]
 
 
-def _j2k_levels(codestream):
-    """(precision, decomposition levels, wavelet: "5-3" reversible or "9-7" irreversible) of a one-component, unsigned,
-    untiled JPEG 2000 codestream, read from its SIZ and COD markers; None for anything else (several components, signed
-    samples, tiles or an image offset, another wavelet, a JP2 file wrapped around it)."""
-    import struct
-
-    if codestream[:4] != b"\xff\x4f\xff\x51" or len(codestream) < 45:
-        return None
-    width, height, left, top, tile_width, tile_height, tile_left, tile_top = struct.unpack_from(">8I", codestream, 8)
-    components, sample = struct.unpack_from(">HB", codestream, 40)
-    cod = codestream.find(b"\xff\x52", 4 + struct.unpack_from(">H", codestream, 4)[0])
-    if components != 1 or sample & 0x80 or cod < 0 or cod + 14 > len(codestream):
-        return None
-    if left or top or tile_left or tile_top or tile_width < width or tile_height < height:
-        return None  # tiles are transformed each on its own: their seams need the detail the low-pass band leaves out
-    # Lcod, Scod, SGcod (4 bytes), then SPcod: levels, code-block width and height, style, wavelet
-    wavelet = {0: "9-7", 1: "5-3"}.get(codestream[cod + 13])
-    return ((sample & 0x7F) + 1, codestream[cod + 9], wavelet) if wavelet else None
-
-
-def halvings(width, height, shortest, most):
-    """How many times (at most ``most``) a ``width`` x ``height`` image can be halved, each halving rounding up, and
-    keep its shorter side at least ``shortest`` pixels."""
-    levels = 0
-    while levels < most and -(-min(width, height) // (2 << levels)) >= shortest:
-        levels += 1
-    return levels
-
-
-def draft_scaled(image, mode, shortest):
-    """Have PIL decode the JPEG ``image`` in ``mode`` with DCT scaling, at the smallest scale (1/2, 1/4 or 1/8) whose
-    shorter side is still at least ``shortest`` pixels; how many halvings that is (0: full size)."""
-    levels = halvings(*image.size, shortest, 3)
-    image.draft(mode, (max(image.size[0] >> levels, 1), max(image.size[1] >> levels, 1)))  # PIL scales by 2**levels
-    return levels
-
-
 def _reduced_stored(ds, shortest):
     """(the stored values, how they were sampled: see ``decode_dicom``, how far they stand above the full image's on
     average) of a one-component, unsigned JPEG 2000 or baseline JPEG image decoded at the coarsest resolution whose
     shorter side is still at least ``shortest`` pixels (JPEG 2000 resolution levels, JPEG DCT scaling to 1/2, 1/4 or
-    1/8, both by PIL); None where that is not below full size or not possible: the caller decodes in full."""
-    import io
-
+    1/8, both by PIL: ``models.reduced``); None where that is not below full size or not possible: the caller decodes
+    in full."""
     from pydicom.encaps import generate_frames
     from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit
 
@@ -305,33 +261,8 @@ def _reduced_stored(ds, shortest):
     try:
         codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
         if syntax == JPEGBaseline8Bit:
-            if int(ds.BitsStored) != 8:
-                return None
-            image = Image.open(io.BytesIO(codestream), formats=["JPEG"])
-            if image.mode != "L" or not draft_scaled(image, "L", shortest):
-                return None
-            image.load()
-            return (np.asarray(image), "blocks", 0.0) if image.size[0] < width else None
-        described = _j2k_levels(codestream)
-        if described is None or not 8 <= described[0] == int(ds.BitsStored):  # PIL scales precisions < 8 to 8 bits
-            return None
-        precision, most, wavelet = described
-        levels = halvings(width, height, shortest, most)
-        # PIL sizes a level by rounding to nearest where OpenJPEG rounds up, and refuses the level where the two differ
-        while levels and any((side + (1 << levels >> 1)) >> levels != -(-side >> levels) for side in (width, height)):
-            levels -= 1
-        if not levels:
-            return None
-        image = Image.open(io.BytesIO(codestream), formats=["JPEG2000"])
-        image.reduce = levels
-        image.load()
-        stored = np.asarray(image)
-        if image.mode == "I;16":
-            stored = stored >> (16 - precision)  # PIL scales samples to 16 bits
-        # the reversible wavelet's integer lifting rounds down: on noisy values each of a level's two passes adds 1/4 to
-        # the low-pass band on average (measured +0.50 a level on 12-bit films with detector noise, +0.42, +0.90, +1.41
-        # at 1, 2, 3 levels on the 8-bit NIH radiographs; nothing where a film is flat)
-        return stored, wavelet, levels / 2 if wavelet == "5-3" else 0.0
+            return jpeg_block_means(codestream, width, shortest) if int(ds.BitsStored) == 8 else None
+        return j2k_low_pass(codestream, width, height, int(ds.BitsStored), shortest)
     except (OSError, ValueError, SyntaxError, StopIteration, Image.DecompressionBombError):
         return None
 
@@ -342,7 +273,7 @@ def decode_dicom(path, shortest=None):
     Full size: uint8 (rows, columns), sampled None. With ``shortest``, a JPEG 2000 or baseline JPEG film is decoded
     at the coarsest resolution whose shorter side is still at least that many pixels, if there is one below full size
     and it can be decoded so: JPEG 2000's low-pass samples (sampled "5-3" or "9-7", the codestream's wavelet: sample k
-    on pixel k x 2**levels of the full image), float32 gray levels not rounded (``models.images.resize_reduced``
+    on pixel k x 2**levels of the full image), float32 gray levels not rounded (``models.reduced.resize_reduced``
     rounds where a full decode does); a scaled JPEG's uint8 block means ("blocks"). DicomError with the reason if the
     file is not one decodable image (its size is checked before decoding)."""
     ds = _dataset(path)

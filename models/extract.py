@@ -1,33 +1,32 @@
 """Feature extraction: image folder -> code store, batched, resumable, with decoding overlapped with compute."""
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from models.codes import CodeWriter
-from models.errors import named, one_line
-from models.images import DECODE_THREADS, ImageReadError, View, list_images
+from models.errors import named
+from models.images import View, list_images, warn_of_reading
 from models.pretrained import put_image
 from models.progress import progress_bar
+from models.runtime import DECODE_THREADS
 
 
 def codes_meta(backbone, view):
     """What made a set of codes; later steps compare it to refuse codes from another model, layer or field."""
     return dict({"model": backbone.prefix, "model_sha256": backbone.model_sha256, "layer": backbone.layer,
-                 "precision": backbone.precision, "int8_calibration": backbone.calibration},
+                 "precision": backbone.precision, "int8_calibration": backbone.int8_key},
                 **view.describe(), input="RGB 0..255, NCHW")
 
 
 def read_into(batch, position, path, view):
-    """Decode ``path`` into slot ``position`` of ``batch``: (None, its ``Decoded``), or (why the file has no code, None)
+    """Decode ``path`` into slot ``position`` of ``batch``: (its ``Decoded``, None), or (None, why the file has no code)
     with its slot zeroed."""
-    try:
-        decoded = view.decode(path)
-        put_image(batch, position, decoded.pixels)
-        return None, decoded
-    except ImageReadError as err:
+    decoded, why = view.decode_or_why(path)
+    if decoded is None:
         batch[position] = 0
-        return str(err), None
+    else:
+        put_image(batch, position, decoded.pixels)
+    return decoded, why
 
 
 def encode(backbone, folder, names, view, bar):
@@ -53,15 +52,12 @@ def encode(backbone, folder, names, view, bar):
             chunk = names[start:start + size]
             codes = backbone.run(batches[i % 2], len(chunk))
             skipped, reduced = {}, {}
-            for name, (error, decoded), row in zip(chunk, results, codes):
-                if error is not None:
+            for name, (decoded, why), row in zip(chunk, results, codes):
+                warn_of_reading(bar.write, name, decoded, why)
+                if why is not None:
                     row[...] = 0
-                    skipped[name] = error
-                    bar.write(f"warning: skipped {one_line(error)}", file=sys.stderr)
-                    continue
-                if decoded.notice:
-                    bar.write(f"warning: {os.path.basename(name)}: {decoded.notice}", file=sys.stderr)
-                if decoded.reduced:
+                    skipped[name] = why
+                elif decoded.reduced:
                     reduced[name] = decoded.reduced
             yield chunk, codes, skipped, reduced
             bar.update(len(chunk))

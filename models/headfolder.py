@@ -39,7 +39,7 @@ from models.calibration import Recalibration
 from models.classifier import RECIPES, HeadClassifier, TrainSettings, decision_threshold, head_record
 from models.errors import UserError, mxnet_reason
 from models.fileio import atomic_path, read_json, write_json
-from models.images import FULL_DEPTH
+from models.highdepth import FULL_DEPTH
 from models.inputcheck import FILE_KEYS as INPUT_CHECK_KEYS
 from models.inputcheck import InputCheck
 

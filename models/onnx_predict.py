@@ -12,18 +12,18 @@ numpy, Pillow, pydicom and its decoders, tqdm), in any Python and numpy version 
 import argparse
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from models.cli import add_batch_size_argument
-from models.errors import UserError, one_line, run_cli
+from models.errors import UserError, run_cli
 from models.fileio import check_output_folder
-from models.images import DECODE_THREADS, ImageReadError, View, as_rgb, image_paths
+from models.images import View, as_rgb, image_paths, warn_of_reading
 from models.metrics import decide
 from models.predictions import predictions_file
 from models.progress import progress_bar
+from models.runtime import DECODE_THREADS
 
 METADATA_KEY = "xvision_mx"  # the file's metadata this runner reads and models.export writes
 FORMAT = "xvision-mx onnx v1"
@@ -54,26 +54,19 @@ def load_session(path):
     return session, metadata
 
 
-def read_batch(paths, view, pool=None):
-    """(float32 N x 3 x size x size batch of the readable images, their paths, {unreadable path: why}, {path: a notice
-    of its reading, such as values beyond the recorded significant bits}); decoded on ``pool``'s threads if given."""
-    def decode(path):
-        try:
-            return view.decode(path)
-        except ImageReadError as err:
-            return str(err)
-
-    images, read, failed, notices = [], [], {}, {}
-    for path, decoded in zip(paths, (pool.map if pool else map)(decode, paths)):
-        if isinstance(decoded, str):
-            failed[path] = decoded
+def read_batch(paths, view, write, pool=None):
+    """(float32 N x 3 x size x size batch of the readable images, their paths, {unreadable path: why}); decoded on
+    ``pool``'s threads if given, what is said of each file (``warn_of_reading``) said with ``write``."""
+    images, read, failed = [], [], {}
+    for path, (decoded, why) in zip(paths, (pool.map if pool else map)(view.decode_or_why, paths)):
+        warn_of_reading(write, path, decoded, why)
+        if why is not None:
+            failed[path] = why
             continue
         images.append(as_rgb(decoded.pixels).transpose(2, 0, 1))
         read.append(path)
-        if decoded.notice:
-            notices[path] = decoded.notice
     batch = np.stack(images).astype(np.float32) if images else np.zeros((0, 3, view.size, view.size), np.float32)
-    return batch, read, failed, notices
+    return batch, read, failed
 
 
 def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
@@ -96,11 +89,7 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes,
                              (check["threshold"], check["method"]) if check else None, bar.write) as written:
         for start in range(0, len(paths), batch_size):
-            batch, read, failed, notices = read_batch(paths[start:start + batch_size], view, pool)
-            for path, why in failed.items():
-                bar.write(f"warning: skipped {one_line(why)}", file=sys.stderr)
-            for path, notice in notices.items():
-                bar.write(f"warning: {os.path.basename(path)}: {notice}", file=sys.stderr)
+            batch, read, failed = read_batch(paths[start:start + batch_size], view, bar.write, pool)
             skipped += list(failed)
             if read:
                 outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT: batch})))

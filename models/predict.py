@@ -38,10 +38,10 @@ def recorded_backbone(meta, batch_size, contexts):
         cached = os.path.join(meta["training"].get("train_codes", ""), "int8-calibration",
                               f"int8-{made.get('int8_calibration')}")
         if not os.path.exists(f"{cached}-0000.params"):
-            raise UserError(f"the head was trained on int8 codes whose calibrated network ({cached}-*) is not here; "
+            raise UserError(f"the head was trained on int8 codes whose quantised network ({cached}-*) is not here; "
                             f"run train.py --int8 again into the training codes folder")
         return Backbone(prefix, made["layer"], contexts, batch_size, graph=load_checkpoint(cached), precision="int8",
-                        calibration=made.get("int8_calibration"), model_sha256=made["model_sha256"])
+                        int8_key=made.get("int8_calibration"), model_sha256=made["model_sha256"])
     return Backbone(prefix, made["layer"], contexts if precision == "fp32" else None, batch_size,
                     precision=precision, model_sha256=made["model_sha256"])
 

@@ -19,7 +19,7 @@ import numpy as np
 from models.checkpoint import load_checkpoint
 from models.errors import UserError, run_cli
 from models.runtime import setup_runtime
-from models.images import INPUT_SIZE, ImageReadError, load_image
+from models.images import INPUT_SIZE, ImageReadError, View
 from models.weights import DEFAULT_PREFIX, sha256_of
 
 DEFAULT_LAYER = "stage4_unit2_relu1_output"
@@ -170,19 +170,19 @@ class Backbone:
 
     ``precision`` bf16 runs a bfloat16 copy of the network on the CPU. ``graph`` = (symbol, arg_params, aux_params)
     runs that graph instead of the checkpoint's (e.g. its int8 version, see models/quantize.py); ``precision`` and
-    ``calibration`` then name it in the codes' metadata, and ``model_sha256``, when the caller has it already, spares
+    ``int8_key`` (the key of an int8 network's cache, ``models.quantize``) then name it in the codes' metadata, and ``model_sha256``, when the caller has it already, spares
     hashing the params file again. The first, slow forward pass (oneDNN picks its kernels) is made here, so a
     constructed Backbone runs at full speed.
 
     ``speed_check`` (bf16 / int8 only; what train.py's flags use): after that first pass the fp32 network is built too
     and both are timed on a batch (compare_speed); where the reduced precision is not at least MIN_SPEEDUP x faster,
-    the fp32 network is kept instead: ``precision`` becomes "fp32", ``calibration`` None, and ``notice`` says why in
+    the fp32 network is kept instead: ``precision`` becomes "fp32", ``int8_key`` None, and ``notice`` says why in
     one line. ``requested_precision`` and ``speed_check`` (the timings, with ``check_s``, the seconds the check cost)
     keep what was asked and measured. Without it, the network of ``precision`` is what runs, fast or not.
     """
 
     def __init__(self, prefix=DEFAULT_PREFIX, layer=DEFAULT_LAYER, contexts=None, batch_size=32, graph=None,
-                 precision="fp32", calibration=None, model_sha256=None, speed_check=False):
+                 precision="fp32", int8_key=None, model_sha256=None, speed_check=False):
         import mxnet as mx
 
         from models.devices import require_native_bf16
@@ -190,7 +190,7 @@ class Backbone:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.prefix, self.layer, self.batch_size = prefix, layer, batch_size
-        self.precision, self.calibration = precision, calibration
+        self.precision, self.int8_key = precision, int8_key
         self.requested_precision, self.speed_check, self.notice = precision, None, None
         self.contexts = contexts or [mx.cpu()]
         if precision != "fp32" and any(ctx.device_type != "cpu" for ctx in self.contexts):
@@ -245,7 +245,7 @@ class Backbone:
         self._forward(fp32, batch)  # its first, slow pass
         result = compare_speed(precision, lambda: self._forward(fp32, batch), lambda: self._forward(reduced, batch))
         if result["speedup"] < MIN_SPEEDUP:
-            self.executors, self.precision, self.calibration = fp32, "fp32", None
+            self.executors, self.precision, self.int8_key = fp32, "fp32", None
             why = "simulated by XVISION_SIMULATE_SLOW" if result["simulated"] else "measured at load"
             self.notice = (f"the {precision} network is not faster than fp32 on this CPU ({result['speedup']:.2f}x "
                            f"fp32, {MIN_SPEEDUP}x needed, {why}: {result[f'{precision}_s']:.2f} s vs "
@@ -287,7 +287,7 @@ def classify(paths, prefix=DEFAULT_PREFIX, top=5):
     results = []
     for path in paths:
         try:
-            probs = net(load_image(path, INPUT_SIZE, resize="squash")[None])[0]
+            probs = net(View(resize="squash").load(path)[None])[0]
         except ImageReadError as err:
             raise UserError(str(err)) from None
         best = np.argsort(probs)[::-1][:top]

@@ -1,9 +1,21 @@
-"""The process set-up MXNet needs before it is first imported; every entry point that runs MXNet calls
-``setup_runtime()`` first. Importing ``models`` itself changes nothing."""
+"""The process set-up MXNet needs before it is first imported (every entry point that runs MXNet calls
+``setup_runtime()`` first; importing ``models`` itself changes nothing), and how many threads decode image files."""
 
 import os
 
 _done = False
+
+
+def usable_cores():
+    """The number of processors this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# files decoded at once (while the network runs, in models.extract): PIL releases the GIL while decoding PNG and JPEG
+# and resizing, so each thread keeps a core busy; OpenJPEG (JPEG 2000) holds it, but decodes each image on
+# OPJ_NUM_THREADS threads of its own (set below). At most 8: each holds one decoded image, up to ~170 MB for a
+# 9,400 x 9,400 16-bit PNG.
+DECODE_THREADS = min(max(2, usable_cores()), 8)
 
 
 def setup_runtime():

@@ -17,8 +17,10 @@ from pydicom.dataset import Dataset
 from bench.films import twelve_bit, write_dicom
 from helpers import REPO, run_script
 from models.dicom import _gray_of, gray_pixels, read_dicom
-from models.images import ImageReadError, View, list_images, read_file, resize_image, resize_reduced
+from models.images import ImageReadError, View, list_images, read_file
 from models.pretrained import put_image
+from models.reduced import resize_reduced
+from models.resize import resize_image
 
 PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
 SAMPLE = os.path.join(REPO, "examples", "nih-sample")
@@ -316,7 +318,7 @@ def test_a_scaled_jpeg_resizes_by_the_full_images_crop(tmp_path):
     """A JPEG decoded at 1/4 (DCT scaling) is cropped where its full image is, fractions of a pixel kept: the block
     means of a smooth full image resize like the full image (0.3 gray levels apart on average; the small image's own
     crop, 1.4)."""
-    from models.images import resize_scaled
+    from models.reduced import resize_scaled
 
     y, x = np.mgrid[0:2401, 0:2003]
     full = Image.fromarray((127 + 100 * np.sin(x / 37.0) * np.cos(y / 53.0)).round().astype(np.uint8))
@@ -354,7 +356,7 @@ def test_large_jpeg2000_and_jpeg_films_decode_at_the_level_the_view_needs(weight
     runs, the same pixels as before."""
     from models.codes import CodeStore
     from models.extract import extract_folder
-    from models.images import REDUCED_MARGIN
+    from models.reduced import REDUCED_MARGIN
     from models.pretrained import Backbone
 
     assert REDUCED_MARGIN * 224 <= 500 < 2 * REDUCED_MARGIN * 224  # so that one level below 1,100 x 1,000 is used

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from helpers import run_script, write_class_images
-from models.images import LUNG_BOX, View, lung_box_arg
+from models.cli import lung_box_arg
+from models.images import LUNG_BOX, View
 
 
 def test_a_view_keeps_or_hides_the_lung_box_in_the_images_own_coordinates(tmp_path):

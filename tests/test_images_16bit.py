@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import models.images as images
+import models.highdepth as highdepth
 from bench.films import twelve_bit, write_png16
 from helpers import REPO, run_script
 from models.codes import CodeStore
 from models.headfolder import code_identity
-from models.images import View, measure_depth, png_significant_bits, read_image, resize_image, to_8bit
+from models.highdepth import png_significant_bits, to_8bit
+from models.images import View, measure_depth
 from models.labels import save_labels
+from models.resize import resize_image
 
 
 def formula_16bit(pixels):
@@ -33,7 +35,7 @@ def random_16bit(shape, seed=0):
 @pytest.fixture(params=[1 << 20, 50], ids=["one-strip", "many-strips"])
 def strip_pixels(request, monkeypatch):
     """Convert in one strip (the default size on a small image) and in strips of a few rows (the large-image path)."""
-    monkeypatch.setattr(images, "STRIP_PIXELS", request.param)
+    monkeypatch.setattr(highdepth, "STRIP_PIXELS", request.param)
     return request.param
 
 
@@ -50,13 +52,13 @@ def test_16bit_conversion_equals_the_float64_formula(strip_pixels, mode):
 @pytest.mark.parametrize("shape", [(260, 300), (300, 260), (512, 512), (700, 230)])
 @pytest.mark.parametrize("resize", ["crop", "squash"])
 def test_16bit_png_reads_as_its_8bit_conversion_resized(tmp_path, strip_pixels, shape, resize):
-    """read_image never converts a 16-bit image whole, yet gives what resizing the converted image gave."""
+    """A 16-bit image is never converted whole, yet reads as resizing the converted image gave."""
     pixels = random_16bit(shape, seed=shape[0])
     Image.fromarray(pixels).save(tmp_path / "x.png")
     with Image.open(tmp_path / "x.png") as image:
         assert image.mode == "I;16"  # PIL's own decode: 2 bytes a pixel
     expected = np.asarray(resize_image(Image.fromarray(formula_16bit(pixels), mode="L"), 224, resize))
-    np.testing.assert_array_equal(read_image(tmp_path / "x.png", 224, resize), expected)
+    np.testing.assert_array_equal(View(resize=resize).read(tmp_path / "x.png"), expected)
 
 
 def test_float_and_32bit_images_keep_their_scaling(strip_pixels):
@@ -77,8 +79,8 @@ def test_float_and_32bit_images_keep_their_scaling(strip_pixels):
 # (pytest's, which can be larger), that a child started by vfork inherits at exec
 PEAK_CHILD = """
 import sys
-from models.images import read_image
-read_image(sys.argv[1], 224, "crop")
+from models.images import View
+View().read(sys.argv[1])
 with open("/proc/self/status") as f:
     print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) // 1024)
 """
@@ -106,7 +108,7 @@ def peak_mib(path):
 def test_large_16bit_png_decodes_in_about_the_memory_of_its_8bit_twin(large_pngs):
     """The 16-bit decode holds 2 bytes a pixel (36 MiB more here than 8 bits) and no float64 copy (275 MiB each)."""
     path8, path16 = large_pngs
-    np.testing.assert_array_equal(read_image(path8), read_image(path16))
+    np.testing.assert_array_equal(View().read(path8), View().read(path16))
     peak8, peak16 = peak_mib(path8), peak_mib(path16)
     assert peak16 <= 1.5 * peak8 + 16, f"peak memory: {peak16} MiB for 16-bit vs {peak8} MiB for 8-bit"
 

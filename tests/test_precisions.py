@@ -1,4 +1,4 @@
-"""train.py --int8 / --bf16: the fast networks give codes close to fp32; int8's calibration is cached; where the
+"""train.py --int8 / --bf16: the fast networks give codes close to fp32; the quantised int8 network is cached; where the
 reduced precision is not faster than fp32 (simulated with the XVISION_SIMULATE_SLOW test hook), fp32 runs, one notice
 line says why and the codes' index says fp32."""
 
@@ -82,36 +82,37 @@ def compare_to_fp32(root, name, precision):
     return codes, cosine(reference.read(PHOTOS), codes)
 
 
-def test_int8_codes_match_fp32_and_calibration_is_cached(photos):
+def test_int8_codes_match_fp32_and_the_quantised_network_is_cached(photos):
     root, args = photos
-    first = run_script(*args("int8", "--int8", "--calib-images", "8"))
+    first = run_script(*args("int8", "--int8", "--int8-samples", "8"))
     assert first.returncode == 0, first.stderr
-    assert "int8: calibrating on 8 images" in first.stdout
+    assert "int8: quantising on 8 sample images" in first.stdout
 
     quantized, similarity = compare_to_fp32(root, "int8", "int8")
     assert similarity.mean() >= 0.95, similarity
 
     for folder in ("int8", "int8_test"):
         os.remove(root / folder / "index.json")
-    second = run_script(*args("int8", "--int8", "--calib-images", "8"))
+    second = run_script(*args("int8", "--int8", "--calib-images", "8"))  # the flag's old name
     assert second.returncode == 0, second.stderr
-    assert "int8: using the calibrated network cached in" in second.stdout
+    assert "int8: using the quantised network cached in" in second.stdout
     np.testing.assert_array_equal(CodeStore(root / "int8").read(PHOTOS), quantized)
 
-    # a cut-off cache (a run killed while writing it, a full disk) is calibrated again, and says so
+    # a cut-off cache (a run killed while writing it, a full disk) is quantised again, and says so
     cache = next((root / "int8" / "int8-calibration").glob("int8-*-0000.params"))
     cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
     for folder in ("int8", "int8_test"):
         os.remove(root / folder / "index.json")
-    third = run_script(*args("int8", "--int8", "--calib-images", "8"))
+    third = run_script(*args("int8", "--int8", "--int8-samples", "8"))
     assert third.returncode == 0, third.stderr
-    assert "cannot be read" in third.stdout and "calibrating again" in third.stdout and "Traceback" not in third.stdout
+    assert "cannot be read" in third.stdout and "quantising again" in third.stdout and "Traceback" not in third.stdout
     np.testing.assert_array_equal(CodeStore(root / "int8").read(PHOTOS), quantized)
     assert not notices(third.stderr) and "x fp32 in" in third.stdout  # int8 is faster here: kept, after the check
 
-    # where int8 is not faster than fp32 (simulated), fp32 runs (the calibration is still cached) and the index says so
-    slow = run_script(*args("int8", "--int8", "--calib-images", "8"), env=simulating_slow("int8"))
-    assert "int8: using the calibrated network cached in" in slow.stdout
+    # where int8 is not faster than fp32 (simulated), fp32 runs (the quantised network is still cached) and the index
+    # says so
+    slow = run_script(*args("int8", "--int8", "--int8-samples", "8"), env=simulating_slow("int8"))
+    assert "int8: using the quantised network cached in" in slow.stdout
     assert_ran_fp32(root, "int8", slow, "int8")
 
 
