@@ -25,8 +25,10 @@ SHARED ?= ../shared/data
 FIELD ?= whole
 LUNG_BOX ?=
 BOX_ARG = $(if $(LUNG_BOX),--lung-box $(LUNG_BOX))
-# make onnx: the trained head to export (default: the demo's) and the ONNX file to write (default: beside it)
+# make onnx: the trained head to export (default: the demo's) and the ONNX file to write (default: beside it);
+# make pipeline: the models folder to train into and evaluate (default: OUT/models)
 MODELS ?= data/demo/models
+PIPELINE_MODELS = $(if $(filter command line,$(origin MODELS)),$(MODELS),$(OUT)/models)
 ONNX ?= $(MODELS)/classifier.onnx
 # make exports: a folder to keep the 16-bit PNG versions of the shared NIH sets in (for make accuracy DATA=...)
 KEEP ?=
@@ -65,7 +67,7 @@ figure: demo ## run make demo, then draw the README's picture, docs/demo-heatmap
 test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
 	$(PY) -m pytest tests
 
-pipeline: setup ## set up, then run all five steps on Open-i into data/openi (DATA=folder: steps 2-5 on your class folders, GROUP_BY=patient for DICOM; FIELD=lungs: encode only the lung field)
+pipeline: setup ## set up, then run all five steps on Open-i into data/openi (DATA=folder: steps 2-5 on your class folders, GROUP_BY=patient for DICOM; FIELD=lungs: encode only the lung field; MODELS=dir: the models folder, default OUT/models; a changed training set gets a new head, the old one moved into MODELS/replaced-<time>/)
 ifeq ($(DATA),)
 	$(PY) scraper.py "$(OUT)/download"
 	$(PY) -m scraper.process "$(OUT)/download" "$(OUT)/split"
@@ -73,11 +75,11 @@ else
 	$(PY) -m scraper.process --from-folders "$(DATA)" "$(OUT)/split" $(GROUP_ARG)
 endif
 	$(PY) train.py "$(OUT)/split/train" "$(OUT)/split/test" "$(OUT)/codes/train" "$(OUT)/codes/test" --field $(FIELD) $(BOX_ARG)
-	$(PY) train_model.py "$(OUT)/split/train" "$(OUT)/codes/train" "$(OUT)/split/train_labels.json" "$(OUT)/models" --resume
-	$(PY) test_model.py "$(OUT)/split/test" "$(OUT)/codes/test" "$(OUT)/split/test_labels.json" "$(OUT)/models"
-	@plots=""; for f in "$(OUT)"/models/eval/*.png "$(OUT)/models/training_curve.png"; do \
+	$(PY) train_model.py "$(OUT)/split/train" "$(OUT)/codes/train" "$(OUT)/split/train_labels.json" "$(PIPELINE_MODELS)" --resume --replace-changed
+	$(PY) test_model.py "$(OUT)/split/test" "$(OUT)/codes/test" "$(OUT)/split/test_labels.json" "$(PIPELINE_MODELS)"
+	@plots=""; for f in "$(PIPELINE_MODELS)"/eval/*.png "$(PIPELINE_MODELS)/training_curve.png"; do \
 		if [ -f "$$f" ]; then plots="$$plots $$f"; fi; done; \
-	echo "done: report $(OUT)/models/eval/report.json (per image: predictions.csv beside it); plots:$$plots"
+	echo "done: report $(PIPELINE_MODELS)/eval/report.json (per image: predictions.csv beside it); plots:$$plots"
 
 onnx: setup ## [MODELS=models folder] [ONNX=file.onnx]: export a trained head with its backbone as one ONNX file (default: the demo's), run it without MXNet with python -m models.onnx_predict
 	$(PY) -m models.export "$(MODELS)" "$(ONNX)"

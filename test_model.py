@@ -14,10 +14,11 @@ from models.runtime import setup_runtime
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python test_model.py",
-        description="Predict every test image with a head trained by train_model.py; write report.json (accuracy with "
-                    "95% Wilson interval, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC-AUC "
-                    "with a 95% bootstrap interval; with two classes sensitivity at specificity 0.90 / 0.95 and "
-                    "specificity at sensitivity 0.90 / 0.95 with bootstrap intervals over patients, PPV / NPV, and "
+        description="Predict every test image with a head trained by train_model.py; write report.json (accuracy, "
+                    "balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC-AUC, with two classes "
+                    "sensitivity and specificity at the operating point and at specificity / sensitivity 0.90 and "
+                    "0.95, each with a 95% bootstrap interval over patients where the label file groups images, PPV "
+                    "/ NPV, and "
                     "how far the probabilities are risks: Brier score, calibration-in-the-large, slope, ECE; the "
                     "input check's count of images unlike the training films), predictions.csv (per image: the "
                     "class probabilities, training_distance and unlike_training), confusion_matrix.png, "
@@ -47,6 +48,10 @@ def build_parser():
     parser.add_argument("--prevalence", type=fraction, metavar="P",
                         help="two classes: also report PPV and NPV at this prevalence of the positive class (where "
                              "the tool would be used), beside those at the test images' own")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="score the test images even where some are images the head was trained on (byte for "
+                             "byte, by head.json's digests), with a warning and report.json's training_overlap "
+                             "saying so; without it such a test set is refused")
     return parser
 
 
@@ -56,7 +61,8 @@ def main(argv=None):
     from models.evaluation import evaluate, format_table
 
     report, out_dir = evaluate(args.test_imgs, args.test_codes, args.test_labels, args.models_dir,
-                               epoch=args.epoch, out_dir=args.out, heatmaps=args.heatmaps, prevalence=args.prevalence)
+                               epoch=args.epoch, out_dir=args.out, heatmaps=args.heatmaps, prevalence=args.prevalence,
+                               allow_overlap=args.allow_overlap)
     print(f"epoch {report['epoch']} of {args.models_dir} on {report['n']} test images:\n")
     print(format_table(report))
     print(f"\nreport, predictions and plots in {os.path.join(out_dir, '')}")

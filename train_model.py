@@ -92,12 +92,20 @@ def build_parser():
     parser.add_argument("--resume", action="store_true",
                         help="continue MODELS_DIR from its last finished epoch (same settings and data: the result "
                              "equals an uninterrupted run); without it an existing MODELS_DIR is refused")
+    parser.add_argument("--replace-changed", action="store_true",
+                        help="with --resume: where MODELS_DIR holds a head trained on other images, classes or codes, "
+                             "move it (with its reports) into MODELS_DIR/replaced-<UTC time>/ and train a new one "
+                             "(make pipeline passes it: a re-run on a changed folder never continues or scores the "
+                             "old head)")
     add_gpus_argument(parser, "the head trains on the first one")
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.replace_changed and not args.resume:
+        parser.error("--replace-changed goes with --resume (without it an existing MODELS_DIR is refused anyway)")
     setup_runtime()
     from models.devices import chosen_contexts
     from models.training import train
@@ -114,7 +122,8 @@ def main(argv=None):
         raise as_flags(err, TrainSettings.__dataclass_fields__) from None
     try:
         meta = train(args.train_imgs, args.train_codes, args.train_labels, args.models_dir, settings,
-                     resume=args.resume, context=contexts[0], keep=args.keep)
+                     resume=args.resume, context=contexts[0], keep=args.keep,
+                     replace_changed=args.replace_changed)
     except KeyboardInterrupt:
         folder = HeadFolder(args.models_dir)
         done = finished_epochs(folder.read_meta()) if folder.has_meta() else []

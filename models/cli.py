@@ -58,6 +58,13 @@ def lung_box_arg(text):
                                      f"{','.join(map(str, LUNG_BOX))})")
 
 
+def add_backbone_argument(parser):
+    parser.add_argument("--backbone", metavar="PATH",
+                        help="the backbone checkpoint the head's codes were made with (a prefix, or its -0000.params "
+                             "file), where it is neither in MODELS_DIR nor in the project's models/; it is checked "
+                             "against head.json's sha256 (default: found by that sha256)")
+
+
 def add_gpus_argument(parser, use="the network runs on all of them"):
     parser.add_argument("--gpus", default="auto", help=f"{GPU_SPEC_HELP}; {use} (default: %(default)s)")
 

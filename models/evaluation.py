@@ -3,12 +3,11 @@
 The numbers are ``models.metrics``', the drawings ``models.plots``', the Grad-CAM pass ``models.heatmaps``'."""
 
 import os
-import sys
 
 import numpy as np
 
 from models import inputcheck, metrics
-from models.codes import CodeStore, check_examples
+from models.codes import CODES_FILE, CodeStore, check_examples
 from models.errors import UserError, named
 from models.fileio import check_output_folder, write_json
 from models.headfolder import check_codes_match, load_head
@@ -16,6 +15,8 @@ from models.heatmaps import lung_field_line, lung_field_report, write_test_heatm
 from models.images import View
 from models.labels import load_labels
 from models.predictions import predictions_file
+from models.provenance import record
+from models.weights import sha256_of
 
 GRID_IMAGES = 15
 
@@ -93,27 +94,51 @@ def _grid_choice(truth, count):
     return by_class[np.unique(np.linspace(0, len(truth) - 1, min(count, len(truth))).round().astype(int))]
 
 
-def _check_not_training_data(store, names, meta, codes_dir):
-    """UserError for the training codes given as test codes; a warning for test images identical to training ones."""
+def training_overlap(store, names, meta, codes_dir, allow_overlap, log):
+    """The test images that are byte for byte images the head was trained on (head.json's digests; for heads from
+    before them, the training codes folder where it still exists), or None where nothing can be compared. UserError
+    for the training codes given as test codes, and for any overlap unless ``allow_overlap`` (then a warning)."""
     train_codes = meta["training"].get("train_codes")
-    if not train_codes or not os.path.isdir(train_codes):
-        return
-    if os.path.samefile(train_codes, codes_dir):
+    if train_codes and os.path.isdir(train_codes) and os.path.samefile(train_codes, codes_dir):
         raise UserError(f"TEST_CODES {codes_dir!r} holds the codes the head was trained on: give the codes of the "
                         f"test images (train.py's TEST_CODES)")
-    try:
-        trained_on = {stamp[2] for stamp in CodeStore(train_codes).index["stamps"].values() if stamp}
-    except UserError:  # moved or remade since: nothing to compare with
-        return
+    trained_on = meta["training"].get("images_sha256")
+    if trained_on is not None:
+        digests = set(trained_on.values())
+    else:
+        try:
+            digests = {stamp[2] for stamp in CodeStore(train_codes).index["stamps"].values() if stamp}
+        except (UserError, TypeError):  # no folder recorded, or moved or remade since: nothing to compare with
+            return None
     stamps = store.index["stamps"]
-    same = [name for name in names if stamps.get(name) and stamps[name][2] in trained_on]
+    same = [name for name in names if stamps.get(name) and stamps[name][2] in digests]
+    if same and not allow_overlap:
+        raise UserError(f"{len(same)} of {len(names)} test images are images the head was trained on "
+                        f"({named(same, 5)}): a score on them says nothing about new images; evaluate a head trained "
+                        f"on the current split (make pipeline trains one), or pass --allow-overlap to score them "
+                        f"anyway (report.json records it)")
     if same:
-        print(f"warning: {len(same)} of {len(names)} test images are byte for byte training images of this head "
-              f"({named(same, 5)}): their scores say nothing about new images", file=sys.stderr)
+        log(f"warning: {len(same)} of {len(names)} test images are images the head was trained on ({named(same, 5)}), "
+            f"scored anyway (--allow-overlap): their scores say nothing about new images")
+    return same
+
+
+def split_check(meta, labels_path, log):
+    """Whether the test labels come from the split the head was trained on (the split.json beside each label file),
+    with a warning where they do not; None where either is unknown."""
+    from models.training import split_digest
+
+    head_split, test_split = meta["training"].get("split_sha256"), split_digest(labels_path)
+    if head_split is None or test_split is None:
+        return None
+    if head_split != test_split:
+        log(f"warning: the test labels come from another split than the head's (the split.json beside "
+            f"{labels_path} is not the one beside its training labels): the two sides may share patients")
+    return head_split == test_split
 
 
 def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_dir=None, heatmaps="grid",
-             prevalence=None, context=None, log=print):
+             prevalence=None, context=None, allow_overlap=False, log=print):
     """Predict every test image with the chosen epoch's head and write the report files; returns the report.
 
     ``epoch``: "last", "best" (by validation) or a number. ``heatmaps``: "grid" (heatmaps.npz for every image and
@@ -136,7 +161,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     store = CodeStore(codes_dir)
     check_codes_match(store.meta, meta, codes_dir)
     names = check_examples(image_dir, store, labels, labels_path, codes_dir)
-    _check_not_training_data(store, names, meta, codes_dir)
+    overlap = training_overlap(store, names, meta, codes_dir, allow_overlap, log)
+    same_split = split_check(meta, labels_path, log)
     if store.meta.get("resize") != meta["backbone"].get("resize"):  # codes still comparable, not made the same way
         log(f"warning: test codes were made with resize {store.meta.get('resize')!r}, "
             f"the training codes with {meta['backbone'].get('resize')!r}")
@@ -151,7 +177,13 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     report, curves, predicted = metrics.compute_metrics(truth, probabilities, classes, positive, model.threshold_,
                                                         model.threshold_words_, groups, prevalence, labels.group_unit)
     report = dict(n=report.pop("n"), epoch=epoch, epoch_choice=model.epoch_choice_, models_dir=models_dir,
-                  test_imgs=image_dir, **report)
+                  test_imgs=image_dir, **report,
+                  training_overlap=None if overlap is None else {"images": len(overlap), "files": overlap,
+                                                                 "allowed": bool(allow_overlap)},
+                  same_split_as_head=same_split,
+                  provenance=record({"test_codes": sha256_of(os.path.join(codes_dir, CODES_FILE)),
+                                     "test_labels": sha256_of(labels_path), "backbone": meta["backbone"].get(
+                                         "model_sha256"), "head_params": sha256_of(model.params_path_)}))
     if model.threshold_source_ == "operating_point":  # where the threshold came from, in fields
         point = meta["operating_point"]
         report["operating_point"].update(source=point["source"], images=point["images"], why=point["why"])

@@ -29,13 +29,14 @@ import numpy as np
 from models import head
 from models.calibration import EPSILON
 from models.checkpoint import load_checkpoint
-from models.cli import add_batch_size_argument
+from models.cli import add_backbone_argument, add_batch_size_argument
 from models.errors import UserError, run_cli
 from models.fileio import atomic_path, check_output_folder, write_json
 from models.headfolder import EPOCH_CHOICES, FORMAT, HeadFolder, load_head, params_file, recorded_checkpoint
 from models.images import INPUT_SIZE, View
 from models.onnx_predict import FORMAT as EXPORT_FORMAT
 from models.onnx_predict import DISTANCE, INPUT, METADATA_KEY, PROBABILITIES
+from models.provenance import record
 from models.runtime import setup_runtime
 
 TOLERANCE = 1e-4  # the export's self-check: largest difference to MXNet allowed, probabilities and distances alike
@@ -134,6 +135,8 @@ def runner_metadata(folder, fitted):
                      "note": None if precision == "fp32" else f"the head was trained on {precision} codes; the file "
                                                               "runs the backbone in fp32 (see models/export.py)"},
         "head_params_sha256": sha256_of(folder.file(params_file(epoch))),
+        "provenance": record({"head_params": sha256_of(folder.file(params_file(epoch))),
+                              "backbone": meta["backbone"].get("model_sha256")}),
         "training_data_sha256": meta["training"].get("data_sha256"),
     }
 
@@ -163,7 +166,7 @@ def classifier_symbol(fitted, prefix):
     return proba, codes, weights
 
 
-def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=print):
+def export_classifier(models_dir, out_path, epoch="last", batch_size=4, backbone=None, log=print):
     """Write the ONNX file of the head in ``models_dir`` (and OUT.json beside it); returns its metadata. Raises
     UserError for a models folder without a finished epoch, a backbone checkpoint that is not the recorded one, an
     OUT that cannot be written, and an export that does not reproduce MXNet's numbers."""
@@ -178,7 +181,7 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, log=prin
     if len(meta["code_shape"]) != 3:
         raise UserError(f"the head in {models_dir} was trained on codes of shape {meta['code_shape']}; the export "
                         f"needs codes of channels x height x width (a --layer with a spatial output)")
-    prefix = recorded_checkpoint(meta)  # checked against head.json's sha256 once: ~100 MB read
+    prefix = recorded_checkpoint(meta, models_dir, backbone)  # found by head.json's sha256: ~100 MB read
     proba, codes, weights = classifier_symbol(fitted, prefix)
     check, recalibrated = fitted.input_check_, fitted.calibration_
     metadata = runner_metadata(HeadFolder(models_dir), fitted)
@@ -260,10 +263,11 @@ def main(argv=None):
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
     parser.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write (OUT.json beside it)")
     parser.add_argument("--epoch", default="last", help=f"which epoch's checkpoint: {EPOCH_CHOICES} (default: last)")
+    add_backbone_argument(parser)
     add_batch_size_argument(parser, default=4, what="images of the self-check batch")
     args = parser.parse_args(argv)
     setup_runtime()
-    metadata = export_classifier(args.models_dir, args.out, args.epoch, args.batch_size)
+    metadata = export_classifier(args.models_dir, args.out, args.epoch, args.batch_size, args.backbone)
     threshold = "" if metadata["positive_class"] is None else \
         f", '{metadata['positive_class']}' from p >= {metadata['threshold']:.4f}"
     print(f"wrote {args.out} (epoch {metadata['epoch']}, classes {metadata['classes']}{threshold}); run it with: "

@@ -92,21 +92,52 @@ def check_codes_match(codes_meta, head_meta, codes_dir):
                         f"{options}")
 
 
-def recorded_checkpoint(meta):
-    """The prefix of the backbone checkpoint the head's training codes were made with; UserError where it is not here
-    or is not that checkpoint (its sha256 differs from head.json's)."""
+def _checkpoint_prefix(path):
+    """The checkpoint prefix ``path`` names: a prefix itself, or its -NNNN.params / -symbol.json file."""
+    match = re.match(r"^(.*)-(\d{4}\.params|symbol\.json)$", os.fspath(path))
+    return match.group(1) if match else os.fspath(path)
+
+
+def backbone_places(meta, models_dir, given=None):
+    """Where the backbone of a head is looked for, in order: ``given`` (--backbone), a checkpoint in the models folder
+    itself (a folder handed over with its backbone), the project's models/ (``make setup``), and the path recorded
+    when the codes were made (provenance: it may be another clone, moved or deleted)."""
+    from models.weights import DEFAULT_PREFIX
+
+    places = [_checkpoint_prefix(given)] if given else []
+    if os.path.isdir(models_dir):
+        places += sorted(os.path.join(models_dir, name[:-len("-0000.params")]) for name in os.listdir(models_dir)
+                         if name.endswith("-0000.params") and not PARAMS_PATTERN.match(name))
+    places += [DEFAULT_PREFIX]
+    recorded = meta["backbone"].get("model")
+    places += [recorded] if recorded else []
+    return list(dict.fromkeys(os.path.abspath(place) for place in places))
+
+
+def recorded_checkpoint(meta, models_dir, given=None):
+    """The prefix of the backbone checkpoint the head's training codes were made with, found by its sha256 (head.json
+    records it and the cut layer) in ``backbone_places``; UserError naming what it needs and every place it looked.
+    ``given`` (--backbone) must be that checkpoint."""
     from models.weights import sha256_of
 
     made = meta["backbone"]
-    prefix = made.get("model")
-    params = checkpoint.params_path(prefix) if prefix else None
-    if not prefix or not os.path.exists(params):
-        raise UserError(f"the head was trained on codes of {params!r}, which is not here: run from the folder "
-                        f"train.py ran in, or put the checkpoint back")
-    if sha256_of(params) != made.get("model_sha256"):
-        raise UserError(f"{params} is not the checkpoint the head's codes were made with (its sha256 differs from "
-                        f"head.json's): restore that checkpoint, or train a head on codes of this one")
-    return prefix
+    wanted, looked = made.get("model_sha256"), []
+    for prefix in backbone_places(meta, models_dir, given):
+        params = checkpoint.params_path(prefix)
+        if not os.path.exists(params):
+            looked.append(f"{params} (missing)")
+            continue
+        if sha256_of(params) == wanted:
+            return prefix
+        looked.append(f"{params} (another checkpoint)")
+        if given and prefix == os.path.abspath(_checkpoint_prefix(given)):
+            raise UserError(f"--backbone {given}: {params} is not the checkpoint the head's codes were made with (its "
+                            f"sha256 differs from head.json's {wanted[:12]}...): give that checkpoint, or train a "
+                            f"head on codes of this one")
+    name = os.path.basename(made.get("model") or "the backbone")
+    raise UserError(f"the head needs the backbone {name}-0000.params with sha256 {wanted}, cut at "
+                    f"{made.get('layer')}; looked in {'; '.join(looked)}: run make setup (the ImageNet ResNet-50), "
+                    f"copy that checkpoint into {models_dir}, or name it with --backbone PATH")
 
 
 def data_digest(names, labels):
@@ -116,7 +147,7 @@ def data_digest(names, labels):
 
 
 def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, train_labels, data_sha256,
-             validation_images):
+             validation_images, trained_on=None, split_sha256=None, provenance=None):
     """head.json of a head fitted by ``estimator`` (its layout, operating point and validation split fixed; no epoch
     yet) on the codes ``codes_meta`` describes, of the images and labels named."""
     settings, classes = estimator.settings_, estimator.classes_
@@ -132,6 +163,8 @@ def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, trai
         "training": dict(asdict(settings), layout_requested=estimator.settings.layout, train_imgs=train_imgs,
                          train_codes=train_codes, train_labels=train_labels,
                          n_images=len(estimator.train_positions_), data_sha256=data_sha256,
+                         # what the head learned from, by content: a test set holding any of these is refused
+                         images_sha256=trained_on, split_sha256=split_sha256,
                          class_weights=dict(zip(classes, estimator.class_weights_.tolist())),
                          optimizer="sgd (no momentum, no weight decay)", loss="softmax cross-entropy", init="xavier"),
         "selection": dict(estimator.selection_, by=SELECTION_RULE) if (estimator.selection_ or {}).get("candidates")
@@ -144,6 +177,7 @@ def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, trai
                        "threshold_by": "the balanced point (sensitivity = specificity) of the validation images"},
         "best_epoch": None,
         "history": [],
+        "provenance": provenance,
     }
 
 
@@ -215,7 +249,22 @@ def load_head(models_dir, epoch="last", context=None):
         estimator.positive_, estimator.operating_point_, entry.get("threshold"))
     estimator.threshold_words_ = threshold_words(meta, epoch, estimator.threshold_source_)
     estimator.net_ = folder.load_predictor(epoch, context)
+    estimator.params_path_ = folder.file(params_file(epoch))
     return estimator
+
+
+def resume_differences(meta, expected, keys=RESUME_KEYS):
+    """How ``expected`` (the head.json a run now would start, or as much of it as is known) differs from ``meta``
+    (the folder's): classes, codes, the settings in ``keys``, the training data; [] where it continues it."""
+    differ = [f"classes: now {expected['classes']}, checkpoints {meta['classes']}"] \
+        if meta["classes"] != expected["classes"] else []
+    was_codes, now_codes = code_identity(meta["backbone"]), code_identity(expected["backbone"])
+    differ += [f"codes' {key}: now {now_codes[key]!r}, checkpoints {was_codes[key]!r}"
+               for key in CODE_IDENTITY if was_codes[key] != now_codes[key]]
+    # a head.json from before a setting existed was trained as the original recipe does
+    was, now = dict(asdict(TrainSettings(**RECIPES["xvision"])), **meta["training"]), expected["training"]
+    return differ + [f"{key}: now {now[key]!r}, checkpoints {was.get(key)!r}"
+                     for key in keys if was.get(key) != now[key]]
 
 
 class HeadFolder:
@@ -364,18 +413,24 @@ class HeadFolder:
             raise UserError(f"no checkpoint for epoch {number} in {self.path}: {why}; {_kept_text(meta)}")
         return number, f"epoch {number}"
 
+    def set_aside(self):
+        """Move everything in the folder (an older head, its reports) into a new sub-folder ``replaced-<UTC time>``
+        (itself a models folder that still loads) and return its path: the folder is then empty for a new head."""
+        import datetime
+        import shutil
+
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.file(f"replaced-{stamp}")
+        names = [name for name in os.listdir(self.path) if not name.startswith("replaced-")]
+        os.makedirs(aside)
+        for name in names:
+            shutil.move(self.file(name), os.path.join(aside, name))
+        return aside
+
     def check_resumable(self, meta, expected):
         """UserError unless ``expected`` (the head.json a run now would start) continues ``meta`` (the folder's):
         the same classes, codes, settings and training data."""
-        differ = [f"classes: now {expected['classes']}, checkpoints {meta['classes']}"] \
-            if meta["classes"] != expected["classes"] else []
-        was_codes, now_codes = code_identity(meta["backbone"]), code_identity(expected["backbone"])
-        differ += [f"codes' {key}: now {now_codes[key]!r}, checkpoints {was_codes[key]!r}"
-                   for key in CODE_IDENTITY if was_codes[key] != now_codes[key]]
-        # a head.json from before a setting existed was trained as the original recipe does
-        was, now = dict(asdict(TrainSettings(**RECIPES["xvision"])), **meta["training"]), expected["training"]
-        differ += [f"{key}: now {now[key]!r}, checkpoints {was.get(key)!r}"
-                   for key in RESUME_KEYS if was.get(key) != now[key]]
+        differ = resume_differences(meta, expected)
         if differ:
             raise UserError(f"cannot --resume in {self.path}: it was trained with other settings or data "
                             f"({'; '.join(differ)}); resume with the original settings or train into a new "

@@ -16,22 +16,25 @@ from contextlib import nullcontext
 import numpy as np
 
 from models import metrics
-from models.cli import add_batch_size_argument, add_gpus_argument
+from models.cli import add_backbone_argument, add_batch_size_argument, add_gpus_argument
 from models.errors import UserError, run_cli
 from models.headfolder import EPOCH_CHOICES, load_head, recorded_checkpoint
-from models.fileio import check_output_folder
+from models.fileio import check_output_folder, write_json
 from models.images import View, image_paths
 from models.predictions import predictions_file
 from models.progress import progress_bar
+from models.provenance import record
+from models.weights import sha256_of
 from models.runtime import setup_runtime
 
 
-def recorded_backbone(meta, batch_size, contexts):
-    """The backbone that made the head's training codes, rebuilt from head.json; UserError where it cannot be."""
+def recorded_backbone(meta, models_dir, batch_size, contexts, given=None):
+    """The backbone that made the head's training codes, rebuilt from head.json (found by its sha256: ``given``, the
+    models folder, the project's models/; ``headfolder.recorded_checkpoint``); UserError where it cannot be."""
     from models.pretrained import Backbone
 
     made = meta["backbone"]
-    prefix, precision = recorded_checkpoint(meta), made.get("precision") or "fp32"
+    prefix, precision = recorded_checkpoint(meta, models_dir, given), made.get("precision") or "fp32"
     if precision == "int8":
         from models.checkpoint import load_checkpoint
 
@@ -47,7 +50,7 @@ def recorded_backbone(meta, batch_size, contexts):
 
 
 def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=False, batch_size=32, contexts=None,
-                   log=print):
+                   backbone=None, log=print):
     """Classify every image of ``inputs`` (files and folders) with the head in ``models_dir``; returns the number of
     images classified. Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
     recorded one, or inputs that name no image."""
@@ -63,7 +66,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     classes, positive, threshold, check = model.classes_, model.positive_, model.threshold_, model.input_check_
     view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field
     cam_net = model.gradient_net() if heatmaps else None
-    backbone = recorded_backbone(meta, batch_size, contexts)
+    backbone = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
     grid = tuple(meta["code_shape"][1:])
     heatmaps = heatmaps and len(grid) == 2
     os.makedirs(out_dir, exist_ok=True)
@@ -94,6 +97,9 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
                                      view.load(path), heat,
                                      f"{os.path.basename(path)}\nsaid {classes[guess]}")
     done = len(paths) - len(skipped)
+    write_json(os.path.join(out_dir, "provenance.json"), dict(
+        record({"head_params": sha256_of(model.params_path_), "backbone": meta["backbone"].get("model_sha256")}),
+        models_dir=os.path.abspath(models_dir), epoch=epoch, images=len(paths), skipped=len(skipped)))
     written.summary(log)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
         f"{os.path.join(out_dir, 'predictions.csv')}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
@@ -111,6 +117,7 @@ def main(argv=None):
                                                      "(default: MODELS_DIR/predict)")
     parser.add_argument("--heatmaps", action="store_true",
                         help="also write heatmaps.npz and an overlay PNG per image (Grad-CAM of the predicted class)")
+    add_backbone_argument(parser)
     add_batch_size_argument(parser)
     add_gpus_argument(parser)
     args = parser.parse_args(argv)
@@ -118,7 +125,7 @@ def main(argv=None):
     from models.devices import chosen_contexts
 
     predict_images(args.models_dir, args.inputs, args.epoch, args.out, args.heatmaps, args.batch_size,
-                   chosen_contexts(args.gpus))
+                   chosen_contexts(args.gpus), args.backbone)
 
 
 if __name__ == "__main__":

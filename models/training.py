@@ -15,10 +15,10 @@ import os
 import numpy as np
 
 from models.classifier import HeadClassifier, TrainSettings
-from models.codes import CodeStore, check_examples
+from models.codes import CODES_FILE, CodeStore, check_examples
 from models.errors import UserError
 from models.fileio import check_output_folder, remove_stale_temps
-from models.headfolder import HeadFolder, best_epoch, data_digest, new_meta
+from models.headfolder import HeadFolder, best_epoch, data_digest, new_meta, resume_differences
 from models.labels import load_labels
 
 
@@ -51,10 +51,20 @@ def calibration_line(estimator):
 KEEP = 5  # epoch checkpoints kept besides the best one (the original's TensorFlow Saver kept 5)
 
 
+def split_digest(labels_path):
+    """sha256 of the split.json beside a label file (scraper.process writes both), or None: which split it is."""
+    from models.weights import sha256_of
+
+    path = os.path.join(os.path.dirname(os.path.abspath(labels_path)), "split.json")
+    return sha256_of(path) if os.path.exists(path) else None
+
+
 def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(), resume=False,
-          context=None, keep=KEEP, log=print):
+          context=None, keep=KEEP, replace_changed=False, log=print):
     """Train (or continue training) the head in ``models_dir``, keeping the ``keep`` newest epochs' checkpoints and
-    the best; returns head.json's content after the last epoch.
+    the best; returns head.json's content after the last epoch. With ``resume`` and ``replace_changed``, a head in
+    ``models_dir`` trained on other images or settings is set aside (``HeadFolder.set_aside``) and a new one trained,
+    so a re-run on a changed folder never continues or scores the old one.
 
     Raises UserError for unusable input (images without label or code, one class only, a validation split that
     leaves a class without images, an unknown --positive) and for a ``models_dir`` that cannot be (re)used.
@@ -73,10 +83,20 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     if len(present) < 2:
         raise UserError(f"all {len(names)} training images are labelled {labels.classes[present[0]]!r}: "
                         f"a classifier needs examples of at least 2 classes")
+    from models.provenance import record
+    from models.weights import sha256_of
+
     folder = HeadFolder(models_dir)
+    data_sha256 = data_digest(names, labels)
     previous = None
     if resume and folder.has_meta():
         previous = folder.read_meta()
+        known = {"classes": list(labels.classes), "backbone": store.meta, "training": {"data_sha256": data_sha256}}
+        changed = resume_differences(previous, known, ["data_sha256"])  # settings: check_resumable, below
+        if changed and replace_changed:
+            log(f"{models_dir} holds a head trained on other images, classes or codes: moved to "
+                f"{folder.set_aside()}; training a new one")
+            previous = None
     elif not resume and folder.has_checkpoints():
         raise UserError(f"{models_dir} already holds a trained head: add --resume to continue it, "
                         f"or choose another MODELS_DIR (or delete this one) to start over")
@@ -95,8 +115,9 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
         if previous is None:
             log(calibration_line(estimator))
         meta = new_meta(estimator, store.meta, store.shape, train_imgs=image_dir, train_codes=codes_dir,
-                        train_labels=labels_path, data_sha256=data_digest(names, labels),
-                        validation_images=[names[i] for i in val_pos])
+                        train_labels=labels_path, data_sha256=data_sha256,
+                        validation_images=[names[i] for i in val_pos], trained_on=trained_on,
+                        split_sha256=split_digest(labels_path), provenance=provenance)
         if previous is not None:
             folder.check_resumable(previous, meta)
             meta["history"], meta["best_epoch"] = previous["history"], previous.get("best_epoch")
@@ -134,6 +155,10 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
             f"{entry['accuracy']:.3f}{scores}  {entry['seconds']:.1f} s  "
             f"-> {os.path.join(models_dir, entry['params'])}")
 
+    stamps = store.index["stamps"]
+    trained_on = {name: stamps[name][2] for name in names if stamps.get(name)}
+    provenance = record({"train_codes": sha256_of(os.path.join(codes_dir, CODES_FILE)),
+                         "train_labels": sha256_of(labels_path), "backbone": store.meta.get("model_sha256")})
     estimator = HeadClassifier(settings, context=context, progress=True)
     try:
         estimator.fit(store.rows_of(names), targets, [labels.group_of(name) for name in names],
