@@ -54,8 +54,8 @@ def test_a_models_folder_handed_over_scores_what_it_scored(demo_run, tmp_path):
     elsewhere = tmp_path / "work"
     elsewhere.mkdir()
 
-    tested = run_elsewhere(elsewhere, os.path.join(REPO, "test_model.py"), out / "split" / "test", out / "codes" / "test",
-                           out / "split" / "test_labels.json", moved, "--heatmaps", "none")
+    tested = run_elsewhere(elsewhere, os.path.join(REPO, "test_model.py"), out / "split" / "test",
+                           out / "codes" / "test", out / "split" / "test_labels.json", moved, "--heatmaps", "none")
     assert tested.returncode == 0, tested.stderr[-2000:]
     assert probabilities(moved / "eval" / "predictions.csv") == probabilities(out / "models" / "eval" /
                                                                              "predictions.csv")
@@ -167,8 +167,8 @@ def test_every_result_says_what_made_it(demo_run, tmp_path):
     rerun = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert rerun["provenance"]["consumed"]["test_labels"] != report["provenance"]["consumed"]["test_labels"]
     assert rerun["roc_auc"] == report["roc_auc"]
-    predicted = run_elsewhere(REPO, "-m", "models.predict", out / "models", sorted((out / "split" / "test").iterdir())[0],
-                              "--out", tmp_path / "predict")
+    first = sorted((out / "split" / "test").iterdir())[0]
+    predicted = run_elsewhere(REPO, "-m", "models.predict", out / "models", first, "--out", tmp_path / "predict")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     beside = json.loads((tmp_path / "predict" / "provenance.json").read_text())
     assert beside["consumed"]["head_params"] == report["provenance"]["consumed"]["head_params"]
