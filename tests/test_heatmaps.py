@@ -184,7 +184,9 @@ def test_predict_refuses_what_it_cannot_trust(weights, tmp_path):
     net.initialize()
     HeadFolder(models_dir).save_epoch(net, 1)
     result = run_script("-m", "models.predict", models_dir, tmp_path / "imgs")
-    assert result.returncode == 2 and "is not the checkpoint" in result.stderr and result.stderr.count("error:") == 1
+    assert result.returncode == 2 and result.stderr.count("error:") == 1
+    assert "needs the backbone resnet-50-0000.params with sha256 " + "0" * 64 in result.stderr  # what, and where:
+    assert "models/resnet-50-0000.params (another checkpoint)" in result.stderr and "--backbone PATH" in result.stderr
     result = run_script("-m", "models.predict", models_dir, tmp_path / "empty")
     assert result.returncode == 2 and "no image files" in result.stderr
     result = run_script("-m", "models.predict", models_dir, tmp_path / "missing.png")
