@@ -7,8 +7,8 @@ import argparse
 import sys
 from dataclasses import replace
 
-from models.cli import add_batch_size_argument, add_gpus_argument, as_flags, at_least
-from models.errors import run_cli
+from models.cli import add_batch_size_argument, add_gpus_argument, as_flags
+from models.errors import UserError, run_cli
 from models.calibration import METHODS as CALIBRATIONS
 from models.classifier import LAYOUT_CHOICES, LAYOUT_LR, RECIPES, TrainSettings
 from models.headfolder import HeadFolder, finished_epochs
@@ -85,7 +85,7 @@ def build_parser():
                              "so that p can be read as a risk; the threshold is then stated on them and every "
                              "decision stays the same; none: the head's own probabilities, as before (default: "
                              f"{DEFAULTS.calibration}; without inner folds there is nothing to fit on)")
-    parser.add_argument("--keep", type=at_least(int, 1), default=KEEP,
+    parser.add_argument("--keep", type=int, default=KEEP,
                         help="epoch checkpoints kept besides the best one; older ones are removed once a newer one is "
                              "safely written; at least 1, the newest being what --resume continues "
                              "(default: %(default)s)")
@@ -120,6 +120,9 @@ def main(argv=None):
         settings.check()
     except ValueError as err:
         raise as_flags(err, TrainSettings.__dataclass_fields__) from None
+    if args.keep < 1:
+        raise UserError(f"--keep must be at least 1 (the newest checkpoint is what --resume continues), got "
+                        f"{args.keep}")
     try:
         meta = train(args.train_imgs, args.train_codes, args.train_labels, args.models_dir, settings,
                      resume=args.resume, context=contexts[0], keep=args.keep,

@@ -55,15 +55,19 @@ def test_2_codes_are_checked_against_the_images_they_are_used_for(split, tmp_pat
     Image.new("RGB", (16, 16), (1, 2, 3)).save(os.path.join(test_images, "nodule_002.png"))
     line = fail(test_model.main, [test_images, test_codes, test_labels, models_dir], capsys)
     assert "1 of 10 images" in line and "'nodule_002.png'" in line and "train.py" in line
-    # a test folder holding a training image (same bytes, other name) is scored, with a warning
+    # a test folder holding a training image (same bytes, other name) is refused, and scored with --allow-overlap
     os.remove(os.path.join(test_images, "nodule_002.png"))
     os.link(os.path.join(images, "nodule_003.png"), os.path.join(test_images, "nodule_002.png"))
     index = json.load(open(os.path.join(test_codes, "index.json")))
     index["stamps"]["nodule_002.png"] = json.load(open(os.path.join(codes, "index.json")))["stamps"]["nodule_003.png"]
     json.dump(index, open(os.path.join(test_codes, "index.json"), "w"))
-    status, _, err = cli(test_model.main, [test_images, test_codes, test_labels, models_dir, "--out", tmp_path / "e"],
-                         capsys)
-    assert status == 0 and "1 of 10 test images are byte for byte training images" in err
+    line = fail(test_model.main, [test_images, test_codes, test_labels, models_dir, "--out", tmp_path / "e"], capsys)
+    assert "1 of 10 test images are images the head was trained on ('nodule_002.png')" in line
+    assert "--allow-overlap" in line and not (tmp_path / "e" / "report.json").exists()
+    status, out, err = cli(test_model.main, [test_images, test_codes, test_labels, models_dir, "--out", tmp_path / "e",
+                                             "--allow-overlap"], capsys)
+    assert status == 0 and "1 of 10 test images are images the head was trained on" in out + err
+    assert json.load(open(tmp_path / "e" / "report.json"))["training_overlap"]["files"] == ["nodule_002.png"]
 
 
 def test_2_train_py_encodes_again_the_images_that_changed(weights, tmp_path):
