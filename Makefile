@@ -37,7 +37,7 @@ REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo figure test pipeline onnx reproduce bench exports accuracy audit clean
+.PHONY: help setup demo figure test pipeline validate onnx reproduce bench exports accuracy audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,10 @@ endif
 	@plots=""; for f in "$(PIPELINE_MODELS)"/eval/*.png "$(PIPELINE_MODELS)/training_curve.png"; do \
 		if [ -f "$$f" ]; then plots="$$plots $$f"; fi; done; \
 	echo "done: report $(PIPELINE_MODELS)/eval/report.json (per image: predictions.csv beside it); plots:$$plots"
+
+validate: setup ## DATA=class folders [MODELS=models folder, default the demo's] [OUT=dir] [GROUP_PATTERN=regex | GROUP_BY=patient]: score a trained head on a labelled folder from elsewhere (external validation) into OUT/eval
+	@test -n "$(DATA)" || { echo "error: make validate needs DATA=folder-of-class-folders (named as the head's classes)" >&2; exit 2; }
+	$(PY) -m models.validate "$(MODELS)" "$(DATA)" --out "$(if $(filter command line,$(origin OUT)),$(OUT),data/validate/$(notdir $(abspath $(DATA))))" $(GROUP_ARG)
 
 onnx: setup ## [MODELS=models folder] [ONNX=file.onnx]: export a trained head with its backbone as one ONNX file (default: the demo's), run it without MXNet with python -m models.onnx_predict
 	$(PY) -m models.export "$(MODELS)" "$(ONNX)"
