@@ -41,6 +41,8 @@ class Evaluation:
             if not os.path.isfile(os.path.join(folder, name)):
                 raise UserError(f"{which} {folder!r} has no {name}: give a test report folder; {WRITTEN_BY}")
         self.report = read_json(os.path.join(folder, "report.json"), f"{which}'s report.json")
+        if not isinstance(self.report, dict):
+            raise UserError(f"{which}'s {os.path.join(folder, 'report.json')} is not a test report; {WRITTEN_BY}")
         self.classes = list(self.report.get("classes") or [])
         point = self.report.get("operating_point") or {}
         self.positive_class, self.threshold = point.get("positive_class"), point.get("threshold")
@@ -120,8 +122,9 @@ def _same_partition(first, second):
 
 
 def bootstrap_difference(resampling, statistic):
-    """(95% percentile interval, two-sided p) of ``statistic(positions)``, a paired difference, over the resamples."""
-    values = np.array([statistic(rows) for rows in resampling.samples()])
+    """(95% percentile interval, two-sided p) of ``statistic(positions)``, a paired difference, over the resamples
+    (those where it is None, undefined, left out)."""
+    values = np.array([value for value in map(statistic, resampling.samples()) if value is not None])
     low, high = np.percentile(values, [2.5, 97.5])
     below, above = np.sum(values <= 0), np.sum(values >= 0)
     p = min(1.0, 2 * (min(below, above) + 1) / (len(values) + 1))
@@ -136,9 +139,11 @@ def auc_difference(truth, first, second, positive, resampling):
         return {"a": None, "b": None, "difference": None, "ci95": None, "p": None,
                 "method": "not defined: a class has no shared image"}
     if resampling.grouped:
-        interval, p = bootstrap_difference(
-            resampling, lambda rows: roc_auc(truth[rows], first[rows], positive)
-            - roc_auc(truth[rows], second[rows], positive))
+        def resampled(rows):  # None where a resample lacks a class (a patient's films of two classes can do that)
+            pair = roc_auc(truth[rows], first[rows], positive), roc_auc(truth[rows], second[rows], positive)
+            return None if None in pair else pair[0] - pair[1]
+
+        interval, p = bootstrap_difference(resampling, resampled)
         method = f"paired bootstrap ({resampling.method()}); p: {BOOTSTRAP_P}"
     else:
         from scipy.stats import norm
