@@ -207,8 +207,9 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     check_rule = (check.threshold_, check.record_["method"]) if check else None
     with predictions_file(os.path.join(out_dir, "predictions.csv"), classes, check_rule, None, with_truth=True) as rows:
         checked = zip(distances, unlike) if check else [(None, None)] * len(names)
-        for name, true, guess, probs, (distance, flag) in zip(names, truth, predicted, probabilities, checked):
-            rows.add(name, probs, guess, distance, flag, truth=true)
+        for i, (name, true, guess, probs, (distance, flag)) in enumerate(zip(names, truth, predicted, probabilities,
+                                                                            checked)):
+            rows.add(name, probs, guess, distance, flag, truth=true, group=groups[i] if groups else None)
     plot_confusion_matrix(report["confusion_matrix"]["counts"], classes, os.path.join(out_dir, "confusion_matrix.png"))
     if curves:
         plot_roc(curves, os.path.join(out_dir, "roc_curve.png"))

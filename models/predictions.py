@@ -1,7 +1,8 @@
 """predictions.csv, the one writer: ``models.predict`` (MXNet) and ``models.onnx_predict`` (ONNX Runtime) write a line
 per image and the file (the file, the predicted class, the class probabilities, and the input check's distance and
 flag), and at the end how many images were unlike the training films; the test report (``models.evaluation``) writes
-the same file with each image's true class."""
+the same file with each image's true class and, last, its group (the patient, from the label file; empty where the
+label file names no groups), so ``models.compare`` can resample whole patients from two report folders alone."""
 
 import csv
 import sys
@@ -15,20 +16,22 @@ from models.fileio import atomic_path
 class PredictionsFile:
     """Rows of predictions.csv and their lines; ``check``: (threshold, method) of the input check, or None for a head
     trained before input checks existed; ``write``: where each image's line goes (None: no lines); ``with_truth``: a
-    true_class column (a labelled test set)."""
+    true_class column and a last group column (a labelled test set)."""
 
     def __init__(self, writer, classes, check, write, with_truth=False):
         self.writer, self.classes, self.check, self.write = writer, list(classes), check, write
         self.with_truth = with_truth
         self.scored = []  # (path, distance, flagged) of every image written, with a check
         writer.writerow(["file"] + (["true_class"] if with_truth else []) + ["predicted_class"]
-                        + [f"p_{name}" for name in classes] + inputcheck.CSV_COLUMNS)
+                        + [f"p_{name}" for name in classes] + inputcheck.CSV_COLUMNS
+                        + (["group"] if with_truth else []))
 
-    def add(self, path, probabilities, guess, distance=None, flagged=None, truth=None):
+    def add(self, path, probabilities, guess, distance=None, flagged=None, truth=None, group=None):
         """One image: its row, and its line (marked where it is unlike the training films); ``truth``: its true class
-        index, with ``with_truth``."""
+        index, and ``group``: its group id (None: no groups known), with ``with_truth``."""
         self.writer.writerow([path] + ([self.classes[truth]] if self.with_truth else []) + [self.classes[guess]]
-                             + [repr(float(p)) for p in probabilities] + inputcheck.csv_cells(distance, flagged))
+                             + [repr(float(p)) for p in probabilities] + inputcheck.csv_cells(distance, flagged)
+                             + (["" if group is None else str(group)] if self.with_truth else []))
         if self.check is not None:
             self.scored.append((path, distance, bool(flagged)))
         if self.write is not None:

@@ -13,6 +13,7 @@ import train_model
 from helpers import CODES_META, cli, make_split
 from models.headfolder import INPUT_CHECK_FILE, HeadFolder
 from models.inputcheck import QUANTILE, InputCheck
+from models.labels import load_labels, save_labels
 
 
 def relu_codes(n, seed, shift=0.0, shape=(32, 3, 3)):
@@ -58,13 +59,20 @@ def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, c
     with open(models_dir / "eval" / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert all(float(row["training_distance"]) >= 0 and row["unlike_training"] in ("true", "false") for row in rows)
+    assert all(row["group"] == "" for row in rows)  # the label file names no patients
     # codes of another kind: each named, the set warned about, still scored
     odd = make_split(tmp_path / "odd", ["normal", "nodule"], 6, seed=3, meta=CODES_META, separation=12.0)
+    odd_labels = load_labels(odd[2])  # patients of two images each: predictions.csv names each image's one
+    save_labels(odd[2], odd_labels.classes, odd_labels.labels,
+                {name: f"p{i // 2}" for i, name in enumerate(sorted(odd_labels.labels))}, "patients")
     status, out, _ = cli(test_model.main, [*odd, models_dir, "--heatmaps", "none", "--out", tmp_path / "oddeval"],
                          capsys)
     report = json.loads((tmp_path / "oddeval" / "report.json").read_text())
     assert status == 0 and report["input_check"]["flagged"] == 12 and report["n"] == 12
     assert out.count("is unlike the training films") == 12 and "12 of 12 images (100%) are unlike" in out
+    with open(tmp_path / "oddeval" / "predictions.csv", newline="") as f:
+        groups = {row["file"]: row["group"] for row in csv.DictReader(f)}
+    assert groups == {name: f"p{i // 2}" for i, name in enumerate(sorted(odd_labels.labels))}
 
     # a damaged check is one error line, not a traceback
     (models_dir / INPUT_CHECK_FILE).write_bytes(b"not a zip")
