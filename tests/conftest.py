@@ -1,3 +1,6 @@
+"""Fixtures every test file may use: the real converted ResNet-50. A test that uses the real weights is marked slow
+here, so that `make test-fast` leaves it out without the test having to say so."""
+
 import os
 
 import pytest
@@ -6,6 +9,13 @@ from helpers import WEIGHTS_PREFIX
 from models.runtime import setup_runtime
 
 setup_runtime()  # before any test imports MXNet, as every entry point does
+
+
+def pytest_collection_modifyitems(items):
+    """Mark slow every test that asks for the real weights, directly or through another fixture."""
+    for item in items:
+        if "weights" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
