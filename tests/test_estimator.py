@@ -1,5 +1,6 @@
-"""The head estimator is the one code path: it gives what the fit sequence gave before it existed (figures recorded
-from that code, at 6622e35), and train_model.py's checkpoints are exactly what it fits on the same arrays."""
+"""The head estimator (models.classifier.HeadClassifier), the one code path that fits a head: it gives the recorded
+figures of three settings to float32 rounding, recalibration changes probabilities but no decision, and
+train_model.py's checkpoints are exactly what it fits on the same arrays."""
 
 import json
 from dataclasses import replace
@@ -15,9 +16,9 @@ from models.headfolder import META_FILE, params_file
 from models.labels import load_labels
 
 CLASSES = ["normal", "nodule"]
-# models.training.fit_and_select at 6622e35 on ``recorded_codes(20, 11)``, scored on ``recorded_codes(8, 12)``: the
-# layout, threshold, candidates' out-of-fold ROC-AUC, per-epoch losses and validation thresholds, and p(nodule) of the
-# first 12 test codes (before recalibration existed: --calibration none)
+# what a head fitted on ``recorded_codes(20, 11)`` and scored on ``recorded_codes(8, 12)`` gave when these figures were
+# recorded (commit 6622e35), for three settings: the layout, threshold, candidates' out-of-fold ROC-AUC, per-epoch
+# losses and validation thresholds, and p(nodule) of the first 12 test codes (uncalibrated: --calibration none)
 RECORDED = {
     "defaults": dict(settings=TrainSettings(epochs=4, batch_size=16, calibration="none"), layout="both", threshold=0.5941905379295349,
                      candidates={"avg": 0.62, "flat": 0.65, "both": 0.7},
@@ -52,7 +53,7 @@ def recorded_codes(n, seed):
 
 
 @pytest.mark.parametrize("name", list(RECORDED))
-def test_the_estimator_fits_what_the_fit_sequence_before_it_fitted(name):
+def test_the_estimator_gives_the_recorded_fit(name):
     want = RECORDED[name]
     codes, targets, groups = recorded_codes(20, 11)
     fitted = HeadClassifier(want["settings"]).fit(codes, targets, groups, classes=CLASSES)
