@@ -1,6 +1,7 @@
-"""How the head learns on small, imbalanced data: class weights, standardisation, validation by group, the operating
-point, checkpoint keeping, and the original recipe kept exact. Small generated codes; the real radiographs are in
-`make accuracy`. The layout's inner cross-validation: tests/test_selection.py."""
+"""How the head learns on small, imbalanced data: class weights, validation by group, the operating point, checkpoint
+keeping, and the original recipe kept exact. Small generated codes; the real radiographs are in `make accuracy`. The
+layout's inner cross-validation: tests/test_selection.py; the estimator's own arithmetic (class weights,
+standardisation, the SGD step): tests/test_classifier.py."""
 
 import json
 import os
@@ -17,7 +18,7 @@ from helpers import (
     make_split,
     read_params,
 )
-from models import classifier, head
+from models import head
 from models.classifier import RECIPES, HeadClassifier, TrainSettings
 from models.headfolder import META_FILE, params_file
 from models.labels import load_labels, save_labels
@@ -54,11 +55,7 @@ def test_defaults_learn_the_rare_class_where_the_original_recipe_collapses():
     assert original.threshold_ == 0.5 and recalls(original, test_codes, test_targets)[1] <= 0.3  # nodules missed
 
 
-def test_class_weights_are_scikit_learns_balanced_and_a_no_op_for_equal_classes(tmp_path, capsys):
-    np.testing.assert_allclose(classifier.class_weights([0, 0, 0, 1], 2, "balanced"), [4 / 6, 4 / 2])
-    np.testing.assert_allclose(classifier.class_weights([0, 1, 2, 2], 3, "balanced"), [4 / 3, 4 / 3, 4 / 6])
-    assert classifier.class_weights([0, 0, 1, 1], 2, "balanced").tolist() == [1.0, 1.0]
-    assert classifier.class_weights([0, 0, 0, 1], 2, "none").tolist() == [1.0, 1.0]
+def test_balanced_class_weights_train_the_same_head_as_none_for_equal_classes(tmp_path, capsys):
     train = make_split(tmp_path / "d", ["normal", "nodule"], 12, seed=1)  # equal classes
     common = ["--epochs", 2, "--batch-size", 8, "--val-fraction", 0]
     for weight in ("balanced", "none"):
@@ -66,20 +63,6 @@ def test_class_weights_are_scikit_learns_balanced_and_a_no_op_for_equal_classes(
     a, b = (read_params(tmp_path / w / params_file(2)) for w in ("balanced", "none"))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def test_standardisation_is_streamed_exactly_and_leaves_constant_features_alone(monkeypatch):
-    rng = np.random.default_rng(0)
-    codes = (rng.gamma(2.0, 3.0, size=(50, 4, 2, 2)) + 100).astype(np.float32)
-    codes[:, 3] = 7.0  # a channel that never varies
-    monkeypatch.setattr(classifier, "STATS_BATCH", 7)  # several partial batches
-    for pool in ("avg", "none"):
-        features = head.pool_codes(codes, pool).astype(np.float64)
-        mean, scale = classifier.feature_scaling(codes, pool)
-        np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-9)
-        varying = features.std(axis=0) > 0
-        np.testing.assert_allclose(scale[varying], 1 / features.std(axis=0)[varying], rtol=1e-6)
-        assert np.all(scale[~varying] == 1.0) and (~varying).sum() == (1 if pool == "avg" else 4)
 
 
 def test_original_recipe_is_plain_sgd_on_flat_codes_exactly(tmp_path, capsys):

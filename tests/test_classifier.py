@@ -1,6 +1,7 @@
-"""The head estimator (models.classifier.HeadClassifier), the one code path that fits a head: it gives the recorded
+"""The head estimator (models/classifier.py): HeadClassifier, the one code path that fits a head, gives the recorded
 figures of three settings to float32 rounding, recalibration changes probabilities but no decision, and
-train_model.py's checkpoints are exactly what it fits on the same arrays."""
+train_model.py's checkpoints are exactly what it fits on the same arrays; its class weights, streamed standardisation
+and SGD step are what their definitions (scikit-learn's balanced weights, numpy, gluon.Trainer) give."""
 
 import json
 from dataclasses import replace
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 import train_model
-from helpers import cli, make_split, read_params
+from helpers import CODE_SHAPE, cli, make_split, read_params
+from models import classifier, head
 from models.classifier import RECIPES, HeadClassifier, TrainSettings
 from models.codes import CodeStore
 from models.headfolder import META_FILE, params_file
@@ -107,3 +109,54 @@ def test_train_model_writes_exactly_what_the_estimator_fits(tmp_path, capsys):
     for key, param in fitted.net_.collect_params().items():
         kind = "aux" if "running" in key else "arg"
         np.testing.assert_array_equal(saved[f"{kind}:{key}"], param.data().asnumpy(), err_msg=key)
+
+
+def test_class_weights_are_scikit_learns_balanced_and_equal_for_equal_classes():
+    np.testing.assert_allclose(classifier.class_weights([0, 0, 0, 1], 2, "balanced"), [4 / 6, 4 / 2])
+    np.testing.assert_allclose(classifier.class_weights([0, 1, 2, 2], 3, "balanced"), [4 / 3, 4 / 3, 4 / 6])
+    assert classifier.class_weights([0, 0, 1, 1], 2, "balanced").tolist() == [1.0, 1.0]
+    assert classifier.class_weights([0, 0, 0, 1], 2, "none").tolist() == [1.0, 1.0]
+
+
+def test_standardisation_is_streamed_exactly_and_leaves_constant_features_alone(monkeypatch):
+    rng = np.random.default_rng(0)
+    codes = (rng.gamma(2.0, 3.0, size=(50, 4, 2, 2)) + 100).astype(np.float32)
+    codes[:, 3] = 7.0  # a channel that never varies
+    monkeypatch.setattr(classifier, "STATS_BATCH", 7)  # several partial batches
+    for pool in ("avg", "none"):
+        features = head.pool_codes(codes, pool).astype(np.float64)
+        mean, scale = classifier.feature_scaling(codes, pool)
+        np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-9)
+        varying = features.std(axis=0) > 0
+        np.testing.assert_allclose(scale[varying], 1 / features.std(axis=0)[varying], rtol=1e-6)
+        assert np.all(scale[~varying] == 1.0) and (~varying).sum() == (1 if pool == "avg" else 4)
+
+
+
+def test_sgd_step_is_what_gluon_trainer_does():
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    from models.classifier import sgd_step
+
+    data, truth = mx.nd.array(np.random.default_rng(0).normal(size=(6, 8, 2, 2))), mx.nd.array([0, 1, 0, 1, 1, 0])
+    nets = []
+    for _ in range(2):
+        net = head.build_head(2, CODE_SHAPE)
+        mx.random.seed(3)
+        net.initialize(mx.init.Xavier())
+        nets.append(net)
+    trainer = gluon.Trainer(nets[0].collect_params(), mx.optimizer.SGD(learning_rate=0.05, momentum=0.0, wd=0.0))
+    trainable = [p for p in nets[1].collect_params().values() if p.grad_req != "null"]
+    initial = trainable[0].data().asnumpy().copy()
+    for _ in range(3):
+        for net in nets:
+            with autograd.record():
+                loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(data), truth)
+            loss.backward()
+        trainer.step(len(data))
+        sgd_step(trainable, 0.05, len(data))
+    for (name, a), b in zip(nets[0].collect_params().items(), nets[1].collect_params().values()):
+        np.testing.assert_array_equal(a.data().asnumpy(), b.data().asnumpy(), err_msg=name)
+    assert not np.array_equal(initial, trainable[0].data().asnumpy())  # the steps did move the weights
+
