@@ -4,7 +4,7 @@ spacing aside."""
 from scraper import mesh
 
 
-def test_mesh_matching():
+def test_a_class_matches_a_whole_major_term_whatever_its_case_and_spacing():
     assert mesh.classes_of(["Nodule/lung/upper lobe/right"], ["normal", "nodule"]) == ["nodule"]
     assert mesh.classes_of(["NORMAL"], ["normal", "nodule"]) == ["normal"]
     assert mesh.classes_of(["normal/lung"], ["normal"]) == []
