@@ -37,7 +37,7 @@ REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo figure test pipeline validate onnx reproduce bench exports accuracy audit clean
+.PHONY: help setup demo figure test test-fast pipeline validate onnx reproduce bench exports accuracy audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ figure: demo ## run make demo, then draw the README's picture, docs/demo-heatmap
 
 test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
 	$(PY) -m pytest tests
+
+test-fast: setup $(VENV)/.installed-dev ## set up, then run the tests not marked slow (no real ResNet-50, no whole pipeline: ~2 min)
+	$(PY) -m pytest tests -m "not slow"
 
 pipeline: setup ## set up, then run all five steps on Open-i into data/openi (DATA=folder: steps 2-5 on your class folders, GROUP_BY=patient for DICOM; FIELD=lungs: encode only the lung field; MODELS=dir: the models folder, default OUT/models; a changed training set gets a new head, the old one moved into MODELS/replaced-<time>/)
 ifeq ($(DATA),)

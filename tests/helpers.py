@@ -3,6 +3,7 @@ codes and label files. Tests import these from here, never from one another."""
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -170,6 +171,14 @@ def check_report_against_csv(out_dir):
     low, high = report["roc_auc"]["ci95"]
     assert low <= expected_auc <= high and high - low < 1
     return report
+
+
+def wilson_by_hand(successes, n):
+    """The 95% Wilson interval of successes / n from its definition: the p with |p_hat - p| = z sqrt(p (1 - p) / n),
+    i.e. the roots of a quadratic in p."""
+    z, p_hat = 1.959963984540054, successes / n
+    a, b, c = 1 + z * z / n, -(2 * p_hat + z * z / n), p_hat * p_hat
+    return sorted((-b + s * math.sqrt(b * b - 4 * a * c)) / (2 * a) for s in (-1, 1))
 
 
 def check_scores(scores, truth, predicted, classes):

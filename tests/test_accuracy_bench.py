@@ -7,7 +7,11 @@ images so easy that every sensible model separates them.
 import json
 import os
 
+import pytest
+
 from helpers import run_script, write_class_folders
+
+pytestmark = pytest.mark.slow  # real codes, then every model cross-validated
 
 
 def test_accuracy_bench_cross_validates_every_model(weights, tmp_path):

@@ -1,12 +1,10 @@
-"""Recalibration (models.calibration) and the scores of probabilities (models.metrics): a known miscalibration is
-undone, the ranking and every decision are kept, and the report's calibration numbers are what their definitions
-give."""
+"""Recalibration (models.calibration): a known miscalibration is undone, as the report's probability scores
+(models.metrics) measure it, the ranking and every decision are kept, and more classes get temperature scaling."""
 
 import numpy as np
 import pytest
 
 from models import metrics
-from models.resampling import Resampling
 from models.calibration import Recalibration
 
 
@@ -56,28 +54,3 @@ def test_temperature_scaling_for_more_classes():
     assert np.array_equal(fitted.apply(sharp).argmax(axis=1), sharp.argmax(axis=1))
     again = Recalibration.from_record(fitted.record_)
     np.testing.assert_allclose(again.apply(sharp), fitted.apply(sharp))
-
-
-def test_rates_at_fixed_specificity_and_predictive_values_by_hand():
-    # 10 negatives scored 0.0, 0.1, ..., 0.9; 10 positives scored 0.45, 0.5, ..., 0.85 and 0.95
-    negatives = np.arange(10) / 10
-    positives = np.array([0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.95])
-    scores = np.concatenate([negatives, positives])
-    truth = np.repeat([0, 1], 10)
-    proba = np.stack([1 - scores, scores], axis=1)
-    rates = metrics.fixed_rate_points(truth, proba, 1, Resampling(truth, resamples=200))
-    # specificity >= 0.90: one negative (0.9) may be called positive: threshold 0.85, positives 0.85 and 0.95
-    assert rates["sensitivity_at_specificity"]["0.90"]["value"] == pytest.approx(0.2)
-    assert rates["sensitivity_at_specificity"]["0.95"]["value"] == pytest.approx(0.1)  # no negative: only 0.95
-    # sensitivity >= 0.90: 9 of 10 positives, threshold 0.5: the negatives 0.5..0.9 called positive: specificity 0.5;
-    # >= 0.95: all 10, threshold 0.45: the same five negatives
-    assert rates["specificity_at_sensitivity"]["0.90"]["value"] == pytest.approx(0.5)
-    assert rates["specificity_at_sensitivity"]["0.95"]["value"] == pytest.approx(0.5)
-    assert rates["specificity_at_sensitivity"]["0.95"]["threshold"] == pytest.approx(0.45)
-    for row in rates["sensitivity_at_specificity"].values():
-        assert 0 <= row["ci95"][0] <= row["value"] <= row["ci95"][1] <= 1
-    groups = [f"p{i // 2}" for i in range(20)]  # patients of two images: resampled whole
-    by_patient = Resampling(truth, groups, "patients", resamples=50)
-    assert "whole patients" in metrics.fixed_rate_points(truth, proba, 1, by_patient)["ci_method"]
-    values = metrics.predictive_values(0.8, 0.9, 0.1)
-    assert values["ppv"] == pytest.approx(0.08 / (0.08 + 0.09)) and values["npv"] == pytest.approx(0.81 / 0.83)

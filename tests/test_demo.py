@@ -1,4 +1,5 @@
-"""`make demo` and the bundled NIH sample (examples/nih-sample) it runs on, drawn by examples/make_nih_sample.py."""
+"""`make demo` and the bundled NIH sample (examples/nih-sample) it runs on, drawn by examples/make_nih_sample.py. The
+demo's run is the session's shared one (conftest.demo_run), which tests/test_export.py reads too."""
 
 import csv
 import json
@@ -29,18 +30,16 @@ def sample_files(root):
             for label in CLASSES}
 
 
-def test_make_demo_on_the_bundled_sample(weights, tmp_path):
+@pytest.mark.slow  # a whole pipeline
+def test_make_demo_on_the_bundled_sample(demo_run, tmp_path):
     """Steps 2-5 on 80 real radiographs through the real ResNet-50: every image coded, an honest report, the layout
     the README describes, and a second run that reuses it all."""
-    out = tmp_path / "demo"
-    raw = subprocess.run(["make", "demo", f"OUT={out}"], cwd=REPO, capture_output=True, timeout=600)
-    result = subprocess.CompletedProcess(raw.args, raw.returncode, raw.stdout.decode(), raw.stderr.decode())
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = demo_run.out
     # output to a pipe, as to a log file (bytes: text mode would turn carriage returns into newlines): no
     # progress-bar fragments
-    assert b"\r" not in raw.stdout + raw.stderr and b"%|" not in raw.stdout + raw.stderr
+    assert b"\r" not in demo_run.stdout + demo_run.stderr and b"%|" not in demo_run.stdout + demo_run.stderr
     # the last line of make's own output (under `make test`, make adds its "Leaving directory" lines after it)
-    done = [line for line in result.stdout.splitlines() if line.startswith("done: ")][-1]
+    done = [line for line in demo_run.stdout.decode().splitlines() if line.startswith("done: ")][-1]
     assert done.startswith(f"done: report {out}/models/eval/report.json"), done
 
     # the layout README "Two commands" describes

@@ -1,6 +1,7 @@
 """ONNX export (models.export) and the runner that needs only ONNX Runtime (models.onnx_predict): heads of every layout
 trained on real codes of the bundled NIH sample give models.predict's classes and probabilities on its test films, the
-runner runs where MXNet cannot be imported, and bad input gets one error line."""
+runner runs where MXNet cannot be imported, and bad input gets one error line. The heads train on the codes of the
+session's shared `make demo` run (conftest.demo_run)."""
 
 import csv
 import json
@@ -18,16 +19,12 @@ WITHOUT_MXNET = ("import sys; sys.modules['mxnet'] = None; from models.errors im
 
 
 @pytest.fixture(scope="module")
-def sample_codes(weights, tmp_path_factory):
-    """The bundled sample split by patient and encoded: (train images, codes, labels), and the test images."""
-    root = tmp_path_factory.mktemp("sample")
-    assert run_script("-m", "scraper.process", "--from-folders", SAMPLE, root / "split", "--group-pattern",
-                      r"^(\d+)_").returncode == 0
-    done = run_script("train.py", root / "split" / "train", root / "split" / "test", root / "codes" / "train",
-                      root / "codes" / "test", "--gpus", "none")
-    assert done.returncode == 0, done.stderr[-2000:]
-    return (root / "split" / "train", root / "codes" / "train", root / "split" / "train_labels.json"), \
-        root / "split" / "test"
+def sample_codes(demo_run):
+    """The bundled sample split by patient and encoded, as `make demo` left it (the session's shared run): (train
+    images, codes, labels), and the test images."""
+    out = demo_run.out
+    train = (out / "split" / "train", out / "codes" / "train", out / "split" / "train_labels.json")
+    return train, out / "split" / "test"
 
 
 def read_rows(path):
@@ -35,6 +32,7 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # heads trained and exported on a whole pipeline's codes
 @pytest.mark.parametrize("name, options", [("avg", ["--layout", "avg", "--folds", "0"]),
                                            ("flat", ["--layout", "flat", "--folds", "0"]),
                                            ("both", ["--layout", "both", "--folds", "2"])])  # both: recalibrated

@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from helpers import REPO, run_script, write_noise_pngs
-from models.codes import CodeStore, CodeWriter
-from models.devices import select_contexts
+from models.codes import CodeStore
 
 
 def train_py(tmp_path, *extra, train="train", test="test"):
@@ -134,36 +133,6 @@ def test_unknown_layer_cli(weights, tmp_path):
     result = train_py(tmp_path, "--layer", "stage4_unit2_relu_1")
     assert result.returncode == 2
     assert "closest valid names" in result.stderr and "stage4_unit2_relu1_output" in result.stderr
-
-
-def test_gpus_auto_falls_back_to_cpu_here():
-    import mxnet as mx
-
-    contexts, notice = select_contexts("auto")
-    if mx.context.num_gpus() == 0 or not mx.runtime.Features().is_enabled("CUDA"):
-        assert contexts == [mx.cpu()] and notice.startswith("using the CPU: ")
-    assert select_contexts("none") == ([mx.cpu()], None)
-
-
-def test_code_store_round_trip_and_resume(tmp_path):
-    files = [f"f{i}.png" for i in range(5)]
-    meta = {"model": "m", "layer": "l"}
-    writer = CodeWriter(tmp_path, files, (2, 3), meta)
-    writer.write(np.ones((2, 2, 3)), {})
-    resumed = CodeWriter(tmp_path, files, (2, 3), meta)
-    assert resumed.rows_done == 2
-    resumed.write(np.full((3, 2, 3), 2.0), {"f3.png": "broken"})
-    store = CodeStore(tmp_path)
-    assert store.names == ["f0.png", "f1.png", "f2.png", "f4.png"]
-    assert store.read(["f4.png", "f0.png"])[:, 0, 0].tolist() == [2.0, 1.0]
-    restarted = CodeWriter(tmp_path, files, (2, 3), dict(meta, layer="other"))  # other layer: start over
-    assert restarted.rows_done == 0
-
-
-def test_incomplete_codes_are_refused(tmp_path):
-    CodeWriter(tmp_path, ["a.png", "b.png"], (1,), {}).write(np.zeros((1, 1)))
-    with pytest.raises(Exception, match="incomplete .*run train.py again"):
-        CodeStore(tmp_path)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # pytest shows what the module ignores

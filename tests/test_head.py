@@ -247,31 +247,3 @@ def test_missing_params_file(two_class, tmp_path, capsys):
     os.remove(models_dir / params_file(2))
     line = fail(test_model.main, [*test, models_dir], capsys)
     assert "head-0002.params" in line and "missing" in line
-
-
-def test_sgd_step_is_what_gluon_trainer_does():
-    import mxnet as mx
-    from mxnet import autograd, gluon
-
-    from models.epochs import sgd_step
-
-    data, truth = mx.nd.array(np.random.default_rng(0).normal(size=(6, 8, 2, 2))), mx.nd.array([0, 1, 0, 1, 1, 0])
-    nets = []
-    for _ in range(2):
-        net = head.build_head(2, CODE_SHAPE)
-        mx.random.seed(3)
-        net.initialize(mx.init.Xavier())
-        nets.append(net)
-    trainer = gluon.Trainer(nets[0].collect_params(), mx.optimizer.SGD(learning_rate=0.05, momentum=0.0, wd=0.0))
-    trainable = [p for p in nets[1].collect_params().values() if p.grad_req != "null"]
-    initial = trainable[0].data().asnumpy().copy()
-    for _ in range(3):
-        for net in nets:
-            with autograd.record():
-                loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(data), truth)
-            loss.backward()
-        trainer.step(len(data))
-        sgd_step(trainable, 0.05, len(data))
-    for (name, a), b in zip(nets[0].collect_params().items(), nets[1].collect_params().values()):
-        np.testing.assert_array_equal(a.data().asnumpy(), b.data().asnumpy(), err_msg=name)
-    assert not np.array_equal(initial, trainable[0].data().asnumpy())  # the steps did move the weights

@@ -8,9 +8,12 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from helpers import run_script, write_class_images
 from models.labels import save_labels
+
+pytestmark = pytest.mark.slow  # a whole pipeline
 
 CLASSES = ["horizontal", "vertical"]
 

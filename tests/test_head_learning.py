@@ -1,12 +1,12 @@
-"""How the head learns on small, imbalanced data: class weights, standardisation, validation by group, the operating
-point, checkpoint keeping, and the original recipe kept exact. Small generated codes; the real radiographs are in
-`make accuracy`. The layout's inner cross-validation: tests/test_selection.py."""
+"""How the head learns on small, imbalanced data: class weights, validation by group, the operating point, checkpoint
+keeping, and the original recipe kept exact. Small generated codes; the real radiographs are in `make accuracy`. The
+layout's inner cross-validation: tests/test_selection.py; the estimator's own arithmetic (class weights,
+standardisation, the SGD step): tests/test_classifier.py."""
 
 import json
 import os
 
 import numpy as np
-import pytest
 
 import test_model
 import train_model
@@ -18,12 +18,10 @@ from helpers import (
     make_split,
     read_params,
 )
-from models import classifier, epochs, head, metrics
+from models import head
 from models.classifier import RECIPES, HeadClassifier, TrainSettings
-from models.errors import UserError
 from models.headfolder import META_FILE, params_file
 from models.labels import load_labels, save_labels
-from models.splits import grouped_holdout, groups_from_pattern
 
 
 def imbalanced_codes(n_major, n_minor, seed, signal=0.45):
@@ -57,11 +55,7 @@ def test_defaults_learn_the_rare_class_where_the_original_recipe_collapses():
     assert original.threshold_ == 0.5 and recalls(original, test_codes, test_targets)[1] <= 0.3  # nodules missed
 
 
-def test_class_weights_are_scikit_learns_balanced_and_a_no_op_for_equal_classes(tmp_path, capsys):
-    np.testing.assert_allclose(classifier.class_weights([0, 0, 0, 1], 2, "balanced"), [4 / 6, 4 / 2])
-    np.testing.assert_allclose(classifier.class_weights([0, 1, 2, 2], 3, "balanced"), [4 / 3, 4 / 3, 4 / 6])
-    assert classifier.class_weights([0, 0, 1, 1], 2, "balanced").tolist() == [1.0, 1.0]
-    assert classifier.class_weights([0, 0, 0, 1], 2, "none").tolist() == [1.0, 1.0]
+def test_balanced_class_weights_train_the_same_head_as_none_for_equal_classes(tmp_path, capsys):
     train = make_split(tmp_path / "d", ["normal", "nodule"], 12, seed=1)  # equal classes
     common = ["--epochs", 2, "--batch-size", 8, "--val-fraction", 0]
     for weight in ("balanced", "none"):
@@ -69,20 +63,6 @@ def test_class_weights_are_scikit_learns_balanced_and_a_no_op_for_equal_classes(
     a, b = (read_params(tmp_path / w / params_file(2)) for w in ("balanced", "none"))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def test_standardisation_is_streamed_exactly_and_leaves_constant_features_alone(monkeypatch):
-    rng = np.random.default_rng(0)
-    codes = (rng.gamma(2.0, 3.0, size=(50, 4, 2, 2)) + 100).astype(np.float32)
-    codes[:, 3] = 7.0  # a channel that never varies
-    monkeypatch.setattr(epochs, "STATS_BATCH", 7)  # several partial batches
-    for pool in ("avg", "none"):
-        features = head.pool_codes(codes, pool).astype(np.float64)
-        mean, scale = epochs.feature_scaling(codes, pool)
-        np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-9)
-        varying = features.std(axis=0) > 0
-        np.testing.assert_allclose(scale[varying], 1 / features.std(axis=0)[varying], rtol=1e-6)
-        assert np.all(scale[~varying] == 1.0) and (~varying).sum() == (1 if pool == "avg" else 4)
 
 
 def test_original_recipe_is_plain_sgd_on_flat_codes_exactly(tmp_path, capsys):
@@ -148,14 +128,9 @@ def test_validation_keeps_groups_whole_and_scores_every_epoch(tmp_path, capsys):
     assert not (tmp_path / "m2").exists()
 
 
-def test_operating_point_positive_class_and_test_report(tmp_path, capsys):
-    assert metrics.positive_class(["normal", "nodule"]) == 1 and metrics.positive_class(["nodule", "normal"]) == 0
-    assert metrics.positive_class(["No Finding", "effusion"]) == 1 and metrics.positive_class(["a", "b"]) == 1
-    assert metrics.positive_class(["normal", "healthy"]) == 1 and metrics.positive_class(["a", "b", "c"]) is None
-    truth, scores = np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.2, 0.6, 0.7, 0.9])
-    threshold = metrics.balanced_threshold(truth, np.stack([1 - scores, scores], axis=1), 1)
-    assert threshold == pytest.approx(0.65)  # halfway between the lowest positive and the highest negative
-
+def test_the_positive_class_and_the_operating_point_are_recorded_and_reach_the_test_report(tmp_path, capsys):
+    """Which class is positive and where the threshold lies (models.metrics' arithmetic: tests/test_metrics.py), as
+    train_model.py records them and test_model.py reports at them."""
     train = make_split(tmp_path / "train", ["nodule", "normal"], 20, seed=5, separation=1.0)
     test = make_split(tmp_path / "test", ["nodule", "normal"], 12, seed=6, separation=1.0)
     models_dir = tmp_path / "m"
@@ -213,23 +188,3 @@ def test_keep_removes_old_checkpoints_but_never_the_best(tmp_path, capsys):
         line = fail(train_model.main, [*train, tmp_path / "bad", *bad], capsys)
         assert bad[0] in line
     assert not (tmp_path / "bad").exists()
-
-
-def test_grouped_holdout_and_group_patterns():
-    labels = ["a"] * 12 + ["b"] * 6
-    groups = [f"p{i // 2}" for i in range(18)]  # pairs
-    kept, held = grouped_holdout(labels, groups, ["a", "b"], 0.34, seed=1)
-    assert sorted(kept + held) == list(range(18))
-    assert not {groups[i] for i in kept} & {groups[i] for i in held}
-    assert sum(labels[i] == "a" for i in held) == 4 and sum(labels[i] == "b" for i in held) == 2
-    assert grouped_holdout(labels, groups, ["a", "b"], 0.34, seed=1) == (kept, held)
-    assert grouped_holdout(labels, groups, ["a", "b"], 0.34, seed=2) != (kept, held)
-
-    assert groups_from_pattern(["00001_000.png", "00001_001.png", "00002_000.png"], r"^(\d+)_") == \
-        ["00001", "00001", "00002"]
-    with pytest.raises(UserError, match=r"matches no group id in 1 of 2 file names: 'scan.png'"):
-        groups_from_pattern(["00001_000.png", "scan.png"], r"^(\d+)_")
-    with pytest.raises(UserError, match="no capture group"):
-        groups_from_pattern(["00001_000.png"], r"^\d+_")
-    with pytest.raises(UserError, match="not a regular expression"):
-        groups_from_pattern(["00001_000.png"], r"^(\d+_")

@@ -4,7 +4,11 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from helpers import REPO, write_class_folders
+
+pytestmark = pytest.mark.slow  # a whole pipeline, run twice
 
 
 def test_make_pipeline_on_local_folders(weights, tmp_path):

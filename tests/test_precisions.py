@@ -12,8 +12,7 @@ import skimage
 
 from helpers import run_script
 from models.codes import CodeStore
-from models.devices import cpu_model, has_native_bf16, require_native_bf16
-from models.errors import UserError
+from models.devices import has_native_bf16
 from models.pretrained import (
     MIN_SPEEDUP,
     SIMULATE_SLOW_ENV,
@@ -178,31 +177,7 @@ def test_bf16_refused_without_native_support(photos):
     assert "--bf16 needs a CPU with native bfloat16 instructions" in result.stderr
 
 
-def test_bf16_support_check():
-    require_native_bf16({"avx512f", "avx512_bf16"})
-    require_native_bf16({"amx_bf16", "amx_tile"})
-    with pytest.raises(UserError, match="avx512_bf16 or amx_bf16"):
-        require_native_bf16({"avx2", "avx512f", "avx512_vnni"})
-
-
 def test_one_precision_at_a_time(photos):
     root, args = photos
     result = run_script(*args("both", "--bf16", "--int8"))
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
-
-
-@pytest.mark.parametrize("vendor, family, model, name, generation", [
-    ("AuthenticAMD", 26, 2, "AMD EPYC", "AMD Zen 5"),  # this project's VM: the name alone does not say which EPYC
-    ("AuthenticAMD", 25, 17, "AMD EPYC 9654 96-Core Processor", "AMD Zen 4"),
-    ("AuthenticAMD", 25, 1, "AMD EPYC 7763 64-Core Processor", "AMD Zen 3"),
-    ("GenuineIntel", 6, 143, "Intel(R) Xeon(R) Platinum 8480+", "Intel Sapphire Rapids"),
-    ("GenuineIntel", 6, 999, "Some Intel", None),
-])
-def test_cpu_model_names_the_generation(tmp_path, vendor, family, model, name, generation):
-    cpuinfo = tmp_path / "cpuinfo"
-    block = (f"processor\t: {{}}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
-             f"model name\t: {name}\n")
-    cpuinfo.write_text(block.format(0) + "\n" + block.format(1))
-    assert cpu_model(cpuinfo) == {"model_name": name, "vendor": vendor, "family": family, "model": model,
-                                  "generation": generation}
-    assert cpu_model(tmp_path / "absent")["generation"] is None

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import cli
 from models.labels import load_labels
-from scraper import mesh, process
+from scraper import process
 from scraper.store import report_id_of
 from tests.openi_server import make_png
 
@@ -152,15 +152,6 @@ def test_from_folders(tmp_path, capsys):
     assert "img12.png" in names and len(names) == 23
     assert split["counts"]["test"]["healthy"]["images"] == 7 and split["counts"]["test"]["pneumonia"]["images"] == 4
     assert not set(split["reports"]["train"]) & set(split["reports"]["test"])
-
-
-def test_mesh_matching():
-    assert mesh.classes_of(["Nodule/lung/upper lobe/right"], ["normal", "nodule"]) == ["nodule"]
-    assert mesh.classes_of(["NORMAL"], ["normal", "nodule"]) == ["normal"]
-    assert mesh.classes_of(["normal/lung"], ["normal"]) == []
-    assert mesh.classes_of(["Nodules/multiple", "Opacity/nodule"], ["nodule"]) == []
-    assert mesh.classes_of(["Calcified  Granuloma/lung"], ["calcified granuloma"]) == ["calcified granuloma"]
-    assert mesh.classes_of(["normal", "Nodule"], ["normal", "nodule"]) == ["normal", "nodule"]
 
 
 @pytest.mark.parametrize("argv, message", [

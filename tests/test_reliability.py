@@ -1,5 +1,7 @@
-"""Bad input that used to give silent wrong results or tracebacks: each case gets one `error:` line and exit 2, or the
-right result, and leaves nothing half-written (issue 11's findings, by number)."""
+"""Bad input across the commands (train.py, train_model.py, test_model.py, scraper.process, scraper.py): folders
+that clash, codes that no longer match their images, paths under a file, bad numbers, damaged or cut-off files, a loss
+that blows up, leftovers of a killed write, odd file names. Each gets one `error:` line and exit 2, or the right
+result, and leaves nothing half-written."""
 
 import json
 import os
@@ -30,7 +32,7 @@ def trained_head(split, models_dir, capsys, *extra):
     return models_dir
 
 
-def test_1_12_one_folder_for_two_outputs_or_an_output_in_an_image_folder_is_refused(split, tmp_path, capsys):
+def test_one_folder_for_two_outputs_or_an_output_in_an_image_folder_is_refused(split, tmp_path, capsys):
     (images, codes, _), (test_images, test_codes, test_labels) = split
     line = fail(train.main, [images, test_images, tmp_path / "x", tmp_path / "x"], capsys)
     assert "TEST_CODES" in line and "same folder as TRAIN_CODES" in line
@@ -45,7 +47,7 @@ def test_1_12_one_folder_for_two_outputs_or_an_output_in_an_image_folder_is_refu
     assert sorted(os.listdir(test_images)) == sorted(json.load(open(test_labels))["labels"])
 
 
-def test_2_codes_are_checked_against_the_images_they_are_used_for(split, tmp_path, capsys):
+def test_codes_are_checked_against_the_images_they_are_used_for(split, tmp_path, capsys):
     (images, codes, labels), (test_images, test_codes, test_labels) = split
     models_dir = trained_head(split, tmp_path / "m", capsys)
     # the training codes given as TEST_CODES
@@ -70,7 +72,7 @@ def test_2_codes_are_checked_against_the_images_they_are_used_for(split, tmp_pat
     assert json.load(open(tmp_path / "e" / "report.json"))["training_overlap"]["files"] == ["nodule_002.png"]
 
 
-def test_2_train_py_encodes_again_the_images_that_changed(weights, tmp_path):
+def test_train_py_encodes_again_the_images_that_changed(weights, tmp_path):
     write_noise_pngs(tmp_path / "train", 5)
     write_noise_pngs(tmp_path / "test", 2, seed=1)
     args = ["train.py", tmp_path / "train", tmp_path / "test", tmp_path / "tc", tmp_path / "sc", "--batch-size", 4]
@@ -91,7 +93,7 @@ def test_2_train_py_encodes_again_the_images_that_changed(weights, tmp_path):
     assert "nothing to do" in run_script(*args).stdout
 
 
-def test_5_output_path_under_a_regular_file_is_one_line_for_every_command(split, tmp_path, capsys):
+def test_an_output_path_under_a_regular_file_is_one_line_for_every_command(split, tmp_path, capsys):
     (images, codes, labels), (test_images, test_codes, test_labels) = split
     blocker = tmp_path / "a-file"
     blocker.write_text("in the way")
@@ -107,7 +109,7 @@ def test_5_output_path_under_a_regular_file_is_one_line_for_every_command(split,
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "is a file, not a folder" in result.stderr
 
 
-def test_5_bad_numbers_and_damaged_files_are_one_line(split, tmp_path, capsys):
+def test_bad_numbers_and_damaged_files_are_one_line(split, tmp_path, capsys):
     (images, codes, labels), (test_images, test_codes, test_labels) = split
     line = fail(train_model.main, [images, codes, labels, tmp_path / "neg", "--seed", -1], capsys)
     assert "--seed" in line and not (tmp_path / "neg").exists()
@@ -136,7 +138,7 @@ def test_5_bad_numbers_and_damaged_files_are_one_line(split, tmp_path, capsys):
     json.dump(meta, open(models_dir / META_FILE, "w"))
 
 
-def test_5_7_a_cut_off_checkpoint_says_why_in_one_line(split, tmp_path, capsys):
+def test_a_cut_off_checkpoint_says_why_in_one_line(split, tmp_path, capsys):
     (train_split, (test_images, test_codes, test_labels)) = split
     models_dir = trained_head(split, tmp_path / "m", capsys)
     last = models_dir / params_file(2)
@@ -147,7 +149,7 @@ def test_5_7_a_cut_off_checkpoint_says_why_in_one_line(split, tmp_path, capsys):
     assert "head-0002.params" in line and "damaged or cut-off" in line
 
 
-def test_6_a_loss_that_blows_up_stops_the_run_and_keeps_the_good_epochs(split, tmp_path, capsys, monkeypatch):
+def test_a_loss_that_blows_up_stops_the_run_and_keeps_the_good_epochs(split, tmp_path, capsys, monkeypatch):
     (train_split, _) = split
     real_step, calls = epochs.sgd_step, []
 
@@ -168,7 +170,7 @@ def test_6_a_loss_that_blows_up_stops_the_run_and_keeps_the_good_epochs(split, t
     assert not (models_dir / params_file(3)).exists()
 
 
-def test_11_temporary_files_of_a_killed_write_are_removed_by_the_next_run(split, tmp_path, capsys):
+def test_temporary_files_of_a_killed_write_are_removed_by_the_next_run(split, tmp_path, capsys):
     (train_split, _) = split
     models_dir = trained_head(split, tmp_path / "m", capsys)
     stale = models_dir / ".tmp-abc123-head-0003.params"
@@ -179,14 +181,14 @@ def test_11_temporary_files_of_a_killed_write_are_removed_by_the_next_run(split,
     assert not stale.exists() and not [n for n in os.listdir(models_dir) if n.startswith(".tmp-")]
 
 
-def test_13_a_file_name_with_a_line_break_cannot_split_the_error(split, capsys):
+def test_a_file_name_with_a_line_break_cannot_split_the_error(split, capsys):
     (images, codes, labels), _ = split
     Image.new("RGB", (8, 8)).save(os.path.join(images, "two\nlines.png"))
     status, _, err = cli(train_model.main, [images, codes, labels, "unused", "--gpus", "none"], capsys)
     assert status == 2 and err.count("\n") == 1 and "two\\nlines.png" in err
 
 
-def test_10_links_folders_and_hidden_files_in_an_image_folder(weights, tmp_path):
+def test_broken_links_and_folders_in_an_image_folder_are_skipped_by_name_and_hidden_files_left_out(weights, tmp_path):
     write_noise_pngs(tmp_path / "train", 3)
     write_noise_pngs(tmp_path / "test", 1, seed=1)
     os.symlink("nowhere.png", tmp_path / "train" / "broken.png")

@@ -1,7 +1,7 @@
-"""The head chooses by evidence: the inner cross-validation picks the layout the data call for, the threshold comes
-from every training image's out-of-fold probability, and the AUC intervals are DeLong's. Small generated codes whose
-signal is positional (only the flattened grid sees it) or shift-invariant (the average sees it, the grid spreads it
-over positions); the real radiographs are in `make accuracy`."""
+"""The head chooses by evidence: the inner cross-validation picks the layout the data call for, and the threshold
+comes from every training image's out-of-fold probability (DeLong's AUC intervals: tests/test_metrics.py). Small
+generated codes whose signal is positional (only the flattened grid sees it) or shift-invariant (the average sees it,
+the grid spreads it over positions); the real radiographs are in `make accuracy`."""
 
 import json
 import os
@@ -139,25 +139,6 @@ def test_the_averaged_heads_win_unless_one_layout_beats_them_by_a_standard_error
     results["avg"]["proba"] = as_proba(targets * 5.0 + rng.normal(size=60))  # clearly better
     winner, why = selection.choose(results, targets, 1)
     assert winner == "avg" and "more than one standard error" in why and "against flat" in why
-
-
-def test_delong_matches_sklearn_and_the_bootstrap():
-    rng = np.random.default_rng(3)
-    truth = rng.integers(0, 2, 150)
-    scores = np.round(truth * 0.7 + rng.normal(size=150), 1)  # ties too
-    proba = np.stack([1 - scores, scores], axis=1)
-    auc, variance = metrics.auc_and_variance(truth, proba, 1)
-    assert auc == pytest.approx(metrics.roc_auc(truth, proba, 1), abs=1e-12)
-    low, high = metrics.auc_interval(truth, proba, 1)
-    boot_low, boot_high = metrics.bootstrap_auc_interval(truth, proba, 1)
-    assert abs(low - boot_low) < 0.02 and abs(high - boot_high) < 0.02
-    difference, diff_variance = metrics.auc_and_variance(truth, proba, 1, other=proba)
-    assert difference == 0 and diff_variance == 0
-    three = rng.dirichlet([1, 1, 1], 120)
-    labels = rng.integers(0, 3, 120)
-    three[np.arange(120), labels] += 0.5
-    three /= three.sum(axis=1, keepdims=True)
-    assert metrics.auc_and_variance(labels, three)[0] == pytest.approx(metrics.roc_auc(labels, three), abs=1e-12)
 
 
 def test_operating_point_is_where_out_of_fold_sensitivity_equals_specificity():

@@ -1,5 +1,7 @@
-"""The head estimator is the one code path: it gives what the fit sequence gave before it existed (figures recorded
-from that code, at 6622e35), and train_model.py's checkpoints are exactly what it fits on the same arrays."""
+"""The head estimator (models/classifier.py): HeadClassifier, the one code path that fits a head, gives the recorded
+figures of three settings to float32 rounding, recalibration changes probabilities but no decision, and
+train_model.py's checkpoints are exactly what it fits on the same arrays; its class weights, streamed standardisation
+and SGD step are what their definitions (scikit-learn's balanced weights, numpy, gluon.Trainer) give."""
 
 import json
 from dataclasses import replace
@@ -8,16 +10,17 @@ import numpy as np
 import pytest
 
 import train_model
-from helpers import cli, make_split, read_params
+from helpers import CODE_SHAPE, cli, make_split, read_params
+from models import classifier, epochs, head
 from models.classifier import RECIPES, HeadClassifier, TrainSettings
 from models.codes import CodeStore
 from models.headfolder import META_FILE, SELECTION_RULE, params_file
 from models.labels import load_labels
 
 CLASSES = ["normal", "nodule"]
-# models.training.fit_and_select at 6622e35 on ``recorded_codes(20, 11)``, scored on ``recorded_codes(8, 12)``: the
-# layout, threshold, candidates' out-of-fold ROC-AUC, per-epoch losses and validation thresholds, and p(nodule) of the
-# first 12 test codes (before recalibration existed: --calibration none)
+# what a head fitted on ``recorded_codes(20, 11)`` and scored on ``recorded_codes(8, 12)`` gave when these figures were
+# recorded (commit 6622e35), for three settings: the layout, threshold, candidates' out-of-fold ROC-AUC, per-epoch
+# losses and validation thresholds, and p(nodule) of the first 12 test codes (uncalibrated: --calibration none)
 RECORDED = {
     "defaults": dict(settings=TrainSettings(epochs=4, batch_size=16, calibration="none"), layout="both", threshold=0.5941905379295349,
                      candidates={"avg": 0.62, "flat": 0.65, "both": 0.7},
@@ -52,7 +55,7 @@ def recorded_codes(n, seed):
 
 
 @pytest.mark.parametrize("name", list(RECORDED))
-def test_the_estimator_fits_what_the_fit_sequence_before_it_fitted(name):
+def test_the_estimator_gives_the_recorded_fit(name):
     want = RECORDED[name]
     codes, targets, groups = recorded_codes(20, 11)
     fitted = HeadClassifier(want["settings"]).fit(codes, targets, groups, classes=CLASSES)
@@ -106,3 +109,54 @@ def test_train_model_writes_exactly_what_the_estimator_fits(tmp_path, capsys):
     for key, param in fitted.net_.collect_params().items():
         kind = "aux" if "running" in key else "arg"
         np.testing.assert_array_equal(saved[f"{kind}:{key}"], param.data().asnumpy(), err_msg=key)
+
+
+def test_class_weights_are_scikit_learns_balanced_and_equal_for_equal_classes():
+    np.testing.assert_allclose(classifier.class_weights([0, 0, 0, 1], 2, "balanced"), [4 / 6, 4 / 2])
+    np.testing.assert_allclose(classifier.class_weights([0, 1, 2, 2], 3, "balanced"), [4 / 3, 4 / 3, 4 / 6])
+    assert classifier.class_weights([0, 0, 1, 1], 2, "balanced").tolist() == [1.0, 1.0]
+    assert classifier.class_weights([0, 0, 0, 1], 2, "none").tolist() == [1.0, 1.0]
+
+
+def test_standardisation_is_streamed_exactly_and_leaves_constant_features_alone(monkeypatch):
+    rng = np.random.default_rng(0)
+    codes = (rng.gamma(2.0, 3.0, size=(50, 4, 2, 2)) + 100).astype(np.float32)
+    codes[:, 3] = 7.0  # a channel that never varies
+    monkeypatch.setattr(epochs, "STATS_BATCH", 7)  # several partial batches
+    for pool in ("avg", "none"):
+        features = head.pool_codes(codes, pool).astype(np.float64)
+        mean, scale = epochs.feature_scaling(codes, pool)
+        np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-9)
+        varying = features.std(axis=0) > 0
+        np.testing.assert_allclose(scale[varying], 1 / features.std(axis=0)[varying], rtol=1e-6)
+        assert np.all(scale[~varying] == 1.0) and (~varying).sum() == (1 if pool == "avg" else 4)
+
+
+
+def test_sgd_step_is_what_gluon_trainer_does():
+    import mxnet as mx
+    from mxnet import autograd, gluon
+
+    from models.epochs import sgd_step
+
+    data, truth = mx.nd.array(np.random.default_rng(0).normal(size=(6, 8, 2, 2))), mx.nd.array([0, 1, 0, 1, 1, 0])
+    nets = []
+    for _ in range(2):
+        net = head.build_head(2, CODE_SHAPE)
+        mx.random.seed(3)
+        net.initialize(mx.init.Xavier())
+        nets.append(net)
+    trainer = gluon.Trainer(nets[0].collect_params(), mx.optimizer.SGD(learning_rate=0.05, momentum=0.0, wd=0.0))
+    trainable = [p for p in nets[1].collect_params().values() if p.grad_req != "null"]
+    initial = trainable[0].data().asnumpy().copy()
+    for _ in range(3):
+        for net in nets:
+            with autograd.record():
+                loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(data), truth)
+            loss.backward()
+        trainer.step(len(data))
+        sgd_step(trainable, 0.05, len(data))
+    for (name, a), b in zip(nets[0].collect_params().items(), nets[1].collect_params().values()):
+        np.testing.assert_array_equal(a.data().asnumpy(), b.data().asnumpy(), err_msg=name)
+    assert not np.array_equal(initial, trainable[0].data().asnumpy())  # the steps did move the weights
+
