@@ -7,17 +7,20 @@ import copy
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zlib
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
 from helpers import REPO, run_script
 
 SAMPLE = os.path.join(REPO, "examples", "nih-sample")
+PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,19 @@ def test_the_installed_command_runs_outside_the_repository_as_models_predict_doe
         columns = ("p_normal", "p_pneumonia", "training_distance")
         np.testing.assert_allclose([float(a[k]) for k in columns], [float(b[k]) for k in columns], atol=1e-4,
                                    rtol=1e-5)
+
+    # no GPL decoder in requirements-onnx.txt: a JPEG-LS DICOM is skipped with what to install, a baseline JPEG one read
+    dicoms = elsewhere / "dicom"
+    dicoms.mkdir()
+    for name in ("MR_small_jpeg_ls_lossless.dcm", "SC_rgb_small_odd_jpeg.dcm"):
+        shutil.copy(os.path.join(PYDICOM_FILES, name), dicoms / name)
+    ran = subprocess.run([str(runner_venv / "xvision-onnx-predict"), str(model), "dicom", "--out", "out_dicom"],
+                         cwd=str(elsewhere), env=outside_env(), capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    skipped = [line for line in ran.stderr.splitlines() if "MR_small_jpeg_ls_lossless.dcm" in line]
+    assert len(skipped) == 1 and "pip install pylibjpeg pylibjpeg-libjpeg" in skipped[0], ran.stderr
+    assert [row["file"].endswith("SC_rgb_small_odd_jpeg.dcm") for row in read_rows(elsewhere / "out_dicom" /
+                                                                                   "predictions.csv")] == [True]
 
     missing = subprocess.run([str(runner_venv / "xvision-onnx-predict"), "nothere.onnx", str(test)],
                              cwd=str(elsewhere), env=outside_env(), capture_output=True, text=True)
