@@ -165,7 +165,29 @@ def _check_image(ds):
     except NotImplementedError:
         raise DicomError(f"no decoder for its transfer syntax {syntax.name!r}") from None
     if not decoder.is_available:
-        raise DicomError(f"no decoder installed for its transfer syntax {syntax.name!r}")
+        raise DicomError(f"no decoder installed for its transfer syntax {syntax.name!r}{_what_to_install(decoder)}")
+
+
+def _decoder_hint(ds):
+    """``_what_to_install`` for the decoder of ``ds``'s transfer syntax, where a plugin not installed would decode it
+    (a 12-bit JPEG that only Pillow, which reads 8-bit JPEG alone, was there to try); else ''."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return _what_to_install(get_decoder(ds.file_meta.TransferSyntaxUID), "may read it")
+    except (NotImplementedError, AttributeError):
+        return ""
+
+
+def _what_to_install(decoder, effect="to read it"):
+    """'; pip install ...' naming the package that would decode what ``decoder`` (pydicom's) cannot, where it is one
+    of pylibjpeg's plugins (pylibjpeg-libjpeg is GPL-3.0 and left out of the ONNX runner's requirements); else ''."""
+    missing = " ".join(decoder.missing_dependencies)
+    for plugin in ("pylibjpeg-libjpeg", "pylibjpeg-openjpeg"):
+        if plugin in missing:
+            note = " (GPL-3.0: docs/licences.md)" if plugin == "pylibjpeg-libjpeg" else ""
+            return f"; pip install pylibjpeg {plugin} {effect}{note}"
+    return ""
 
 
 def output_range(ds):
@@ -291,7 +313,7 @@ def decode_dicom(path, shortest=None):
         else:
             pixels, sampled = gray_pixels(ds), None
     except Exception as err:  # noqa: BLE001 - a third-party decoder's failures have no common type
-        raise DicomError(f"its pixel data cannot be decoded ({_short(err)})") from None
+        raise DicomError(f"its pixel data cannot be decoded ({_short(err)}){_decoder_hint(ds)}") from None
     if pixels.ndim != 2:
         raise DicomError(f"pixel data of shape {pixels.shape}, not one image")
     return pixels, full_size, sampled

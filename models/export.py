@@ -9,9 +9,10 @@ class probabilities); the recalibration of the probabilities; outputs ``probabil
 of the metadata's ``classes``) and ``training_distance`` (N, the input check's distance; an image is unlike the
 training films above the metadata's ``input_check.threshold``). What a runner needs and must not guess goes into the
 file's metadata (key ``xvision_mx``, JSON) and a sidecar OUT.json: the classes, the positive class and the decision
-threshold, the image view (size, resize mode, field and lung box, gray repeated to RGB), the input check, where the
-probabilities come from, digests of the backbone, the head and its training data, the file format's version and the
-project's commit.
+threshold, the image view (size, resize mode, field and lung box, gray repeated to RGB) and, under ``input.how``, every
+rule of its reading in words and numbers another program can follow (``models.inputspec``), the input check, where
+the probabilities come from, digests of the backbone, the head and its training data, the file format's version and
+the project's commit.
 
 The backbone runs in fp32: codes made with --bf16 or --int8 come from networks that ONNX does not express here (an
 int8 graph of oneDNN's fused operators, bfloat16 convolutions), so such a head gets fp32 codes in the ONNX file, which
@@ -34,6 +35,7 @@ from models.errors import UserError, run_cli
 from models.fileio import atomic_path, check_output_folder, write_json
 from models.headfolder import EPOCH_CHOICES, FORMAT, HeadFolder, load_head, params_file, recorded_checkpoint
 from models.images import INPUT_SIZE, View
+from models.inputspec import input_how
 from models.onnx_predict import FORMAT as EXPORT_FORMAT
 from models.onnx_predict import DISTANCE, INPUT, METADATA_KEY, PROBABILITIES
 from models.provenance import record
@@ -121,8 +123,8 @@ def runner_metadata(folder, fitted):
         "input": {"name": INPUT, "shape": ["N", 3, INPUT_SIZE, INPUT_SIZE], "dtype": "float32",
                   "values": "RGB 0..255, channels first; a gray image repeated into the three channels",
                   "view": dict(view.describe(), field=view.field, lung_box=list(view.box)),
-                  "view_how": "models.images.View: crop = the centre square, squash = the whole image, resized to "
-                              "input_size; field lungs / outside: the rest / the lung box filled with the mean"},
+                  "view_how": "models.images.View, spelt out in 'how' for a program of any language",
+                  "how": input_how(view)},
         "outputs": {PROBABILITIES: "class probabilities in the order of 'classes'"
                                    + (", recalibrated" if fitted.calibration_ else ", the head's own"),
                     DISTANCE: None if check is None else "the input check's distance of each image"},

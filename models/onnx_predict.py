@@ -1,12 +1,15 @@
 """A classifier exported by ``models.export`` applied to new X-rays with ONNX Runtime alone: no MXNet.
 
     python -m models.onnx_predict OUT.onnx IMAGE_OR_FOLDER... [--out DIR] [--batch-size 32]
+    xvision-onnx-predict OUT.onnx IMAGE_OR_FOLDER...   # the same, installed (pyproject.toml), from any folder
 
 Reads every image with the project's one loader (``models.images``: PNG, JPEG, TIFF, 16-bit, DICOM mapped as a viewer
 shows it) as the file's metadata says the backbone saw them, runs the file, and writes what ``models.predict`` writes:
 one line per image (the class, its probabilities, a mark where it is unlike the training films), OUT/predictions.csv
 with the same columns, and the unreadable files named. Needs only what requirements-onnx.txt lists (ONNX Runtime,
-numpy, Pillow, pydicom and its decoders, tqdm), in any Python and numpy version they support.
+numpy, Pillow, pydicom and its decoders, tqdm), in any Python and numpy version they support: from the repository,
+or from any folder once ``pip install -r requirements-onnx.txt REPOSITORY`` has installed the command
+``xvision-onnx-predict`` (pyproject.toml).
 """
 
 import argparse
@@ -107,8 +110,8 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
     return done
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m models.onnx_predict", description=" ".join(
+def main(argv=None, prog="python -m models.onnx_predict"):
+    parser = argparse.ArgumentParser(prog=prog, description=" ".join(
         (__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2]).split()))
     parser.add_argument("model", metavar="OUT.onnx", help="a classifier written by python -m models.export")
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
@@ -116,6 +119,11 @@ def main(argv=None):
     add_batch_size_argument(parser)
     args = parser.parse_args(argv)
     predict_files(args.model, args.inputs, args.out, args.batch_size)
+
+
+def command():
+    """The installed command ``xvision-onnx-predict`` (pyproject.toml's entry point)."""
+    run_cli(lambda argv: main(argv, prog="xvision-onnx-predict"))
 
 
 if __name__ == "__main__":
