@@ -33,7 +33,7 @@ from models.checkpoint import load_checkpoint
 from models.cli import add_backbone_argument, add_batch_size_argument
 from models.errors import UserError, run_cli
 from models.fileio import atomic_path, check_output_folder, write_json
-from models.headfolder import EPOCH_CHOICES, FORMAT, HeadFolder, load_head, params_file, recorded_checkpoint
+from models.headfolder import EPOCH_CHOICES, FORMAT, HeadFolder, load_head, params_file
 from models.images import INPUT_SIZE, View
 from models.inputspec import input_how
 from models.onnx_predict import FORMAT as EXPORT_FORMAT
@@ -183,7 +183,9 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, backbone
     if len(meta["code_shape"]) != 3:
         raise UserError(f"the head in {models_dir} was trained on codes of shape {meta['code_shape']}; the export "
                         f"needs codes of channels x height x width (a --layer with a spatial output)")
-    prefix = recorded_checkpoint(meta, models_dir, backbone)  # found by head.json's sha256: ~100 MB read
+    from models.pretrained import recorded_checkpoint
+
+    prefix = recorded_checkpoint(meta["backbone"], models_dir, backbone)  # found by head.json's sha256: ~100 MB read
     proba, codes, weights = classifier_symbol(fitted, prefix)
     check, recalibrated = fitted.input_check_, fitted.calibration_
     metadata = runner_metadata(HeadFolder(models_dir), fitted)

@@ -92,54 +92,6 @@ def check_codes_match(codes_meta, head_meta, codes_dir):
                         f"{options}")
 
 
-def _checkpoint_prefix(path):
-    """The checkpoint prefix ``path`` names: a prefix itself, or its -NNNN.params / -symbol.json file."""
-    match = re.match(r"^(.*)-(\d{4}\.params|symbol\.json)$", os.fspath(path))
-    return match.group(1) if match else os.fspath(path)
-
-
-def backbone_places(meta, models_dir, given=None):
-    """Where the backbone of a head is looked for, in order: ``given`` (--backbone), a checkpoint in the models folder
-    itself (a folder handed over with its backbone), the project's models/ (``make setup``), and the path recorded
-    when the codes were made (provenance: it may be another clone, moved or deleted)."""
-    from models.weights import DEFAULT_PREFIX
-
-    places = [_checkpoint_prefix(given)] if given else []
-    if os.path.isdir(models_dir):
-        places += sorted(os.path.join(models_dir, name[:-len("-0000.params")]) for name in os.listdir(models_dir)
-                         if name.endswith("-0000.params") and not PARAMS_PATTERN.match(name))
-    places += [DEFAULT_PREFIX]
-    recorded = meta["backbone"].get("model")
-    places += [recorded] if recorded else []
-    return list(dict.fromkeys(os.path.abspath(place) for place in places))
-
-
-def recorded_checkpoint(meta, models_dir, given=None):
-    """The prefix of the backbone checkpoint the head's training codes were made with, found by its sha256 (head.json
-    records it and the cut layer) in ``backbone_places``; UserError naming what it needs and every place it looked.
-    ``given`` (--backbone) must be that checkpoint."""
-    from models.weights import sha256_of
-
-    made = meta["backbone"]
-    wanted, looked = made.get("model_sha256"), []
-    for prefix in backbone_places(meta, models_dir, given):
-        params = checkpoint.params_path(prefix)
-        if not os.path.exists(params):
-            looked.append(f"{params} (missing)")
-            continue
-        if sha256_of(params) == wanted:
-            return prefix
-        looked.append(f"{params} (another checkpoint)")
-        if given and prefix == os.path.abspath(_checkpoint_prefix(given)):
-            raise UserError(f"--backbone {given}: {params} is not the checkpoint the head's codes were made with (its "
-                            f"sha256 differs from head.json's {wanted[:12]}...): give that checkpoint, or train a "
-                            f"head on codes of this one")
-    name = os.path.basename(made.get("model") or "the backbone")
-    raise UserError(f"the head needs the backbone {name}-0000.params with sha256 {wanted}, cut at "
-                    f"{made.get('layer')}; looked in {'; '.join(looked)}: run make setup (the ImageNet ResNet-50), "
-                    f"copy that checkpoint into {models_dir}, or name it with --backbone PATH")
-
-
 def data_digest(names, labels):
     """sha256 of the training images' names, classes and groups: a resumed run must train on the same."""
     rows = [[n, labels.labels[n]] + ([labels.group_of(n)] if labels.groups else []) for n in names]

@@ -18,7 +18,7 @@ import numpy as np
 from models import metrics
 from models.cli import add_backbone_argument, add_batch_size_argument, add_gpus_argument
 from models.errors import UserError, run_cli
-from models.headfolder import EPOCH_CHOICES, load_head, recorded_checkpoint
+from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
 from models.images import View, image_paths
 from models.predictions import predictions_file
@@ -30,11 +30,11 @@ from models.runtime import setup_runtime
 
 def recorded_backbone(meta, models_dir, batch_size, contexts, given=None):
     """The backbone that made the head's training codes, rebuilt from head.json (found by its sha256: ``given``, the
-    models folder, the project's models/; ``headfolder.recorded_checkpoint``); UserError where it cannot be."""
-    from models.pretrained import Backbone
+    models folder, the project's models/; ``pretrained.recorded_checkpoint``); UserError where it cannot be."""
+    from models.pretrained import Backbone, recorded_checkpoint
 
     made = meta["backbone"]
-    prefix, precision = recorded_checkpoint(meta, models_dir, given), made.get("precision") or "fp32"
+    prefix, precision = recorded_checkpoint(made, models_dir, given), made.get("precision") or "fp32"
     if precision == "int8":
         from models.checkpoint import load_checkpoint
 

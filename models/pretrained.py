@@ -165,6 +165,49 @@ def cut(symbol, layer):
     return symbol.get_internals()[layer]
 
 
+def _checkpoint_prefix(path):
+    """The checkpoint prefix ``path`` names: a prefix itself, or its -NNNN.params / -symbol.json file."""
+    match = re.match(r"^(.*)-(\d{4}\.params|symbol\.json)$", os.fspath(path))
+    return match.group(1) if match else os.fspath(path)
+
+
+def backbone_places(made, models_dir, given=None):
+    """Where the backbone of a head is looked for, in order: ``given`` (--backbone), a checkpoint in the models folder
+    itself (a folder handed over with its backbone; a head's own params are never epoch 0000), the project's models/
+    (``make setup``), and the path recorded when the codes were made (``made``: head.json's "backbone"; provenance:
+    it may be another clone, moved or deleted)."""
+    places = [_checkpoint_prefix(given)] if given else []
+    if os.path.isdir(models_dir):
+        places += sorted(os.path.join(models_dir, name[:-len("-0000.params")]) for name in os.listdir(models_dir)
+                         if name.endswith("-0000.params"))
+    places += [DEFAULT_PREFIX]
+    recorded = made.get("model")
+    places += [recorded] if recorded else []
+    return list(dict.fromkeys(os.path.abspath(place) for place in places))
+
+
+def recorded_checkpoint(made, models_dir, given=None):
+    """The prefix of the backbone checkpoint a head's training codes were made with (``made``: head.json's
+    "backbone"), found by its sha256 in ``backbone_places``; UserError naming what it needs and every place it
+    looked. ``given`` (--backbone) must be that checkpoint."""
+    wanted, looked = made.get("model_sha256"), []
+    for prefix in backbone_places(made, models_dir, given):
+        params = f"{prefix}-0000.params"
+        if not os.path.exists(params):
+            looked.append(f"{params} (missing)")
+            continue
+        if sha256_of(params) == wanted:
+            return prefix
+        looked.append(f"{params} (another checkpoint)")
+        if given and prefix == os.path.abspath(_checkpoint_prefix(given)):
+            raise UserError(f"--backbone {given}: {params} is not the checkpoint the head's codes were made with (its "
+                            f"sha256 differs from head.json's {wanted[:12]}...): give that checkpoint, or train a "
+                            f"head on codes of this one")
+    name = os.path.basename(made.get("model") or "the backbone")
+    raise UserError(f"the head needs the backbone {name}-0000.params with sha256 {wanted}, cut at "
+                    f"{made.get('layer')}; looked in {'; '.join(looked)}: run make setup (the ImageNet ResNet-50), "
+                    f"copy that checkpoint into {models_dir}, or name it with --backbone PATH")
+
 class Backbone:
     """A checkpoint cut at ``layer`` (None: the whole network), bound for fixed-size batches of 224x224 RGB.
 
