@@ -6,7 +6,8 @@ import sys
 import time
 from dataclasses import replace
 
-from models.cli import add_batch_size_argument, add_gpus_argument, add_view_arguments, at_least
+from models.cli import (add_batch_size_argument, add_gpus_argument, add_scope_arguments, add_view_arguments, at_least,
+                        scope_of)
 from models.devices import CPU_SPECS, chosen_contexts
 from models.errors import run_cli
 from models.fileio import check_output_folder
@@ -32,6 +33,7 @@ def parse_args(argv=None):
     add_gpus_argument(parser)
     add_batch_size_argument(parser)
     add_view_arguments(parser)
+    add_scope_arguments(parser)
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true",
                            help="run a bfloat16 copy of the network on the CPU (oneDNN); needs a CPU with avx512_bf16 "
@@ -56,7 +58,8 @@ def parse_args(argv=None):
                         help="with --int8: how many training images its activation ranges are measured on (the old "
                              "name --calib-images still works; default: %(default)s)")
     args = parser.parse_args(argv)
-    args.view = View(resize=args.resize, field=args.field, box=args.lung_box, bits=args.significant_bits)
+    args.view = View(resize=args.resize, field=args.field, box=args.lung_box, bits=args.significant_bits,
+                     scope=scope_of(args))
     return args
 
 

@@ -4,6 +4,7 @@
 import argparse
 
 from models.devices import GPU_SPEC_HELP
+from models.dicom import ANY, CHEST_BODY_PARTS, PROJECTION_MODALITIES, Scope
 from models.errors import UserError
 from models.images import FIELDS, LUNG_BOX, View
 from models.resize import RESIZE_MODES
@@ -103,3 +104,21 @@ def add_group_arguments(parser, scope=""):
     either.add_argument("--group-by", choices=("patient",),
                         help=scope + "the DICOM files of one Patient ID are one group, written out only as a salted "
                              "hash; an image without a Patient ID is an error")
+
+
+def add_scope_arguments(parser):
+    """--allow-modality and --allow-body-part: DICOM files read although their header says they are not chest
+    radiographs (``models.dicom.Scope``); ``scope_of(args)`` is the Scope they give."""
+    parser.add_argument("--allow-modality", nargs="+", metavar="MODALITY", default=[],
+                        help=f"also read DICOM files of these Modality values (e.g. CT; {ANY}: every one); by default "
+                             f"only projection radiographs ({', '.join(PROJECTION_MODALITIES)}) are read, and a file "
+                             f"of another Modality is named and skipped")
+    parser.add_argument("--allow-body-part", nargs="+", metavar="PART", default=[],
+                        help=f"also read DICOM files of these Body Part Examined values (e.g. ABDOMEN; {ANY}: every "
+                             f"one); by default a file whose header gives a body part other than "
+                             f"{', '.join(CHEST_BODY_PARTS)} (case-insensitive) is named and skipped")
+
+
+def scope_of(args):
+    """The ``models.dicom.Scope`` that ``add_scope_arguments``'s options give."""
+    return Scope(args.allow_modality, args.allow_body_part)

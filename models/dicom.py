@@ -5,9 +5,14 @@ values sign-extended): the modality LUT (Rescale Slope / Intercept, or a Modalit
 the first Window Center / Width, else nothing; the result scaled from its full output range to 0..255, and inverted
 for MONOCHROME1 so that bone is bright as in every PNG. Colour (RGB, YBR_*) becomes gray with the weights PIL uses
 for a colour PNG. A file that cannot be read this way raises ``DicomError`` with the reason in a few words.
+
+What is read at all is a chest radiograph, as far as the header says (``Scope``): a file whose Modality is not that of
+a projection radiograph, or whose Body Part Examined is given and is not the chest, raises ``OutOfScope`` before any
+pixel is decoded, unless the reader's ``Scope`` accepts that value too (--allow-modality / --allow-body-part).
 """
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -28,6 +33,81 @@ warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
 
 class DicomError(Exception):
     """A DICOM file whose pixels cannot be read as one gray image; the message is the reason."""
+
+
+class OutOfScope(DicomError):
+    """A DICOM file whose header says it is not a chest radiograph; the message is the reason and the option that
+    would read it, ``reason`` the short form ('Modality CT') that counts such files."""
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
+
+
+# Modality (PS3.3 C.7.3.1.1.1) of a projection radiograph, what a chest film is: CR computed radiography (storage
+# phosphor plates), DX digital radiography (flat panels), RG radiographic imaging (conventional film/screen,
+# digitised). Not: MG (mammography), PX (panoramic dental), IO (intra-oral), XA / RF (angiography, fluoroscopy), nor
+# the cross-sectional and other modalities (CT, MR, US, NM, PT, OT, RTDOSE, SEG, ...)
+PROJECTION_MODALITIES = ("CR", "DX", "RG")
+# Body Part Examined (PS3.16 Annex L, case-insensitive) of a chest film: CHEST, the defined term; THORAX and LUNG,
+# which vendors write for it. Absent or blank: not given, so not held against the file
+CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG")
+ANY = "ANY"  # --allow-modality ANY / --allow-body-part ANY: every value
+MODALITY_NAMES = {"CT": "computed tomography", "MR": "magnetic resonance", "US": "ultrasound", "NM": "nuclear medicine",
+                  "PT": "positron emission tomography", "OT": "other", "SC": "secondary capture",
+                  "RTDOSE": "radiotherapy dose", "RTIMAGE": "radiotherapy image", "SEG": "segmentation",
+                  "MG": "mammography", "PX": "panoramic dental X-ray", "IO": "intra-oral X-ray",
+                  "XA": "X-ray angiography", "RF": "fluoroscopy", "ES": "endoscopy", "XC": "photograph"}
+
+
+def _values(values):
+    """Header values as the scope compares them: upper case, stripped, sorted, once each, blanks dropped."""
+    return tuple(sorted({str(v).strip().upper() for v in values or () if str(v).strip()}))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which DICOM files are read as chest radiographs: Modality one of PROJECTION_MODALITIES or of ``modalities``,
+    and Body Part Examined absent, one of CHEST_BODY_PARTS or of ``body_parts`` (ANY in either: every value)."""
+    modalities: tuple = ()
+    body_parts: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", _values(self.modalities))
+        object.__setattr__(self, "body_parts", _values(self.body_parts))
+
+    @classmethod
+    def of(cls, meta):
+        """The scope a codes index (or head.json's "backbone") records; none recorded is the default."""
+        return cls(meta.get("allow_modality") or (), meta.get("allow_body_part") or ())
+
+    def describe(self):
+        """What a codes index records: the values accepted besides the default ones, only where there are any."""
+        return {key: list(values) for key, values in (("allow_modality", self.modalities),
+                                                      ("allow_body_part", self.body_parts)) if values}
+
+    def plus(self, other):
+        """The scope accepting what this one or ``other`` accepts."""
+        return Scope(self.modalities + other.modalities, self.body_parts + other.body_parts)
+
+    def check(self, ds):
+        """OutOfScope where the header ``ds`` says the file is not a chest radiograph (an absent or blank value is
+        not held against it)."""
+        modality = str(ds.get("Modality") or "").strip().upper()
+        if modality and modality not in PROJECTION_MODALITIES and modality not in self.modalities \
+                and ANY not in self.modalities:
+            named = f" ({MODALITY_NAMES[modality]})" if modality in MODALITY_NAMES else ""
+            raise OutOfScope(f"not a chest radiograph: its Modality is {modality}{named}, not a projection "
+                             f"radiograph ({', '.join(PROJECTION_MODALITIES)}); --allow-modality {modality} reads it "
+                             f"anyway", f"Modality {modality}")
+        part = str(ds.get("BodyPartExamined") or "").strip().upper()
+        if part and part not in CHEST_BODY_PARTS and part not in self.body_parts and ANY not in self.body_parts:
+            raise OutOfScope(f"not a chest radiograph: its Body Part Examined is {part}, not "
+                             f"{', '.join(CHEST_BODY_PARTS)}; --allow-body-part '{part}' reads it anyway",
+                             f"Body Part Examined {part}")
+
+
+EVERY = Scope((ANY,), (ANY,))  # checks nothing: for a file whose scope was checked already, or that is not scored
 
 
 def has_dicom_magic(path):
@@ -56,10 +136,12 @@ def _short(err):
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def dicom_header(path):
-    """The header of a DICOM file (the pixel data left unread), after the checks that need no decoding: DicomError
-    with the reason for one that holds no single decodable image, or whose pixel data the file does not hold whole."""
+def dicom_header(path, scope=Scope()):
+    """The header of a DICOM file (the pixel data left unread), after the checks that need no decoding: OutOfScope
+    for one ``scope`` leaves out; DicomError with the reason for one that holds no single decodable image, or whose
+    pixel data the file does not hold whole."""
     ds = _dataset(path, defer_size=1024)  # large values (the pixels) stay on disk
+    scope.check(ds)
     _check_image(ds)
     _check_pixel_bytes(ds, path)
     return ds
@@ -289,7 +371,7 @@ def _reduced_stored(ds, shortest):
         return None
 
 
-def decode_dicom(path, shortest=None):
+def decode_dicom(path, shortest=None, scope=Scope()):
     """(the image of a DICOM file as 8-bit gray, (width, height) of the file's image, how it was sampled).
 
     Full size: uint8 (rows, columns), sampled None. With ``shortest``, a JPEG 2000 or baseline JPEG film is decoded
@@ -297,8 +379,10 @@ def decode_dicom(path, shortest=None):
     and it can be decoded so: JPEG 2000's low-pass samples (sampled "5-3" or "9-7", the codestream's wavelet: sample k
     on pixel k x 2**levels of the full image), float32 gray levels not rounded (``models.reduced.resize_reduced``
     rounds where a full decode does); a scaled JPEG's uint8 block means ("blocks"). DicomError with the reason if the
-    file is not one decodable image (its size is checked before decoding)."""
+    file is not one decodable image (its size is checked before decoding); OutOfScope, before that, for one ``scope``
+    leaves out."""
     ds = _dataset(path)
+    scope.check(ds)
     _check_image(ds)
     full_size = int(ds.Columns), int(ds.Rows)
     try:
@@ -320,6 +404,7 @@ def decode_dicom(path, shortest=None):
 
 
 def read_dicom(path):
-    """The image of a DICOM file as an 8-bit gray PIL image ('L'), full size; DicomError with the reason if it is not
+    """The image of a DICOM file as an 8-bit gray PIL image ('L'), full size, whatever its header says it shows (its
+    scope is the caller's to check: scraper.process reads the header first); DicomError with the reason if it is not
     one decodable image (its size is checked before decoding)."""
-    return Image.fromarray(decode_dicom(path)[0], mode="L")
+    return Image.fromarray(decode_dicom(path, scope=EVERY)[0], mode="L")

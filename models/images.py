@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from models.dicom import DICOM_EXTENSIONS, DicomError, decode_dicom, dicom_size, has_dicom_magic
+from models.dicom import DICOM_EXTENSIONS, DicomError, OutOfScope, Scope, decode_dicom, dicom_size, has_dicom_magic
 from models.errors import UserError, one_line
 from models.highdepth import HIGH_DEPTH_MODES, png_significant_bits, raster_depth, resize_high_depth, to_8bit
 from models.pixelcap import over_pixel_cap
@@ -146,14 +146,15 @@ class Decoded:
         return None if self.decoded == self.size else "{}x{} of {}x{}".format(*self.decoded, *self.size)
 
 
-def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MARGIN):
+def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MARGIN, scope=Scope()):
     """One image file read as ``size`` x ``size`` pixels of its centre square (``resize`` 'crop') or of all of it
-    ('squash'), as a ``Decoded``; ImageReadError if it cannot be read. ``bits``: the significant bits of a high-depth
+    ('squash'), as a ``Decoded``; ImageReadError if it cannot be read, or is a DICOM file whose header says it is
+    not a chest radiograph (``scope``, ``models.dicom.Scope``). ``bits``: the significant bits of a high-depth
     image's set; ``margin``: a reduced decode keeps the shorter side at least that many times ``size``."""
     shortest = math.ceil(margin * size)
     try:
         if is_dicom_file(path):
-            gray, full_size, sampled = decode_dicom(path, shortest)  # 8-bit gray; Rows x Columns checked first
+            gray, full_size, sampled = decode_dicom(path, shortest, scope)  # 8-bit gray; Rows x Columns checked first
             decoded = gray.shape[1], gray.shape[0]
             if sampled in LIFTING:
                 return Decoded(resize_reduced(gray, full_size, size, resize, sampled), full_size, decoded)
@@ -178,7 +179,8 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
                 resized = resize_image(to_8bit(image), size, resize)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning,
             DicomError) as err:  # the warning where a caller made it an error
-        raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
+        why = str(err) if isinstance(err, OutOfScope) else f"not a readable image ({err})"
+        raise ImageReadError(f"{os.path.basename(os.fspath(path))}: {why}") from None
     return Decoded(np.asarray(resized, dtype=np.uint8), full_size, image.size, notice)
 
 
@@ -210,13 +212,15 @@ class View:
     """What the backbone sees of an image file: ``size`` x ``size`` pixels of its centre square (``resize='crop'``) or
     of all of it (``'squash'``), with ``field`` 'lungs' or 'outside' the part outside or inside ``box`` (``LUNG_BOX``)
     filled with the mean of the view; ``bits``, the significant bits of the set's high-depth (16-bit) images, which
-    map 0..2**bits - 1 onto 0..255 (None: 16). ``describe()`` is what a codes index records; ``View.of(meta)``
-    rebuilds it."""
+    map 0..2**bits - 1 onto 0..255 (None: 16); ``scope``, the DICOM files read at all (``models.dicom.Scope``: chest
+    radiographs by their headers, and what --allow-modality / --allow-body-part add). ``describe()`` is what a codes
+    index records; ``View.of(meta)`` rebuilds it."""
     resize: str = "crop"
     field: str = "whole"
     box: tuple = LUNG_BOX
     size: int = INPUT_SIZE
     bits: int = None
+    scope: Scope = Scope()
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES or self.field not in FIELDS:
@@ -231,12 +235,13 @@ class View:
         """The view a codes index (or a head.json's "backbone") records; what older ones did not record is the default."""
         return cls(resize=meta.get("resize") or "crop", field=meta.get("field") or "whole",
                    box=tuple(meta.get("lung_box") or LUNG_BOX), size=meta.get("input_size") or INPUT_SIZE,
-                   bits=meta.get("significant_bits"))
+                   bits=meta.get("significant_bits"), scope=Scope.of(meta))
 
     def describe(self):
-        """The codes index's record of the view; the field only where it is not the whole image and the significant
-        bits only where they were measured, so that codes made before either existed are still the same codes."""
-        described = {"input_size": self.size, "resize": self.resize}
+        """The codes index's record of the view; the field only where it is not the whole image, the significant
+        bits only where they were measured and the scope only where it accepts more than chest radiographs, so that
+        codes made before any existed are still the same codes."""
+        described = {"input_size": self.size, "resize": self.resize, **self.scope.describe()}
         if self.field != "whole":
             described.update(field=self.field, lung_box=list(self.box))
         return dict(described, significant_bits=self.bits) if self.bits else described
@@ -268,7 +273,7 @@ class View:
 
     def decode(self, path):
         """``read``, as the ``Decoded`` that says what was read."""
-        decoded = read_file(path, self.size, self.resize, self.bits)
+        decoded = read_file(path, self.size, self.resize, self.bits, scope=self.scope)
         if self.field == "whole":
             return decoded
         return replace(decoded, pixels=self._fill(decoded.pixels, *decoded.size))

@@ -16,10 +16,11 @@ import argparse
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 
-from models.cli import add_batch_size_argument
+from models.cli import add_batch_size_argument, add_scope_arguments, scope_of
 from models.errors import UserError, run_cli
 from models.fileio import check_output_folder
 from models.images import View, as_rgb, image_paths, warn_of_reading
@@ -72,14 +73,16 @@ def read_batch(paths, view, write, pool=None):
     return batch, read, failed
 
 
-def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
-    """Classify every image of ``inputs`` with the exported classifier; returns the number classified."""
+def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, log=print):
+    """Classify every image of ``inputs`` with the exported classifier; returns the number classified. ``scope``:
+    DICOM files read besides the chest radiographs (and what the training allowed)."""
     session, metadata = load_session(model_path)
     out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(model_path)), "predict")
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     described = metadata["input"]["view"]
     view = View.of(described)
+    view = replace(view, scope=view.scope.plus(scope)) if scope else view
     classes, threshold = metadata["classes"], metadata["threshold"]
     positive = None if metadata["positive_class"] is None else classes.index(metadata["positive_class"])
     check = metadata.get("input_check")
@@ -116,9 +119,10 @@ def main(argv=None, prog="python -m models.onnx_predict"):
     parser.add_argument("model", metavar="OUT.onnx", help="a classifier written by python -m models.export")
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
     parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv (default: predict/ beside OUT.onnx)")
+    add_scope_arguments(parser)
     add_batch_size_argument(parser)
     args = parser.parse_args(argv)
-    predict_files(args.model, args.inputs, args.out, args.batch_size)
+    predict_files(args.model, args.inputs, args.out, args.batch_size, scope_of(args))
 
 
 def command():

@@ -12,11 +12,13 @@ image in OUT/heatmaps/. Images are read, encoded and written batch by batch.
 import argparse
 import os
 from contextlib import nullcontext
+from dataclasses import replace
 
 import numpy as np
 
 from models import metrics
-from models.cli import add_backbone_argument, add_batch_size_argument, add_gpus_argument
+from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_scope_arguments,
+                        scope_of)
 from models.errors import UserError, run_cli
 from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
@@ -50,9 +52,10 @@ def recorded_backbone(meta, models_dir, batch_size, contexts, given=None):
 
 
 def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=False, batch_size=32, contexts=None,
-                   backbone=None, log=print):
+                   backbone=None, scope=None, log=print):
     """Classify every image of ``inputs`` (files and folders) with the head in ``models_dir``; returns the number of
-    images classified. Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
+    images classified. ``scope``: DICOM files read besides the chest radiographs (and what the training allowed).
+    Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
     recorded one, or inputs that name no image."""
     from models.extract import encode
     from models.heatmaps import heatmap_batch, heatmap_file, overlay_name
@@ -64,7 +67,8 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     classes, positive, threshold, check = model.classes_, model.positive_, model.threshold_, model.input_check_
-    view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field
+    view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field, scope
+    view = replace(view, scope=view.scope.plus(scope)) if scope else view
     cam_net = model.gradient_net() if heatmaps else None
     backbone = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
     grid = tuple(meta["code_shape"][1:])
@@ -117,6 +121,7 @@ def main(argv=None):
                                                      "(default: MODELS_DIR/predict)")
     parser.add_argument("--heatmaps", action="store_true",
                         help="also write heatmaps.npz and an overlay PNG per image (Grad-CAM of the predicted class)")
+    add_scope_arguments(parser)
     add_backbone_argument(parser)
     add_batch_size_argument(parser)
     add_gpus_argument(parser)
@@ -125,7 +130,7 @@ def main(argv=None):
     from models.devices import chosen_contexts
 
     predict_images(args.models_dir, args.inputs, args.epoch, args.out, args.heatmaps, args.batch_size,
-                   chosen_contexts(args.gpus), args.backbone)
+                   chosen_contexts(args.gpus), args.backbone, scope_of(args))
 
 
 if __name__ == "__main__":

@@ -108,14 +108,14 @@ def image_groups(root, labels, files, pattern=None, group_by=None, patient_ids=N
     images = [f"{label}/{name}" for label, name in zip(labels, files)]
     if group_by != "patient":
         return images
-    from models.dicom import DicomError, dicom_header, patient_id
+    from models.dicom import EVERY, DicomError, dicom_header, patient_id
 
     known = patient_ids or {}
     groups = []
     for image in images:
         if image not in known:
             try:
-                known[image] = patient_id(dicom_header(os.path.join(root, image)))
+                known[image] = patient_id(dicom_header(os.path.join(root, image), EVERY))
             except DicomError:
                 known[image] = None
         groups.append(known[image])

@@ -16,8 +16,10 @@ import hashlib
 import os
 import secrets
 import shutil
+from dataclasses import replace
 
-from models.cli import add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_group_arguments
+from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_group_arguments,
+                        add_scope_arguments, scope_of)
 from models.errors import UserError, named, run_cli
 from models.fileio import check_output_folder, write_json
 from models.images import class_folders, is_image_name
@@ -102,10 +104,11 @@ def shift_report(report, meta):
 
 
 def validate(models_dir, root, out, group_pattern=None, group_by=None, batch_size=32, contexts=None, backbone=None,
-             heatmaps="grid", allow_overlap=False, log=print):
+             heatmaps="grid", allow_overlap=False, scope=None, log=print):
     """Score the head in ``models_dir`` on the class folders of ``root``, writing into ``out``; returns report.json's
     content. UserError for a class the head does not know, an image the project cannot read, and what test_model.py
-    refuses (a set holding the head's training images)."""
+    refuses (a set holding the head's training images). ``scope``: DICOM files read besides the chest radiographs
+    (and what the training allowed)."""
     from models.evaluation import evaluate
     from models.extract import extract_folder
     from models.headfolder import HeadFolder
@@ -120,8 +123,9 @@ def validate(models_dir, root, out, group_pattern=None, group_by=None, batch_siz
     labels, counts = gather(root, out, meta["classes"], group_pattern, group_by)
     log(f"{root}: " + ", ".join(f"{folder} {n}" for folder, n in counts.items()) + f" images -> {out}")
     net = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
-    writer = extract_folder(net, os.path.join(out, IMAGES), os.path.join(out, CODES), View.of(meta["backbone"]),
-                            log=log)
+    view = View.of(meta["backbone"])
+    view = replace(view, scope=view.scope.plus(scope)) if scope else view
+    writer = extract_folder(net, os.path.join(out, IMAGES), os.path.join(out, CODES), view, log=log)
     if writer.skipped:
         raise UserError(f"{len(writer.skipped)} images of {root} cannot be read ({named(sorted(writer.skipped), 5)}; "
                         f"the warnings above say why): move them out of {root} and run again (their codes are kept)")
@@ -146,6 +150,7 @@ def main(argv=None):
                         help="as test_model.py's (default: %(default)s)")
     parser.add_argument("--allow-overlap", action="store_true",
                         help="score the set even where it holds images the head was trained on (as test_model.py)")
+    add_scope_arguments(parser)
     add_backbone_argument(parser)
     add_batch_size_argument(parser)
     add_gpus_argument(parser)
@@ -155,7 +160,8 @@ def main(argv=None):
     from models.evaluation import format_table
 
     report = validate(args.models_dir, args.root, args.out, args.group_pattern, args.group_by, args.batch_size,
-                      chosen_contexts(args.gpus), args.backbone, args.heatmaps, args.allow_overlap)
+                      chosen_contexts(args.gpus), args.backbone, args.heatmaps, args.allow_overlap,
+                      scope_of(args))
     print(f"epoch {report['epoch']} of {args.models_dir} on {report['n']} images of {args.root}:\n")
     print(format_table(report))
     shift = report["validation"]

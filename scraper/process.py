@@ -1,32 +1,38 @@
-"""Step 2: label the scraped images by MeSH term and split them into train and test sets by report.
+"""Step 2: label the scraped images by MeSH term and split them into train and test sets by report (or, from class
+folders, by patient where --group-pattern / --group-by says who the patient is).
 
     python -m scraper.process DATA_DIR OUT [--classes normal nodule] [--test-fraction 0.3] [--seed 0]
                               [--protocol full|xvision]
     python -m scraper.process --from-folders ROOT OUT [--group-pattern REGEX | --group-by patient] [--views PA ...]
-                              [--allow-burned-in] [--test-fraction 0.3] [--seed 0]
+                              [--allow-burned-in] [--allow-modality MODALITY ...] [--allow-body-part PART ...]
+                              [--test-fraction 0.3] [--seed 0]
 
 Writes OUT/train/, OUT/test/ (hard links, or copies across file systems; a DICOM file as the 8-bit PNG of its image,
 so that none of its other values reaches OUT), OUT/train_labels.json, OUT/test_labels.json (with each image's group:
 its report, its --group-pattern id, or a salted hash of its Patient ID) and OUT/split.json (counts per class and side,
-seed, reports per side, each image's View Position, dropped images: unreadable, truncated or, unless
---allow-burned-in, marked as carrying burned-in text, all found before the split is drawn). All views of one report
-(all images of one group) go to the same side, so no report is both trained and tested on; train_model.py keeps the
-groups whole in its validation too.
+seed, reports (groups) per side, each image's View Position, dropped images: unreadable, truncated, unless
+--allow-burned-in marked as carrying burned-in text, unless --allow-modality / --allow-body-part not a chest radiograph
+by their DICOM header (``models.dicom.Scope``), all found before the split is drawn). All views of one report (all
+images of one group) go to the same side, so no report is both trained and tested on; train_model.py keeps the
+groups whole in its validation too. From class folders without a grouping, file names that share a patient prefix
+(NIH's 00001234_000.png) or DICOM files that share a Patient ID are warned of, with the patients found on both sides
+and the option that keeps them on one (``split.json``'s "leakage").
 """
 
 import argparse
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from models.cli import add_group_arguments, fraction
+from models.cli import add_group_arguments, add_scope_arguments, fraction, scope_of
 from models.errors import UserError, run_cli
-from models.dicom import (DICOM_EXTENSIONS, DicomError, burned_in, dicom_header, patient_id, read_dicom,
-                          view_position)
+from models.dicom import (DICOM_EXTENSIONS, DicomError, OutOfScope, Scope, burned_in, dicom_header, patient_id,
+                          read_dicom, view_position)
 from models.fileio import atomic_path, check_output_folder, write_json
 from models.images import IMAGE_EXTENSIONS, RASTER_EXTENSIONS, is_dicom_file, is_image_name
 from models.labels import save_labels
@@ -38,6 +44,7 @@ SIDES = ("train", "test")
 XVISION_SIZES = {"train": {"normal": 100, "nodule": 77}, "test": {"normal": 50, "nodule": 26}}
 RUNNING_MARKER = ".process-running"
 VIEW_MIX_GAP = 0.20  # warn when a View Position's share differs by more than this between two classes
+NIH_PREFIX = r"^(\d+)_"  # a patient number before the image's: NIH ChestX-ray14's 00001234_000.png
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Item:
     label: str
     report: str
     view: str = "unknown"  # View Position (DICOM files only)
+    patient: str = None  # Patient ID (DICOM files only): for the leakage warning, never written out
 
 
 def labelled_items(data_dir, classes):
@@ -72,10 +80,11 @@ def labelled_items(data_dir, classes):
     return items, dropped, unlabelled
 
 
-def folder_items(root, group_pattern=None, group_by=None, keep_views=None, allow_burned_in=False):
+def folder_items(root, group_pattern=None, group_by=None, keep_views=None, allow_burned_in=False, scope=Scope()):
     """Items of ROOT/<class>/<image>, the classes (the sub-folders, sorted) and the dropped entries (a broken link, a
-    folder named like an image, a DICOM file holding no single decodable image or not all of its pixel data, a DICOM
-    film whose Burned In Annotation says YES unless ``allow_burned_in``, a View Position not in ``keep_views``): all
+    folder named like an image, a DICOM file whose header says it is not a chest radiograph unless ``scope`` accepts
+    it, one holding no single decodable image or not all of its pixel data, a DICOM film whose Burned In Annotation
+    says YES unless ``allow_burned_in``, a View Position not in ``keep_views``): all
     found from the headers, before any split is drawn. Each file is its own report (group); with ``group_pattern``,
     the files whose names give the same first capture group form one; with ``group_by='patient'``, the DICOM files of
     one Patient ID. Hidden files (.name) are not images, as everywhere here; DICOM files are images whatever their
@@ -95,7 +104,12 @@ def folder_items(root, group_pattern=None, group_by=None, keep_views=None, allow
                     dropped.append({"image": image, "reason": reason, "detail": f.path})
                 elif is_dicom_file(f.path):
                     try:
-                        header = dicom_header(f.path)
+                        header = dicom_header(f.path, scope)
+                    except OutOfScope as err:
+                        print(f"warning: leaving out {image}: {err}", file=sys.stderr)
+                        dropped.append({"image": image, "reason": f"not a chest radiograph: {err.reason}",
+                                        "detail": str(err)})
+                        continue
                     except DicomError as err:
                         print(f"warning: skipping {image}: {err}", file=sys.stderr)
                         dropped.append({"image": image, "reason": "unreadable DICOM", "detail": str(err)})
@@ -132,7 +146,8 @@ def folder_items(root, group_pattern=None, group_by=None, keep_views=None, allow
     items = []
     for (label, name), out_name, group in zip(listed, out_names, groups):
         out_name = f"{label}_{out_name}" if counts[out_name] > 1 else out_name  # same file name in several classes
-        items.append(Item(out_name, os.path.join(root, label, name), label, group, view_of[f"{label}/{name}"]))
+        items.append(Item(out_name, os.path.join(root, label, name), label, group, view_of[f"{label}/{name}"],
+                          patients.get(f"{label}/{name}")))
     clashes = [n for n, c in Counter(i.name for i in items).items() if c > 1]
     if clashes:
         raise UserError(f"--from-folders: file names still clash after prefixing the class: {clashes[:5]}; rename them")
@@ -145,6 +160,35 @@ def output_name(name):
         return name
     dicom = next((ext for ext in DICOM_EXTENSIONS if name.lower().endswith(ext)), "")
     return name[:len(name) - len(dicom)] + ".png"
+
+
+def evident_patients(items):
+    """(the option that would group ``items`` by patient, what shows it, each item's patient or None) where they
+    evidently share patients though no grouping was given: most file names start with a number and an underscore
+    (NIH's ``NIH_PREFIX``) shared by several files, else most are DICOM files with a Patient ID, several sharing one;
+    (None, None, None) where not."""
+    prefixes = [re.match(NIH_PREFIX, os.path.basename(i.source)) for i in items]
+    prefixes = [m.group(1) if m else None for m in prefixes]
+    for option, shown_by, keys in ((f"--group-pattern '{NIH_PREFIX}'", "their file names' number prefix", prefixes),
+                                   ("--group-by patient", "their DICOM Patient ID", [i.patient for i in items])):
+        found = Counter(key for key in keys if key is not None)
+        if sum(found.values()) * 2 > len(items) and any(n > 1 for n in found.values()):
+            return option, shown_by, keys
+    return None, None, None
+
+
+def leakage(sides):
+    """split.json's "leakage" (or None) for a split drawn without a grouping: the option that evidently groups the
+    images by patient, how many patients have several images, and how many have images on both sides."""
+    items = [i for side in SIDES for i in sides[side]]
+    option, shown_by, keys = evident_patients(items)
+    if option is None:
+        return None
+    key_of = dict(zip(map(id, items), keys))
+    on = {side: {key_of[id(i)] for i in sides[side]} - {None} for side in SIDES}
+    several = sum(n > 1 for n in Counter(k for k in keys if k is not None).values())
+    return {"suggested": option, "shown_by": shown_by, "patients_with_several_images": several,
+            "patients_on_both_sides": len(on["train"] & on["test"])}
 
 
 def hashed_groups(sides):
@@ -279,7 +323,8 @@ def parse_args(argv):
         prog="python -m scraper.process",
         description="Label scraped chest X-rays by MeSH term and split them into train/test sets by report "
                     "(no report on both sides). Reads DATA_DIR/datas.json (this scraper's or the original "
-                    "Xvision scraper's) or, with --from-folders, a folder of class sub-folders.")
+                    "Xvision scraper's) or, with --from-folders, a folder of class sub-folders, split by group "
+                    "(the patient, as --group-pattern or --group-by says; else each image its own).")
     parser.add_argument("data_dir", nargs="?", metavar="DATA_DIR",
                         help="folder holding datas.json and images/ (made by scraper.py)")
     parser.add_argument("out", metavar="OUT", help="output folder for train/, test/, *_labels.json and split.json")
@@ -291,6 +336,7 @@ def parse_args(argv):
                         help="with --from-folders: keep DICOM films whose Burned In Annotation says YES (text in the "
                              "pixels, often the patient's name or ID, which then reaches the output PNGs, plots and "
                              "heatmaps); by default they are named and left out")
+    add_scope_arguments(parser)
     parser.add_argument("--views", nargs="+", metavar="VIEW",
                         help="with --from-folders: keep only images of these DICOM View Positions (e.g. PA; "
                              "'unknown' for images that record none); the others are dropped and listed")
@@ -298,7 +344,8 @@ def parse_args(argv):
                         help="class names matched on MeSH major terms: 'normal' = the term 'normal', others = "
                              "the term's first part, case-insensitive (default: normal nodule)")
     parser.add_argument("--test-fraction", type=fraction, default=0.3,
-                        help="share of each class's images that go to test, in whole reports (default 0.3)")
+                        help="share of each class's images that go to test, in whole reports (or groups, with "
+                             "--from-folders) (default 0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
     parser.add_argument("--protocol", choices=("full", "xvision"), default="full",
                         help="full: every labelled image; xvision: the original's sizes (train 100 normal + "
@@ -321,12 +368,14 @@ def main(argv=None):
         raise UserError(f"the output folder {args.out} and the input folder {source} overlap; "
                         "write the split to a separate folder")
     given = [flag for flag, value in (("--group-pattern", args.group_pattern), ("--group-by", args.group_by),
-                                      ("--views", args.views), ("--allow-burned-in", args.allow_burned_in)) if value]
+                                      ("--views", args.views), ("--allow-burned-in", args.allow_burned_in),
+                                      ("--allow-modality", args.allow_modality),
+                                      ("--allow-body-part", args.allow_body_part)) if value]
     if given and not args.from_folders:
         raise UserError(f"{given[0]} applies to --from-folders: the images of an Open-i download are PNGs grouped by "
                         f"report already")
     info = {"protocol": args.protocol, "seed": args.seed, "group_pattern": args.group_pattern,
-            "burned_in_allowed": args.allow_burned_in,
+            "burned_in_allowed": args.allow_burned_in, **scope_of(args).describe(),
             "group_by": args.group_by, "views_kept": args.views,
             # what a group is, for the intervals of the test report (none given: each file its own)
             "group_unit": "reports" if not args.from_folders else
@@ -336,7 +385,7 @@ def main(argv=None):
             raise UserError("--classes and --protocol xvision do not apply to --from-folders "
                             "(the sub-folders are the classes)")
         classes, items, dropped = folder_items(source, args.group_pattern, args.group_by, args.views,
-                                               args.allow_burned_in)
+                                               args.allow_burned_in, scope_of(args))
         unlabelled = 0
         info["source"] = {"folders": source}
     else:
@@ -360,16 +409,24 @@ def main(argv=None):
         info["test_fraction"] = args.test_fraction
     if args.group_by == "patient":
         sides = hashed_groups(sides)
+    if args.from_folders and not (args.group_pattern or args.group_by):
+        info["leakage"] = leakage(sides)
     info.update(unlabelled_images=unlabelled, dropped=dropped, shortfall=shortfall)  # write_split counts the dropped
     counts = write_split(out, sides, classes, info)
+    unit = info["group_unit"]  # reports, patients, or None: each image its own group, nothing more to count
     for side in SIDES:
-        parts = ", ".join(f"{c} {counts[side][c]['images']} images / {counts[side][c]['reports']} reports"
-                          for c in classes)
+        parts = ", ".join(f"{c} {counts[side][c]['images']} images"
+                          + (f" / {counts[side][c]['reports']} {unit}" if unit else "") for c in classes)
         print(f"{side}: {parts}")
     if dropped:
         print("dropped: " + ", ".join(f"{n} {reason}" for reason, n in info["dropped_by_reason"].items())
               + " (listed in split.json)")
     print(f"wrote {out}/train, {out}/test, train_labels.json, test_labels.json, split.json")
+    if info.get("leakage"):
+        found = info["leakage"]
+        print(f"warning: no --group-pattern / --group-by, but {found['patients_with_several_images']} patients have "
+              f"several images (by {found['shown_by']}) and {found['patients_on_both_sides']} of them have images in "
+              f"both train and test; {found['suggested']} keeps each patient on one side", file=sys.stderr)
     if info["view_warning"]:
         print(f"warning: {info['view_warning']}", file=sys.stderr)
     if shortfall:

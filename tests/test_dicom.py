@@ -3,6 +3,7 @@ Bits Stored, rescale, VOI LUT) against the PNG a careful converter makes, the co
 as DICOM (compressed, without extension) against the PNGs', and a DICOM export through every step with no patient
 identifier in any output."""
 
+import csv
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from bench.films import twelve_bit, write_dicom
 from helpers import REPO, run_script
-from models.dicom import _gray_of, gray_pixels, read_dicom
+from models.dicom import EVERY, OutOfScope, Scope, _dataset, _gray_of, gray_pixels, read_dicom
 from models.images import ImageReadError, View, list_images, read_file
 from models.pretrained import put_image
 from models.reduced import resize_reduced
@@ -89,7 +90,8 @@ def test_pydicoms_own_files_decode_to_gray_or_are_skipped_with_the_reason(tmp_pa
     shutil.copy(os.path.join(PYDICOM_FILES, "MR_small.dcm"), tmp_path / "1.2.840.113619.2.55")  # a UID as its name
     (tmp_path / "notes").write_text("not an image")
     assert "1.2.840.113619.2.55" in list_images(tmp_path) and "notes" not in list_images(tmp_path)
-    read = {name: View(resize="squash").read(tmp_path / name) for name in list_images(tmp_path)}
+    every = View(resize="squash", scope=EVERY)  # decoding is tested here, whatever the files show: scope below
+    read = {name: every.read(tmp_path / name) for name in list_images(tmp_path)}
     assert all(pixels.shape == (224, 224) and pixels.dtype == np.uint8 for pixels in read.values())
     for same in ("MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "1.2.840.113619.2.55"):  # lossless: the same
         np.testing.assert_array_equal(read[same], read["MR_small.dcm"])
@@ -102,17 +104,17 @@ def test_pydicoms_own_files_decode_to_gray_or_are_skipped_with_the_reason(tmp_pa
            "examples_palette.dcm": "photometric interpretation 'PALETTE COLOR' is not read"}
     for name, reason in bad.items():
         with pytest.raises(ImageReadError, match=re.escape(f"{name}: not a readable image ({reason}")):
-            View().read(os.path.join(PYDICOM_FILES, name))
+            every.read(os.path.join(PYDICOM_FILES, name))
     ds = pydicom.dcmread(os.path.join(PYDICOM_FILES, "MR_small_RLE.dcm"))  # its frames, as if MPEG2 (no decoder)
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
     ds.save_as(tmp_path / "mpeg2.dcm")
     with pytest.raises(ImageReadError, match="no decoder for its transfer syntax 'MPEG2"):
-        View().read(tmp_path / "mpeg2.dcm")
+        every.read(tmp_path / "mpeg2.dcm")
     truncated = tmp_path / "truncated_big.dcm"  # refused by its size before a byte of pixel data is decoded
     shutil.copy(os.path.join(PYDICOM_FILES, "MR_truncated.dcm"), truncated)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
     with pytest.raises(ImageReadError, match="Rows x Columns = 4096 pixels, more than the limit of 4095"):
-        View().read(truncated)
+        every.read(truncated)
 
 
 def sample_films(per_class):
@@ -167,8 +169,8 @@ def test_a_dicom_export_runs_to_a_report_with_no_identifier_in_any_output(weight
 
     split = run_script("-m", "scraper.process", "--from-folders", export, out / "split", "--group-by", "patient")
     assert split.returncode == 0, split.stderr
-    assert "skipping pneumonia/report: no pixel data" in split.stderr
-    assert "skipping normal/truncated.dcm: truncated pixel data" in split.stderr  # found when listed
+    assert "leaving out pneumonia/report: not a chest radiograph: its Modality is SR" in split.stderr
+    assert "leaving out normal/truncated.dcm: not a chest radiograph: its Modality is MR" in split.stderr  # listed
     assert "View Positions differ (PA 100% of normal; AP 67%, PA 33% of pneumonia)" in split.stderr
     info = json.loads((out / "split" / "split.json").read_text())
     assert {d["image"] for d in info["dropped"]} == {"pneumonia/report", "normal/truncated.dcm"}
@@ -192,6 +194,25 @@ def test_a_dicom_export_runs_to_a_report_with_no_identifier_in_any_output(weight
         result = run_script(*step)
         assert result.returncode == 0, result.stderr
     assert (models / "eval" / "report.json").exists() and (out / "predict" / "predictions.csv").exists()
+    assert "truncated.dcm: not a chest radiograph: its Modality is MR" in result.stderr  # the MR slice, not scored
+
+    # pydicom's own CT, MR, US, NM, OT, RT dose and SEG images beside a chest film: named with their Modality, and
+    # not scored
+    mixed = out / "mixed"
+    os.makedirs(mixed)
+    foreign = {"CT_small.dcm": "CT", "MR_small.dcm": "MR", "examples_rgb_color.dcm": "US", "JPEG2000.dcm": "NM",
+               "SC_rgb_rle.dcm": "OT", "rtdose_1frame.dcm": "RTDOSE", "liver_1frame.dcm": "SEG"}
+    for name in foreign:
+        shutil.copy(os.path.join(PYDICOM_FILES, name), mixed / name)
+    shutil.copy(os.path.join(SAMPLE, "normal", sample_films(1)["normal"][0]), mixed / "chest.png")
+    scored = run_script("-m", "models.predict", models, mixed, "--out", out / "mixed-predict", "--gpus", "none")
+    assert scored.returncode == 0, scored.stderr
+    for name, modality in foreign.items():
+        assert f"{name}: not a chest radiograph: its Modality is {modality}" in scored.stderr, name
+    with open(out / "mixed-predict" / "predictions.csv", encoding="utf-8") as f:
+        rows = {os.path.basename(row["file"]): row for row in csv.DictReader(f)}
+    assert rows["chest.png"]["predicted_class"] in ("normal", "pneumonia")
+    assert not any(rows.get(name, {}).get("predicted_class") for name in foreign)  # no row, or one without a score
     leaks = [(os.path.relpath(os.path.join(folder, name), out), found.decode())
              for folder, _, files in os.walk(out) for name in files
              for found in identifiers if found in open(os.path.join(folder, name), "rb").read()]
@@ -398,3 +419,102 @@ def test_large_jpeg2000_and_jpeg_films_decode_at_the_level_the_view_needs(weight
     reference = backbone.run(batch, len(written)).reshape(len(written), -1)
     similarity = (codes * reference).sum(1) / np.linalg.norm(codes, axis=1) / np.linalg.norm(reference, axis=1)
     assert similarity.min() >= 0.995, similarity  # 0.996-0.999 measured
+
+
+def pydicom_headers():
+    """{path relative to pydicom's test files: header} of every file there (sub-folders too) that parses as DICOM."""
+    headers = {}
+    for folder, _, names in os.walk(PYDICOM_FILES):
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                headers[os.path.relpath(path, PYDICOM_FILES)] = _dataset(path, stop_before_pixels=True)
+            except Exception:  # noqa: BLE001 - not DICOM (a text file, a broken one): no header to judge
+                continue
+    return headers
+
+
+def test_pydicoms_own_files_are_read_only_where_their_header_says_chest_radiograph(tmp_path):
+    """Every file of pydicom's own test data whose Modality is not a projection radiograph, or whose Body Part
+    Examined is not the chest, is out of scope with the reason naming the value (and skipped by name when read);
+    a DX chest film is read, a DX abdomen is not, and --allow-modality / --allow-body-part let them in."""
+    headers = pydicom_headers()
+    out, inside = {}, []
+    for name, ds in headers.items():
+        try:
+            Scope().check(ds)
+            inside.append(name)
+        except OutOfScope as err:
+            out[name] = err
+    modality = {name: str(ds.get("Modality") or "").upper() for name, ds in headers.items()}
+    foreign = {name for name, value in modality.items() if value in ("CT", "MR", "US", "NM", "OT", "RTDOSE", "SEG")}
+    assert len(foreign) >= 100 and foreign <= set(out)  # 64 CT, 27 MR, 23 OT, 7 RTDOSE, 5 US, 4 NM, 2 SEG
+    for name in foreign:
+        assert out[name].reason == f"Modality {modality[name]}", name
+        assert f"its Modality is {modality[name]}" in str(out[name]) and f"--allow-modality {modality[name]}" in str(
+            out[name])
+    spines = {name for name, ds in headers.items() if modality[name] == "CR"}  # CR films, of the cervical spine
+    assert spines and all(out[name].reason == "Body Part Examined CSPINE" for name in spines)
+    assert all(modality[name] in ("", "CR", "DX", "RG") for name in inside)  # in: no Modality given, nothing else
+
+    # read through the View: named and skipped, the allow options let them in
+    ct, mr = os.path.join(PYDICOM_FILES, "CT_small.dcm"), os.path.join(PYDICOM_FILES, "MR_small.dcm")
+    with pytest.raises(ImageReadError, match=re.escape("CT_small.dcm: not a chest radiograph: its Modality is CT "
+                                                       "(computed tomography), not a projection radiograph (CR, DX, "
+                                                       "RG); --allow-modality CT reads it anyway")):
+        View().read(ct)
+    assert View(scope=Scope(["ct"])).read(ct).shape == (224, 224)
+    assert View(scope=Scope(["ANY"])).read(mr).shape == (224, 224)
+    with pytest.raises(ImageReadError, match="Modality is MR"):
+        View(scope=Scope(["CT"])).read(mr)
+
+    gray = gray_film()
+    for part in ("CHEST", "thorax ", "", None):  # case and spaces aside; blank or absent: not given, not held against
+        tags = {} if part is None else {"BodyPartExamined": part}
+        assert View().read(radiograph(gray, tmp_path / "chest.dcm", **tags)).shape == (224, 224), part
+    for modality_value in ("CR", "RG"):
+        assert View().read(radiograph(gray, tmp_path / "film.dcm", Modality=modality_value)).shape == (224, 224)
+    abdomen = radiograph(gray, tmp_path / "abdomen.dcm", BodyPartExamined="ABDOMEN")
+    with pytest.raises(ImageReadError, match=re.escape("abdomen.dcm: not a chest radiograph: its Body Part Examined "
+                                                       "is ABDOMEN, not CHEST, THORAX, LUNG; --allow-body-part "
+                                                       "'ABDOMEN' reads it anyway")):
+        View().read(abdomen)
+    assert View(scope=Scope(body_parts=["Abdomen"])).read(abdomen).shape == (224, 224)
+    mammogram = radiograph(gray, tmp_path / "mammogram.dcm", Modality="MG", BodyPartExamined="BREAST")
+    assert "Modality is MG (mammography)" in View().decode_or_why(mammogram)[1]
+    assert "Body Part Examined is BREAST" in View(scope=Scope(["MG"])).decode_or_why(mammogram)[1]
+    assert View(scope=Scope(["MG"], ["ANY"])).decode_or_why(mammogram)[1] is None
+    # what a codes index records: nothing for the default (older codes stay the same), the values added otherwise
+    assert View().describe() == {"input_size": 224, "resize": "crop"}
+    allowed = View(scope=Scope(["mg", "CT", "MG"], ["breast"]))
+    assert allowed.describe()["allow_modality"] == ["CT", "MG"] and View.of(allowed.describe()) == allowed
+
+
+def test_films_out_of_scope_are_left_out_of_the_split_and_counted_by_reason(tmp_path):
+    """scraper.process --from-folders: pydicom's CT and MR slices and a written DX abdomen among 12 chest films are
+    named and left out, counted by reason in split.json; --allow-modality / --allow-body-part keep them."""
+    root = tmp_path / "export"
+    for c, label in enumerate(("normal", "nodule")):
+        os.makedirs(root / label)
+        for i in range(6):
+            radiograph(gray_film(seed=10 * c + i), root / label / f"IM{i:02d}.dcm", BodyPartExamined="CHEST")
+    for name in ("CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm"):
+        shutil.copy(os.path.join(PYDICOM_FILES, name), root / "nodule" / name)
+    radiograph(gray_film(seed=97), root / "normal" / "abdomen", BodyPartExamined="ABDOMEN")  # no extension
+    done = run_script("-m", "scraper.process", "--from-folders", root, tmp_path / "split")
+    assert done.returncode == 0, done.stderr
+    assert ("warning: leaving out nodule/CT_small.dcm: not a chest radiograph: its Modality is CT (computed "
+            "tomography), not a projection radiograph (CR, DX, RG); --allow-modality CT reads it anyway") in done.stderr
+    assert "leaving out normal/abdomen: not a chest radiograph: its Body Part Examined is ABDOMEN" in done.stderr
+    info = json.loads((tmp_path / "split" / "split.json").read_text())
+    assert info["dropped_by_reason"] == {"not a chest radiograph: Modality CT": 1,
+                                         "not a chest radiograph: Modality MR": 2,
+                                         "not a chest radiograph: Body Part Examined ABDOMEN": 1}
+    assert info["images"]["train"] + info["images"]["test"] == 12
+
+    kept = run_script("-m", "scraper.process", "--from-folders", root, tmp_path / "kept", "--allow-modality", "CT",
+                      "MR", "--allow-body-part", "abdomen")
+    assert kept.returncode == 0, kept.stderr
+    info = json.loads((tmp_path / "kept" / "split.json").read_text())
+    assert info["dropped"] == [] and info["images"]["train"] + info["images"]["test"] == 16
+    assert info["allow_modality"] == ["CT", "MR"] and info["allow_body_part"] == ["ABDOMEN"]

@@ -207,11 +207,26 @@ def test_from_folders_group_pattern_keeps_each_patient_on_one_side(tmp_path, cap
     assert all(labels.groups[name] == name.split("_")[0] for labels in sides.values() for name in labels.labels)
     assert split["group_pattern"] == r"^(\d+)_" and not set(split["reports"]["train"]) & set(split["reports"]["test"])
 
-    # without a pattern each file is its own group, and the label files say so
-    status, _, err = cli(process.main, ["--from-folders", root, tmp_path / "out2"], capsys)
+    assert "warning: no --group-pattern" not in err and "leakage" not in split
+
+    # without a pattern each file is its own group, and the label files say so; the shared prefixes are warned of,
+    # with the patients the split put on both sides
+    status, printed, err = cli(process.main, ["--from-folders", root, tmp_path / "out2"], capsys)
     assert status == 0, err
     labels = load_labels(tmp_path / "out2" / "train_labels.json")
     assert all(labels.groups[name] == f"{label}/{name}" for name, label in labels.labels.items())
+    split, sides = read_output(tmp_path / "out2")
+    on = {side: {name.split("_")[0] for name in labels.labels} for side, labels in sides.items()}
+    both = len(on["train"] & on["test"])
+    several = sum(len(names) > 1 for names in ({n for n in names if n.startswith(f"{p:08d}_")}
+                                                for names in files.values() for p in range(1, 32)))
+    assert both > 0 and several == 14  # 8 of normal (p % 3 > 0), 6 of pneumonia (p odd)
+    assert split["leakage"] == {"suggested": r"--group-pattern '^(\d+)_'", "shown_by": "their file names' number prefix",
+                                "patients_with_several_images": several, "patients_on_both_sides": both}
+    assert (f"warning: no --group-pattern / --group-by, but {several} patients have several images (by their file "
+            f"names' number prefix) and {both} of them have images in both train and test; --group-pattern "
+            r"'^(\d+)_' keeps each patient on one side") in err
+    assert " / " not in printed and "reports" not in printed  # each image its own group: nothing else to count
 
     (root / "normal" / "scan-7.png").write_bytes(PNG)
     status, _, err = cli(process.main, ["--from-folders", root, tmp_path / "out3", "--group-pattern", r"^(\d+)_"], capsys)
