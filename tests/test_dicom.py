@@ -518,3 +518,26 @@ def test_films_out_of_scope_are_left_out_of_the_split_and_counted_by_reason(tmp_
     info = json.loads((tmp_path / "kept" / "split.json").read_text())
     assert info["dropped"] == [] and info["images"]["train"] + info["images"]["test"] == 16
     assert info["allow_modality"] == ["CT", "MR"] and info["allow_body_part"] == ["ABDOMEN"]
+
+
+def test_shared_patient_ids_without_a_grouping_are_warned_of(tmp_path):
+    """DICOM films of 8 patients (3 films each) split without --group-by: the warning names --group-by patient and
+    counts the patients the split put on both sides; with --group-by patient there is none."""
+    root, patient_of = tmp_path / "export", {}
+    for c, label in enumerate(("normal", "nodule")):
+        os.makedirs(root / label)
+        for i in range(12):
+            patient = f"PID{label}{i // 3}"
+            radiograph(gray_film(seed=10 * c + i), root / label / f"{label}{i:02d}.dcm", patient=patient)
+            patient_of[f"{label}{i:02d}.png"] = patient
+    done = run_script("-m", "scraper.process", "--from-folders", root, tmp_path / "split", "--test-fraction", "0.5")
+    assert done.returncode == 0, done.stderr
+    on = {side: {patient_of[name] for name in os.listdir(tmp_path / "split" / side)} for side in ("train", "test")}
+    both = len(on["train"] & on["test"])
+    assert both > 0  # 6 of 12 films a class drawn one by one: some patient lands on both sides
+    assert (f"but 8 patients have several images (by their DICOM Patient ID) and {both} of them have images in both "
+            f"train and test; --group-by patient keeps each patient on one side") in done.stderr
+    info = json.loads((tmp_path / "split" / "split.json").read_text())
+    assert info["leakage"]["patients_on_both_sides"] == both and "PID" not in json.dumps(info)  # no ID written
+    grouped = run_script("-m", "scraper.process", "--from-folders", root, tmp_path / "grouped", "--group-by", "patient")
+    assert grouped.returncode == 0 and "no --group-pattern" not in grouped.stderr, grouped.stderr
