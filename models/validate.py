@@ -8,7 +8,9 @@ their label file, their codes (encoded with the backbone, view and depth head.js
 DIR/eval what test_model.py writes (report.json with intervals by patient where groups are given, predictions.csv,
 the plots), report.json's ``validation`` saying how the new set differs from the training films: the share the input
 check flags, the calibration on the new set (calibration-in-the-large, slope, Brier), and the operating point's
-sensitivity and specificity here against the balanced accuracy it was chosen with.
+sensitivity and specificity here against the balanced accuracy it was chosen with. A DICOM file whose header says it
+is not a chest radiograph (``models.dicom.Scope``; --allow-modality / --allow-body-part) is named and left out,
+listed in ``validation``'s ``not_chest_radiographs``.
 """
 
 import argparse
@@ -16,10 +18,12 @@ import hashlib
 import os
 import secrets
 import shutil
+import sys
 from dataclasses import replace
 
 from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_group_arguments,
                         add_scope_arguments, scope_of)
+from models.dicom import Scope
 from models.errors import UserError, named, run_cli
 from models.fileio import check_output_folder, write_json
 from models.images import class_folders, is_image_name
@@ -49,12 +53,36 @@ def _images_by_folder(root):
     return found
 
 
-def gather(root, out, classes, group_pattern=None, group_by=None):
+def out_of_scope(root, listed, scope):
+    """{"class/file": why} of the DICOM files of ``listed`` ((class folder, file name) in ROOT) whose header says they
+    are not chest radiographs (``models.dicom.Scope``); a file unreadable otherwise is left to the encoding."""
+    from models.dicom import DicomError, OutOfScope, dicom_header
+    from models.images import is_dicom_file
+
+    found = {}
+    for folder, name in listed:
+        path = os.path.join(root, folder, name)
+        if is_dicom_file(path):
+            try:
+                dicom_header(path, scope)
+            except OutOfScope as err:
+                found[f"{folder}/{name}"] = str(err)
+            except DicomError:
+                pass
+    return found
+
+
+def gather(root, out, classes, group_pattern=None, group_by=None, scope=Scope()):
     """Link every image of ROOT/<class>/ into OUT/images (a name used by two classes gets the class as prefix) and
-    write OUT/labels.json; returns (the label of each linked name, how many images each folder gave)."""
+    write OUT/labels.json, leaving out (named, with a warning) the DICOM files ``scope`` does not read; returns (the
+    label of each linked name, how many images each folder gave, {"class/file": why} of those left out)."""
     if not os.path.isdir(root):
         raise UserError(f"ROOT not found: {root}")
     listed = _images_by_folder(root)
+    left_out = out_of_scope(root, listed, scope)
+    for image, why in left_out.items():
+        print(f"warning: leaving out {image}: {why}", file=sys.stderr)
+    listed = [(folder, name) for folder, name in listed if f"{folder}/{name}" not in left_out]
     folders = list(dict.fromkeys(folder for folder, _ in listed))
     if not folders:
         raise UserError(f"no class folders with images in {root}: give a folder of one sub-folder per class")
@@ -83,7 +111,7 @@ def gather(root, out, classes, group_pattern=None, group_by=None):
         labels[linked], grouped[linked] = mapping[folder], group
     unit = "patients" if group_pattern or group_by else None
     save_labels(os.path.join(out, LABELS), classes, labels, grouped, unit)
-    return labels, {folder: sum(f == folder for f, _ in listed) for folder in folders}
+    return labels, {folder: sum(f == folder for f, _ in listed) for folder in folders}, left_out
 
 
 def shift_report(report, meta):
@@ -120,11 +148,11 @@ def validate(models_dir, root, out, group_pattern=None, group_by=None, batch_siz
         raise UserError(f"--out {out!r} lies inside ROOT {root!r}: its images would be read as a class; write "
                         f"elsewhere")
     meta = HeadFolder(models_dir).read_meta()
-    labels, counts = gather(root, out, meta["classes"], group_pattern, group_by)
-    log(f"{root}: " + ", ".join(f"{folder} {n}" for folder, n in counts.items()) + f" images -> {out}")
-    net = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
     view = View.of(meta["backbone"])
     view = replace(view, scope=view.scope.plus(scope)) if scope else view
+    labels, counts, left_out = gather(root, out, meta["classes"], group_pattern, group_by, view.scope)
+    log(f"{root}: " + ", ".join(f"{folder} {n}" for folder, n in counts.items()) + f" images -> {out}")
+    net = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
     writer = extract_folder(net, os.path.join(out, IMAGES), os.path.join(out, CODES), view, log=log)
     if writer.skipped:
         raise UserError(f"{len(writer.skipped)} images of {root} cannot be read ({named(sorted(writer.skipped), 5)}; "
@@ -132,7 +160,8 @@ def validate(models_dir, root, out, group_pattern=None, group_by=None, batch_siz
     report, eval_dir = evaluate(os.path.join(out, IMAGES), os.path.join(out, CODES), os.path.join(out, LABELS),
                                 models_dir, out_dir=os.path.join(out, EVAL), heatmaps=heatmaps,
                                 allow_overlap=allow_overlap, log=log)
-    report["validation"] = dict(shift_report(report, meta), data=os.path.abspath(root), folders=counts)
+    report["validation"] = dict(shift_report(report, meta), data=os.path.abspath(root), folders=counts,
+                                not_chest_radiographs=left_out)
     write_json(os.path.join(eval_dir, "report.json"), report)
     return report
 

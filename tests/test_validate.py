@@ -66,3 +66,32 @@ def test_what_validation_cannot_score_is_refused_in_one_line(demo_run, tmp_path)
 
     done = run_script("-m", "models.validate", out / "models", tmp_path / "nowhere", "--out", tmp_path / "v3")
     assert done.returncode == 2 and "ROOT not found" in done.stderr
+
+
+def test_files_that_are_not_chest_radiographs_are_left_out_by_name(tmp_path, capsys):
+    """pydicom's own CT slice and a written DX abdomen among chest films: named and left out of the linked set (no
+    label, no code); --allow-modality / --allow-body-part keep them."""
+    import numpy as np
+    import pydicom
+
+    from bench.films import write_dicom
+    from models.dicom import Scope
+    from models.validate import gather
+
+    root = tmp_path / "root"
+    for label in ("normal", "nodule"):
+        os.makedirs(root / label)
+        write_dicom(root / label / f"{label}.dcm", np.full((32, 32), 900, np.uint16), BodyPartExamined="CHEST")
+    write_dicom(root / "normal" / "abdomen.dcm", np.full((32, 32), 900, np.uint16), BodyPartExamined="ABDOMEN")
+    shutil.copy(os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm"),
+                root / "nodule" / "ct.dcm")
+    labels, counts, left_out = gather(root, tmp_path / "out", ["normal", "nodule"])
+    assert sorted(labels) == ["nodule.dcm", "normal.dcm"] and counts == {"nodule": 1, "normal": 1}
+    assert sorted(os.listdir(tmp_path / "out" / "images")) == ["nodule.dcm", "normal.dcm"]
+    assert left_out["nodule/ct.dcm"].startswith("not a chest radiograph: its Modality is CT (computed tomography)")
+    assert "its Body Part Examined is ABDOMEN" in left_out["normal/abdomen.dcm"]
+    err = capsys.readouterr().err
+    assert "warning: leaving out nodule/ct.dcm: not a chest radiograph" in err and "normal/abdomen.dcm" in err
+    labels, counts, left_out = gather(root, tmp_path / "all", ["normal", "nodule"],
+                                      scope=Scope(["CT"], ["abdomen"]))
+    assert len(labels) == 4 and not left_out
