@@ -221,7 +221,8 @@ def test_from_folders_group_pattern_keeps_each_patient_on_one_side(tmp_path, cap
     several = sum(len(names) > 1 for names in ({n for n in names if n.startswith(f"{p:08d}_")}
                                                 for names in files.values() for p in range(1, 32)))
     assert both > 0 and several == 14  # 8 of normal (p % 3 > 0), 6 of pneumonia (p odd)
-    assert split["leakage"] == {"suggested": r"--group-pattern '^(\d+)_'", "shown_by": "their file names' number prefix",
+    assert split["leakage"] == {"suggested": r"--group-pattern '^(\d+)_'",
+                                "shown_by": "their file names' number prefix",
                                 "patients_with_several_images": several, "patients_on_both_sides": both}
     assert (f"warning: no --group-pattern / --group-by, but {several} patients have several images (by their file "
             f"names' number prefix) and {both} of them have images in both train and test; --group-pattern "
