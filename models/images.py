@@ -182,13 +182,21 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
     return Decoded(np.asarray(resized, dtype=np.uint8), full_size, image.size, notice)
 
 
+def skip_reason(path, why):
+    """Why ``path`` could not be read, without the file's name that ``ImageReadError``'s message starts with: the
+    reason a results file gives beside the path."""
+    prefix = f"{os.path.basename(os.fspath(path))}: "
+    return why[len(prefix):] if why.startswith(prefix) else why
+
+
 def warn_of_reading(write, path, decoded, why):
     """Say with ``write`` (a progress bar's) what a step that reads many files says of one (``View.decode_or_why``):
-    that it was skipped and why, or the notice of its reading (values beyond the set's significant bits)."""
+    that it was skipped and why, or the notice of its reading (values beyond the set's significant bits); the file
+    named by ``path`` as given, as the results name it."""
     if why is not None:
-        write(f"warning: skipped {one_line(why)}", file=sys.stderr)
+        write(f"warning: skipped {one_line(path)}: {one_line(skip_reason(path, why))}", file=sys.stderr)
     elif decoded.notice:
-        write(f"warning: {os.path.basename(path)}: {decoded.notice}", file=sys.stderr)
+        write(f"warning: {one_line(path)}: {decoded.notice}", file=sys.stderr)
 
 
 def as_rgb(pixels):

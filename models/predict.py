@@ -20,12 +20,14 @@ from models.cli import add_backbone_argument, add_batch_size_argument, add_gpus_
 from models.errors import UserError, run_cli
 from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
-from models.images import View, image_paths
-from models.predictions import predictions_file
+from models.images import View, image_paths, skip_reason
+from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
 from models.provenance import record
 from models.weights import sha256_of
 from models.runtime import setup_runtime
+
+WRITTEN_BY = "models.predict"  # provenance.json's "written_by": the run that wrote an output folder
 
 
 def recorded_backbone(meta, models_dir, batch_size, contexts, given=None):
@@ -55,7 +57,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     images classified. Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
     recorded one, or inputs that name no image."""
     from models.extract import encode
-    from models.heatmaps import heatmap_batch, heatmap_file, overlay_name
+    from models.heatmaps import heatmap_batch, heatmap_file, overlay_names
     from models.plots import save_overlay
 
     model = load_head(models_dir, epoch)  # the head on the CPU: small next to the backbone
@@ -70,6 +72,8 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     grid = tuple(meta["code_shape"][1:])
     heatmaps = heatmaps and len(grid) == 2
     os.makedirs(out_dir, exist_ok=True)
+    announce_replacing(out_dir, WRITTEN_BY, os.path.abspath(models_dir), log)
+    overlays = overlay_names(paths) if heatmaps else {}
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
     log(f"epoch {epoch} of {models_dir}: {len(paths)} images{rule}")
     skipped = []
@@ -84,7 +88,9 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
             predicted = metrics.decide(probabilities, positive, threshold)
             distances, unlike = check.flag(codes) if check else ([None] * len(chunk), [None] * len(chunk))
             for path, guess, probs, distance, flag in zip(chunk, predicted, probabilities, distances, unlike):
-                if path not in failed:
+                if path in failed:
+                    written.skip(path, skip_reason(path, failed[path]))
+                else:
                     written.add(path, probs, guess, distance, flag)
             if maps_out is not None:  # one row per image given; an unreadable one gets NaNs and class -1
                 maps, boxes, sizes = heatmap_batch(cam_net, codes, predicted, chunk, view)
@@ -93,13 +99,14 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
                 maps_out.add(maps, chunk, predicted, boxes, sizes)
                 for path, heat, guess in zip(chunk, maps, predicted):
                     if path not in failed:
-                        save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(path)),
-                                     view.load(path), heat,
-                                     f"{os.path.basename(path)}\nsaid {classes[guess]}")
+                        save_overlay(os.path.join(out_dir, "heatmaps", overlays[path]),
+                                     view.load(path), heat, f"{path}\nsaid {classes[guess]}")
+        written.require_scored(out_dir)  # nothing scored: every output of an earlier run left as it was
     done = len(paths) - len(skipped)
-    write_json(os.path.join(out_dir, "provenance.json"), dict(
+    write_json(os.path.join(out_dir, PROVENANCE_FILE), dict(
         record({"head_params": sha256_of(model.params_path_), "backbone": meta["backbone"].get("model_sha256")}),
-        models_dir=os.path.abspath(models_dir), epoch=epoch, images=len(paths), skipped=len(skipped)))
+        written_by=WRITTEN_BY, source=os.path.abspath(models_dir), models_dir=os.path.abspath(models_dir),
+        epoch=epoch, images=len(paths), skipped=len(skipped)))
     written.summary(log)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
         f"{os.path.join(out_dir, 'predictions.csv')}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
