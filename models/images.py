@@ -17,7 +17,7 @@ from PIL import Image
 
 from models.dicom import DICOM_EXTENSIONS, DicomError, decode_dicom, dicom_size, has_dicom_magic
 from models.errors import UserError, one_line
-from models.highdepth import HIGH_DEPTH_MODES, png_significant_bits, raster_depth, resize_high_depth, to_8bit
+from models.highdepth import EIGHT_BIT, HIGH_DEPTH_MODES, png_significant_bits, raster_depth, resize_high_depth, to_8bit
 from models.pixelcap import over_pixel_cap
 from models.reduced import LIFTING, REDUCED_MARGIN, draft_scaled, resize_reduced, resize_scaled
 from models.resize import RESIZE_MODES, crop_box, resize_image
@@ -199,6 +199,17 @@ def warn_of_reading(write, path, decoded, why):
         write(f"warning: {one_line(path)}: {decoded.notice}", file=sys.stderr)
 
 
+def given_depth(view, bits, log):
+    """``view`` with the significant bits of the high-depth films given to a runner (--significant-bits), said with
+    ``log`` where they replace other recorded ones; ``view`` where ``bits`` is None."""
+    if bits is None:
+        return view
+    if view.high_depth_bits not in (None, bits):
+        log(f"notice: high-depth films mapped from {bits} significant bits (--significant-bits), not the "
+            f"{view.high_depth_bits} recorded for the training films")
+    return replace(view, bits=bits)
+
+
 def as_rgb(pixels):
     """A ``Decoded``'s pixels as (size, size, 3) uint8 RGB (gray repeated)."""
     return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
@@ -218,7 +229,8 @@ class View:
     """What the backbone sees of an image file: ``size`` x ``size`` pixels of its centre square (``resize='crop'``) or
     of all of it (``'squash'``), with ``field`` 'lungs' or 'outside' the part outside or inside ``box`` (``LUNG_BOX``)
     filled with the mean of the view; ``bits``, the significant bits of the set's high-depth (16-bit) images, which
-    map 0..2**bits - 1 onto 0..255 (None: 16). ``describe()`` is what a codes index records; ``View.of(meta)``
+    map 0..2**bits - 1 onto 0..255 (None: 16; ``EIGHT_BIT``: a set of 8-bit films, a high-depth one mapped from 16).
+    ``describe()`` is what a codes index records; ``View.of(meta)``
     rebuilds it."""
     resize: str = "crop"
     field: str = "whole"
@@ -249,6 +261,12 @@ class View:
             described.update(field=self.field, lung_box=list(self.box))
         return dict(described, significant_bits=self.bits) if self.bits else described
 
+    @property
+    def high_depth_bits(self):
+        """The bits a high-depth film's values are mapped from (None: FULL_DEPTH): ``bits``, but for a set of 8-bit
+        films (``EIGHT_BIT``), whose codes no high-depth mapping made."""
+        return None if self.bits == EIGHT_BIT else self.bits
+
     def region(self, width, height):
         """(left, top, right, bottom) of a ``width`` x ``height`` image that the view shows."""
         return crop_box(width, height, self.resize)
@@ -276,7 +294,7 @@ class View:
 
     def decode(self, path):
         """``read``, as the ``Decoded`` that says what was read."""
-        decoded = read_file(path, self.size, self.resize, self.bits)
+        decoded = read_file(path, self.size, self.resize, self.high_depth_bits)
         if self.field == "whole":
             return decoded
         return replace(decoded, pixels=self._fill(decoded.pixels, *decoded.size))

@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from models.cli import add_batch_size_argument
+from models.cli import add_batch_size_argument, add_significant_bits_argument
 from models.errors import UserError, run_cli
 from models.fileio import check_output_folder, write_json
-from models.images import View, as_rgb, image_paths, skip_reason, warn_of_reading
+from models.images import View, as_rgb, given_depth, image_paths, skip_reason, warn_of_reading
 from models.metrics import decide
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
@@ -79,14 +79,15 @@ def read_batch(paths, view, write, pool=None):
     return batch, read, failed
 
 
-def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print):
-    """Classify every image of ``inputs`` with the exported classifier; returns the number classified."""
+def predict_files(model_path, inputs, out_dir=None, batch_size=32, log=print, significant_bits=None):
+    """Classify every image of ``inputs`` with the exported classifier; returns the number classified.
+    ``significant_bits``: those of the high-depth films given, in place of the file's."""
     session, metadata = load_session(model_path)
     out_dir = out_dir or default_out(model_path)
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     described = metadata["input"]["view"]
-    view = View.of(described)
+    view = given_depth(View.of(described), significant_bits, log)
     classes, threshold = metadata["classes"], metadata["threshold"]
     positive = None if metadata["positive_class"] is None else classes.index(metadata["positive_class"])
     check = metadata.get("input_check")
@@ -135,9 +136,12 @@ def main(argv=None, prog="python -m models.onnx_predict"):
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
     parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv (default: predict-NAME/ beside "
                                                      "NAME.onnx, apart from models.predict's predict/)")
+    add_significant_bits_argument(parser, "for the films given here, in place of the bits the file records for "
+                                          "the training films (a 12-bit film in a 16-bit file from a head trained "
+                                          "on 8-bit films: 12)")
     add_batch_size_argument(parser)
     args = parser.parse_args(argv)
-    predict_files(args.model, args.inputs, args.out, args.batch_size)
+    predict_files(args.model, args.inputs, args.out, args.batch_size, significant_bits=args.significant_bits)
 
 
 def command():

@@ -16,11 +16,11 @@ from contextlib import nullcontext
 import numpy as np
 
 from models import metrics
-from models.cli import add_backbone_argument, add_batch_size_argument, add_gpus_argument
+from models.cli import add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_significant_bits_argument
 from models.errors import UserError, run_cli
 from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
-from models.images import View, image_paths, skip_reason
+from models.images import View, given_depth, image_paths, skip_reason
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
 from models.provenance import record
@@ -52,9 +52,9 @@ def recorded_backbone(meta, models_dir, batch_size, contexts, given=None):
 
 
 def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=False, batch_size=32, contexts=None,
-                   backbone=None, log=print):
+                   backbone=None, log=print, significant_bits=None):
     """Classify every image of ``inputs`` (files and folders) with the head in ``models_dir``; returns the number of
-    images classified. Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
+    images classified. ``significant_bits``: those of the high-depth films given, in place of the head's. Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
     recorded one, or inputs that name no image."""
     from models.extract import encode
     from models.heatmaps import heatmap_batch, heatmap_file, overlay_names
@@ -66,7 +66,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     classes, positive, threshold, check = model.classes_, model.positive_, model.threshold_, model.input_check_
-    view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field
+    view = given_depth(View.of(meta["backbone"]), significant_bits, log)  # what the training codes saw
     cam_net = model.gradient_net() if heatmaps else None
     backbone = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
     grid = tuple(meta["code_shape"][1:])
@@ -124,6 +124,9 @@ def main(argv=None):
                                                      "(default: MODELS_DIR/predict)")
     parser.add_argument("--heatmaps", action="store_true",
                         help="also write heatmaps.npz and an overlay PNG per image (Grad-CAM of the predicted class)")
+    add_significant_bits_argument(parser, "for the films given here, in place of the bits head.json records for "
+                                          "the training films (a 12-bit film in a 16-bit file from a head trained "
+                                          "on 8-bit films: 12)")
     add_backbone_argument(parser)
     add_batch_size_argument(parser)
     add_gpus_argument(parser)
@@ -132,7 +135,7 @@ def main(argv=None):
     from models.devices import chosen_contexts
 
     predict_images(args.models_dir, args.inputs, args.epoch, args.out, args.heatmaps, args.batch_size,
-                   chosen_contexts(args.gpus), args.backbone)
+                   chosen_contexts(args.gpus), args.backbone, significant_bits=args.significant_bits)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,28 @@ def test_a_run_that_reads_nothing_exits_2_and_every_input_has_a_row(demo_run, tm
     assert len(errors) == 1 and "none of the 1 images given could be read" in errors[0], failed.stderr
     assert "notice: " in failed.stdout + failed.stderr  # it said it would replace the earlier run's outputs
     assert ((out / "predictions.csv").read_bytes(), (out / PROVENANCE_FILE).read_bytes()) == before
+
+
+def test_a_12bit_film_in_a_16bit_file_warns_and_reads_right_with_significant_bits(demo_run, tmp_path):
+    """Acceptance: the demo (8-bit films) records 8 significant bits; a test film saved as v x 16 + 8 gets the depth
+    warning (not only the other-hospital one), and with --significant-bits 12 the 8-bit film's class and probability
+    (within 0.01)."""
+    import numpy as np
+    from PIL import Image
+
+    models_dir, test = demo_run.out / "models", demo_run.out / "split" / "test"
+    assert json.loads((models_dir / "head.json").read_text())["backbone"]["significant_bits"] == 8
+    film = test / sorted(os.listdir(test))[0]
+    gray = np.asarray(Image.open(film).convert("L")).astype(np.uint16)
+    Image.fromarray(gray * 16 + 8).save(tmp_path / "film12.png")
+    rows = {}
+    for name, path, options in (("8bit", film, []), ("plain", tmp_path / "film12.png", []),
+                                ("told", tmp_path / "film12.png", ["--significant-bits", "12"])):
+        ran = run_script("-m", "models.predict", models_dir, path, "--out", tmp_path / name, *options)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        with open(tmp_path / name / "predictions.csv", newline="") as f:
+            rows[name] = next(csv.DictReader(f))
+        depth_warning = "likely a 12-bit film in a 16-bit file" in ran.stderr and "--significant-bits 12" in ran.stderr
+        assert depth_warning == (name == "plain"), ran.stderr
+    assert rows["told"]["predicted_class"] == rows["8bit"]["predicted_class"]
+    assert abs(float(rows["told"]["p_pneumonia"]) - float(rows["8bit"]["p_pneumonia"])) < 0.01
