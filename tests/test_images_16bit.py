@@ -268,4 +268,4 @@ def test_a_12bit_export_trains_and_predicts_like_its_8bit_films(weights, tmp_pat
     assert "significant_bits 16 (head trained on 12)" in refused.stderr and "--significant-bits 12" in refused.stderr
     beyond = run_script("train.py", folders[12, "train"], folders[12, "test"], tmp_path / "c33" / "train",
                         tmp_path / "c33" / "test", "--significant-bits", "33")
-    assert beyond.returncode == 2 and "--significant-bits: must be from 1 to 32, got 33" in beyond.stderr
+    assert beyond.returncode == 2 and "--significant-bits: must be from 9 to 32, got 33" in beyond.stderr
