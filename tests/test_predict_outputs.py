@@ -112,3 +112,24 @@ def test_a_12bit_film_in_a_16bit_file_warns_and_reads_right_with_significant_bit
         assert depth_warning == (name == "plain"), ran.stderr
     assert rows["told"]["predicted_class"] == rows["8bit"]["predicted_class"]
     assert abs(float(rows["told"]["p_pneumonia"]) - float(rows["8bit"]["p_pneumonia"])) < 0.01
+
+
+def test_models_predict_and_the_onnx_runner_keep_both_outputs(demo_run, tmp_path):
+    """Acceptance: a models folder with its ONNX file beside it (as `make onnx` leaves the demo's): each runner into
+    its default folder, and both predictions.csv survive, with the same columns and classes."""
+    models_dir = tmp_path / "models"
+    shutil.copytree(demo_run.out / "models", models_dir, ignore=shutil.ignore_patterns("eval"))
+    test = demo_run.out / "split" / "test"
+    exported = run_script("-m", "models.export", models_dir, models_dir / "classifier.onnx")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert run_script("-m", "models.predict", models_dir, test).returncode == 0
+    ran = run_script("-m", "models.onnx_predict", models_dir / "classifier.onnx", test)
+    assert ran.returncode == 0 and "notice: " not in ran.stdout, ran.stderr[-2000:]
+    tables = {}
+    for folder, runner in (("predict", "models.predict"), ("predict-classifier", "models.onnx_predict")):
+        with open(models_dir / folder / "predictions.csv", newline="") as f:
+            tables[folder] = list(csv.DictReader(f))
+        assert json.loads((models_dir / folder / PROVENANCE_FILE).read_text())["written_by"] == runner
+    mxnet, onnx = tables["predict"], tables["predict-classifier"]
+    assert len(mxnet) == len(onnx) == len(os.listdir(test)) and list(mxnet[0]) == list(onnx[0])
+    assert [row["predicted_class"] for row in mxnet] == [row["predicted_class"] for row in onnx]
