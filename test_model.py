@@ -6,7 +6,7 @@ Example: python test_model.py data/test data/codes/test data/test_labels.json da
 import argparse
 import os
 
-from models.cli import fraction
+from models.cli import add_significant_bits_argument, fraction
 from models.errors import run_cli
 from models.runtime import setup_runtime
 
@@ -53,6 +53,9 @@ def build_parser():
                         help="score the test images even where some are images the head was trained on (byte for "
                              "byte, by head.json's digests), with a warning and report.json's training_overlap "
                              "saying so; without it such a test set is refused")
+    add_significant_bits_argument(parser, "here a check, not a mapping: TEST_CODES must have been made from N "
+                                          "significant bits (train.py --significant-bits N maps the films when it "
+                                          "encodes them); an error names the option where they were not")
     return parser
 
 
@@ -63,7 +66,7 @@ def main(argv=None):
 
     report, out_dir = evaluate(args.test_imgs, args.test_codes, args.test_labels, args.models_dir,
                                epoch=args.epoch, out_dir=args.out, heatmaps=args.heatmaps, prevalence=args.prevalence,
-                               allow_overlap=args.allow_overlap)
+                               allow_overlap=args.allow_overlap, significant_bits=args.significant_bits)
     print(f"epoch {report['epoch']} of {args.models_dir} on {report['n']} test images:\n")
     print(format_table(report))
     print(f"\nreport, predictions and plots in {os.path.join(out_dir, '')}")

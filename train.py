@@ -6,11 +6,12 @@ import sys
 import time
 from dataclasses import replace
 
-from models.cli import (add_batch_size_argument, add_gpus_argument, add_scope_arguments, add_view_arguments, at_least,
-                        scope_of)
+from models.cli import (add_batch_size_argument, add_gpus_argument, add_scope_arguments, add_significant_bits_argument,
+                        add_view_arguments, at_least, scope_of)
 from models.devices import CPU_SPECS, chosen_contexts
 from models.errors import run_cli
 from models.fileio import check_output_folder
+from models.highdepth import EIGHT_BIT
 from models.images import View, list_images, measure_depth
 from models.pretrained import DEFAULT_LAYER
 from models.progress import progress_bar
@@ -47,13 +48,11 @@ def parse_args(argv=None):
                                 "sample of TRAIN_IMGS (--int8-samples), cached in TRAIN_CODES/int8-calibration; codes within ~0.98 "
                                 "cosine similarity of fp32; forward-only 3.6x fp32 on a 2-core AMD EPYC Zen 5, 3.2x "
                                 "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16")
-    parser.add_argument("--significant-bits", type=at_least(int, 1, 32), metavar="N",
-                        help="16-bit (or 32-bit integer) PNG and TIFF images hold values 0..2**N - 1 (N: 1 to 32), "
-                             "which map onto 0..255; recorded in the codes' index and head.json, so that "
-                             "test_model.py and models.predict map new images the same way (default: measured on "
-                             "TRAIN_IMGS, or on TEST_IMGS where it has none: the largest of what PNG sBIT chunks say "
-                             "and of the bit lengths of the largest values of the others; 16 where neither holds such "
-                             "an image)")
+    add_significant_bits_argument(parser, "recorded in the codes' index and head.json, so that test_model.py and "
+                                          "models.predict map new images the same way (default: measured on "
+                                          "TRAIN_IMGS, or on TEST_IMGS where it has none: the largest of what PNG "
+                                          "sBIT chunks say and of the bit lengths of the largest values of the "
+                                          "others; where neither holds such an image, 8 is recorded: 8-bit films)")
     parser.add_argument("--int8-samples", "--calib-images", type=at_least(int, 1), default=64, metavar="N",
                         help="with --int8: how many training images its activation ranges are measured on (the old "
                              "name --calib-images still works; default: %(default)s)")
@@ -74,7 +73,7 @@ def measured_view(view, folders, names, log=print):
         if bits:
             log(f"{label}: {how}: values 0..{2 ** bits - 1} map onto 0..255 in both folders")
             return replace(view, bits=bits)
-    return view
+    return replace(view, bits=EIGHT_BIT)  # 8-bit films: recorded as such, their codes made by no depth mapping
 
 
 def encode_folders(args, log=print):

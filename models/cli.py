@@ -9,6 +9,8 @@ from models.errors import UserError
 from models.images import FIELDS, LUNG_BOX, View
 from models.resize import RESIZE_MODES
 
+SIGNIFICANT_BITS = (9, 32)  # --significant-bits: high-depth films (8 is what a set of 8-bit films records)
+
 
 def at_least(kind, minimum, maximum=None):
     """An argparse type: a number of ``kind`` that is at least ``minimum`` (and at most ``maximum``, if given)."""
@@ -73,6 +75,14 @@ def add_gpus_argument(parser, use="the network runs on all of them"):
 def add_batch_size_argument(parser, default=32, minimum=1, what="images per forward pass"):
     parser.add_argument("--batch-size", type=at_least(int, minimum), default=default,
                         help=f"{what} (default: %(default)s)")
+
+
+def add_significant_bits_argument(parser, what):
+    """--significant-bits N (9 to 32): the bits of the high-depth films' values; ``what``: what it sets here."""
+    parser.add_argument("--significant-bits", type=at_least(int, SIGNIFICANT_BITS[0], SIGNIFICANT_BITS[1]),
+                        metavar="N", help=f"16-bit (or 32-bit integer) PNG and TIFF films hold values 0..2**N - 1 (N: "
+                                          f"{SIGNIFICANT_BITS[0]} to {SIGNIFICANT_BITS[1]}; 12 for a 12-bit detector "
+                                          f"in 16-bit files), which map onto 0..255; {what}")
 
 
 def add_view_arguments(parser, resize=True, field=True):

@@ -10,7 +10,7 @@ from models import inputcheck, metrics
 from models.codes import CODES_FILE, CodeStore, check_examples
 from models.errors import UserError, named
 from models.fileio import check_output_folder, write_json
-from models.headfolder import check_codes_match, load_head
+from models.headfolder import check_codes_depth, check_codes_match, load_head
 from models.heatmaps import lung_field_line, lung_field_report, write_test_heatmaps
 from models.images import View
 from models.labels import load_labels
@@ -138,14 +138,15 @@ def split_check(meta, labels_path, log):
 
 
 def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_dir=None, heatmaps="grid",
-             prevalence=None, context=None, allow_overlap=False, log=print):
+             prevalence=None, context=None, allow_overlap=False, log=print, significant_bits=None):
     """Predict every test image with the chosen epoch's head and write the report files; returns the report.
 
     ``epoch``: "last", "best" (by validation) or a number. ``heatmaps``: "grid" (heatmaps.npz for every image and
     heatmaps.png for the images of predictions.png), "all" (also one overlay PNG per image in heatmaps/), "none".
     Two classes are decided at the threshold from the inner cross-validation's out-of-fold probabilities, else at
     that epoch's validation threshold, else at 0.5. Raises UserError for
-    codes or labels that do not fit the head, and for an epoch whose checkpoint is not kept.
+    codes or labels that do not fit the head, for an epoch whose checkpoint is not kept, and for codes not made from
+    ``significant_bits`` (where given) significant bits.
     """
     from models.plots import plot_confusion_matrix, plot_predictions, plot_reliability, plot_roc
 
@@ -160,6 +161,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
                         f"the head in {models_dir} was trained on {classes}")
     store = CodeStore(codes_dir)
     check_codes_match(store.meta, meta, codes_dir)
+    if significant_bits is not None:
+        check_codes_depth(store.meta, significant_bits, codes_dir)
     names = check_examples(image_dir, store, labels, labels_path, codes_dir)
     overlap = training_overlap(store, names, meta, codes_dir, allow_overlap, log)
     same_split = split_check(meta, labels_path, log)

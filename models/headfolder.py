@@ -39,7 +39,7 @@ from models.calibration import Recalibration
 from models.classifier import RECIPES, HeadClassifier, TrainSettings, decision_threshold, head_record
 from models.errors import UserError, mxnet_reason
 from models.fileio import atomic_path, read_json, write_json
-from models.highdepth import FULL_DEPTH
+from models.highdepth import EIGHT_BIT, FULL_DEPTH
 from models.inputcheck import FILE_KEYS as INPUT_CHECK_KEYS
 from models.inputcheck import InputCheck
 
@@ -74,12 +74,19 @@ def code_identity(codes_meta):
                 significant_bits=identity["significant_bits"] or FULL_DEPTH)
 
 
+def identity_differences(was, now):
+    """The keys of CODE_IDENTITY on which two ``code_identity`` records differ; significant bits only where both sets
+    held high-depth films (the codes of a set of 8-bit films, ``EIGHT_BIT``, no depth mapping made)."""
+    return [key for key in CODE_IDENTITY if was[key] != now[key]
+            and not (key == "significant_bits" and EIGHT_BIT in (was[key], now[key]))]
+
+
 def check_codes_match(codes_meta, head_meta, codes_dir):
     """UserError if the codes come from another model, layer, shape, precision, field or depth mapping than the head
     was trained on (a head.json from before fields existed was trained on whole images)."""
     expected, given = code_identity(head_meta["backbone"]), code_identity(codes_meta)
     differ = [f"{key} {given[key]!r} (head trained on {expected[key]!r})"
-              for key in CODE_IDENTITY if given[key] != expected[key]]
+              for key in identity_differences(expected, given)]
     if differ:
         made = head_meta["backbone"]
         options = {"bf16": " --bf16", "int8": " --int8"}.get(expected["precision"], "")
@@ -90,6 +97,16 @@ def check_codes_match(codes_meta, head_meta, codes_dir):
         raise UserError(f"codes in {codes_dir} were not made like the head's training codes: {'; '.join(differ)}; "
                         f"extract them with train.py using --model {made.get('model')} --layer {made.get('layer')}"
                         f"{options}")
+
+
+def check_codes_depth(codes_meta, bits, codes_dir):
+    """UserError unless the codes in ``codes_dir`` mapped their high-depth films from ``bits`` significant bits (or
+    were of 8-bit films, which no mapping touched): codes are made by train.py, which alone maps films."""
+    recorded = codes_meta.get("significant_bits") or FULL_DEPTH
+    if recorded not in (bits, EIGHT_BIT):
+        raise UserError(f"the codes in {codes_dir} mapped their high-depth films from {recorded} significant bits, "
+                        f"not {bits}: make them again with train.py --significant-bits {bits} (test_model.py reads "
+                        f"codes; train.py maps the films)")
 
 
 def data_digest(names, labels):
@@ -212,7 +229,7 @@ def resume_differences(meta, expected, keys=RESUME_KEYS):
         if meta["classes"] != expected["classes"] else []
     was_codes, now_codes = code_identity(meta["backbone"]), code_identity(expected["backbone"])
     differ += [f"codes' {key}: now {now_codes[key]!r}, checkpoints {was_codes[key]!r}"
-               for key in CODE_IDENTITY if was_codes[key] != now_codes[key]]
+               for key in identity_differences(was_codes, now_codes)]
     # a head.json from before a setting existed was trained as the original recipe does
     was, now = dict(asdict(TrainSettings(**RECIPES["xvision"])), **meta["training"]), expected["training"]
     return differ + [f"{key}: now {now[key]!r}, checkpoints {was.get(key)!r}"

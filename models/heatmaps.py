@@ -139,6 +139,22 @@ def overlay_name(name):
     return os.path.splitext(os.path.basename(name))[0] + ".png"
 
 
+def overlay_names(paths):
+    """{path: its overlay's name under heatmaps/} for images given by ``paths``: the path below the folder all of
+    them share, with .png ('a/x.png' and 'b/x.png' -> 'a/x.png' and 'b/x.png'; one image: its file name), so that no
+    two images share an overlay; where two still would (x.png and x.jpg in one folder) the whole name is kept
+    ('x.jpg.png')."""
+    absolute = [os.path.abspath(path) for path in paths]
+    common = os.path.commonpath([os.path.dirname(path) for path in absolute]) if absolute else ""
+    relative = [os.path.relpath(path, common) for path in absolute]
+    names = [os.path.splitext(name)[0] + ".png" for name in relative]
+    taken = {}
+    for name in names:
+        taken[name] = taken.get(name, 0) + 1
+    return {path: (name if taken[name] == 1 else full + ".png")
+            for path, name, full in zip(paths, names, relative)}
+
+
 def lung_field_report(shares, outside, truth, predicted, classes, names, view):
     """report.json's "lung_field": how much of the Grad-CAM mass lies inside the lung box, on average, per true and
     per predicted class, and which images' maps peak outside it."""

@@ -13,6 +13,12 @@ from models.resize import crop_box, rows_read, vertical_pass
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 STRIP_PIXELS = 1 << 18  # high-depth pixels converted at a time: 2 MiB of float64 at most, whatever the image size
 FULL_DEPTH = 16  # significant bits of a high-depth image where its set's were not measured (the old rule: 0..65535)
+# significant bits recorded for a set of 8-bit films: its codes do not depend on any high-depth mapping, so a
+# high-depth film given later is mapped from FULL_DEPTH (or from --significant-bits); the options take 9 and more
+EIGHT_BIT = 8
+# an integer image whose largest value is below 2**(depth - FEW_BITS) uses at most an eighth of the range it is mapped
+# from: it reads as a nearly black film (under gray 32), and gets a warning naming its likely depth and the option
+FEW_BITS = 3
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -78,16 +84,26 @@ def _depth_converter(image, bits=None, significant=None):
         scale = 255.0 if _largest(image) <= 1.0 else 1.0
         return (lambda pixels: _scaled_to_8bit(pixels, scale)), None
     depth = bits or FULL_DEPTH
-    high = int(_largest(image)) if bits or significant else 0
+    high = int(_largest(image))
     shift = 16 - depth if significant and depth <= 16 and high >> significant else 0
     notice = None
     if bits and high >> shift >= 2 ** bits:
         notice = (f"values up to {high} exceed the {bits} significant bits recorded for its set (the largest "
                   f"{2 ** bits - 1}): clipped to white")
+    elif 0 < high >> shift < 2 ** (depth - FEW_BITS):
+        notice = few_bits_notice(high >> shift, depth)
     if image.mode.startswith("I;16"):
         table = _depth_table(depth, shift)
         return (lambda pixels: table[pixels]), notice
     return (lambda pixels: _scaled_to_8bit(pixels >> shift, 255.0 / (2 ** depth - 1))), notice
+
+
+def few_bits_notice(high, depth):
+    """The warning of an integer image whose values use far fewer bits than the ``depth`` it is mapped from."""
+    used = high.bit_length()
+    return (f"values reach only {high}, {used} of the {depth} significant bits it is mapped from, so it reads nearly "
+            f"black: likely a {used}-bit film in a {16 if depth <= 16 else 32}-bit file, not another kind of film; "
+            f"give --significant-bits {used} (the detector's bits) to map it as its training films were")
 
 
 def to_8bit(image, bits=None, significant=None):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from models.dicom import DICOM_EXTENSIONS, DicomError, OutOfScope, Scope, decode_dicom, dicom_size, has_dicom_magic
 from models.errors import UserError, one_line
-from models.highdepth import HIGH_DEPTH_MODES, png_significant_bits, raster_depth, resize_high_depth, to_8bit
+from models.highdepth import EIGHT_BIT, HIGH_DEPTH_MODES, png_significant_bits, raster_depth, resize_high_depth, to_8bit
 from models.pixelcap import over_pixel_cap
 from models.reduced import LIFTING, REDUCED_MARGIN, draft_scaled, resize_reduced, resize_scaled
 from models.resize import RESIZE_MODES, crop_box, resize_image
@@ -184,13 +184,32 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
     return Decoded(np.asarray(resized, dtype=np.uint8), full_size, image.size, notice)
 
 
+def skip_reason(path, why):
+    """Why ``path`` could not be read, without the file's name that ``ImageReadError``'s message starts with: the
+    reason a results file gives beside the path."""
+    prefix = f"{os.path.basename(os.fspath(path))}: "
+    return why[len(prefix):] if why.startswith(prefix) else why
+
+
 def warn_of_reading(write, path, decoded, why):
     """Say with ``write`` (a progress bar's) what a step that reads many files says of one (``View.decode_or_why``):
-    that it was skipped and why, or the notice of its reading (values beyond the set's significant bits)."""
+    that it was skipped and why, or the notice of its reading (values beyond the set's significant bits); the file
+    named by ``path`` as given, as the results name it."""
     if why is not None:
-        write(f"warning: skipped {one_line(why)}", file=sys.stderr)
+        write(f"warning: skipped {one_line(path)}: {one_line(skip_reason(path, why))}", file=sys.stderr)
     elif decoded.notice:
-        write(f"warning: {os.path.basename(path)}: {decoded.notice}", file=sys.stderr)
+        write(f"warning: {one_line(path)}: {decoded.notice}", file=sys.stderr)
+
+
+def given_depth(view, bits, log):
+    """``view`` with the significant bits of the high-depth films given to a runner (--significant-bits), said with
+    ``log`` where they replace other recorded ones; ``view`` where ``bits`` is None."""
+    if bits is None:
+        return view
+    if view.high_depth_bits not in (None, bits):
+        log(f"notice: high-depth films mapped from {bits} significant bits (--significant-bits), not the "
+            f"{view.high_depth_bits} recorded for the training films")
+    return replace(view, bits=bits)
 
 
 def as_rgb(pixels):
@@ -212,9 +231,10 @@ class View:
     """What the backbone sees of an image file: ``size`` x ``size`` pixels of its centre square (``resize='crop'``) or
     of all of it (``'squash'``), with ``field`` 'lungs' or 'outside' the part outside or inside ``box`` (``LUNG_BOX``)
     filled with the mean of the view; ``bits``, the significant bits of the set's high-depth (16-bit) images, which
-    map 0..2**bits - 1 onto 0..255 (None: 16); ``scope``, the DICOM files read at all (``models.dicom.Scope``: chest
-    radiographs by their headers, and what --allow-modality / --allow-body-part add). ``describe()`` is what a codes
-    index records; ``View.of(meta)`` rebuilds it."""
+    map 0..2**bits - 1 onto 0..255 (None: 16; ``EIGHT_BIT``: a set of 8-bit films, a high-depth one mapped from 16);
+    ``scope``, the DICOM files read at all (``models.dicom.Scope``: chest radiographs by their headers, and what
+    --allow-modality / --allow-body-part add). ``describe()`` is what a codes index records; ``View.of(meta)``
+    rebuilds it."""
     resize: str = "crop"
     field: str = "whole"
     box: tuple = LUNG_BOX
@@ -246,6 +266,12 @@ class View:
             described.update(field=self.field, lung_box=list(self.box))
         return dict(described, significant_bits=self.bits) if self.bits else described
 
+    @property
+    def high_depth_bits(self):
+        """The bits a high-depth film's values are mapped from (None: FULL_DEPTH): ``bits``, but for a set of 8-bit
+        films (``EIGHT_BIT``), whose codes no high-depth mapping made."""
+        return None if self.bits == EIGHT_BIT else self.bits
+
     def region(self, width, height):
         """(left, top, right, bottom) of a ``width`` x ``height`` image that the view shows."""
         return crop_box(width, height, self.resize)
@@ -273,7 +299,7 @@ class View:
 
     def decode(self, path):
         """``read``, as the ``Decoded`` that says what was read."""
-        decoded = read_file(path, self.size, self.resize, self.bits, scope=self.scope)
+        decoded = read_file(path, self.size, self.resize, self.high_depth_bits, scope=self.scope)
         if self.field == "whole":
             return decoded
         return replace(decoded, pixels=self._fill(decoded.pixels, *decoded.size))

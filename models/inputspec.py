@@ -8,13 +8,15 @@ import math
 
 from PIL import __version__ as PILLOW_VERSION
 
-from models.highdepth import FULL_DEPTH
+from models.highdepth import EIGHT_BIT, FULL_DEPTH
 from models.reduced import REDUCED_MARGIN
 
 
 def _significant_bits(view):
-    bits = view.bits or FULL_DEPTH
-    measured = "measured on the training set" if view.bits else "not measured (no high-depth training film): 16"
+    bits = view.high_depth_bits or FULL_DEPTH
+    measured = ("the training films were 8-bit (recorded as 8): a high-depth film is mapped from 16"
+                if view.bits == EIGHT_BIT else
+                "measured on the training set" if view.bits else "not measured (no high-depth training film): 16")
     return {
         "value": bits,
         "source": measured,

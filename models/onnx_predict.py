@@ -20,18 +20,25 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.cli import add_batch_size_argument, add_scope_arguments, scope_of
+from models.cli import add_batch_size_argument, add_scope_arguments, add_significant_bits_argument, scope_of
 from models.errors import UserError, run_cli
-from models.fileio import check_output_folder
-from models.images import View, as_rgb, image_paths, warn_of_reading
+from models.fileio import check_output_folder, write_json
+from models.images import View, as_rgb, given_depth, image_paths, skip_reason, warn_of_reading
 from models.metrics import decide
-from models.predictions import predictions_file
+from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
 from models.runtime import DECODE_THREADS
 
 METADATA_KEY = "xvision_mx"  # the file's metadata this runner reads and models.export writes
 FORMAT = "xvision-mx onnx v1"
 INPUT, PROBABILITIES, DISTANCE = "images", "probabilities", "training_distance"  # the graph's input and outputs
+WRITTEN_BY = "models.onnx_predict"  # provenance.json's "written_by": the run that wrote an output folder
+
+
+def default_out(model_path):
+    """The output folder when --out is not given: predict-NAME beside NAME.onnx, never models.predict's predict/."""
+    stem = os.path.splitext(os.path.basename(model_path))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(model_path)), f"predict-{stem}")
 
 
 def load_session(path):
@@ -73,15 +80,16 @@ def read_batch(paths, view, write, pool=None):
     return batch, read, failed
 
 
-def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, log=print):
+def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, log=print, significant_bits=None):
     """Classify every image of ``inputs`` with the exported classifier; returns the number classified. ``scope``:
-    DICOM files read besides the chest radiographs (and what the training allowed)."""
+    DICOM files read besides the chest radiographs (and what the training allowed); ``significant_bits``: those of
+    the high-depth films given, in place of the file's."""
     session, metadata = load_session(model_path)
-    out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(model_path)), "predict")
+    out_dir = out_dir or default_out(model_path)
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     described = metadata["input"]["view"]
-    view = View.of(described)
+    view = given_depth(View.of(described), significant_bits, log)
     view = replace(view, scope=view.scope.plus(scope)) if scope else view
     classes, threshold = metadata["classes"], metadata["threshold"]
     positive = None if metadata["positive_class"] is None else classes.index(metadata["positive_class"])
@@ -89,24 +97,35 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
     log(f"{model_path} (epoch {metadata['epoch']}, ONNX Runtime): {len(paths)} images{rule}")
     os.makedirs(out_dir, exist_ok=True)
+    announce_replacing(out_dir, WRITTEN_BY, os.path.abspath(model_path), log)
     skipped = []
     with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
             ThreadPoolExecutor(DECODE_THREADS) as pool, \
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes,
                              (check["threshold"], check["method"]) if check else None, bar.write) as written:
         for start in range(0, len(paths), batch_size):
-            batch, read, failed = read_batch(paths[start:start + batch_size], view, bar.write, pool)
+            chunk = paths[start:start + batch_size]
+            batch, read, failed = read_batch(chunk, view, bar.write, pool)
             skipped += list(failed)
+            scores = {}
             if read:
                 outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT: batch})))
                 probabilities = outputs[PROBABILITIES].astype(np.float64)
                 distances = outputs.get(DISTANCE, [None] * len(read))
-                for path, probs, guess, distance in zip(read, probabilities,
-                                                        decide(probabilities, positive, threshold), distances):
-                    flagged = None if check is None else bool(distance > check["threshold"])
-                    written.add(path, probs, guess, None if distance is None else float(distance), flagged)
+                scores = dict(zip(read, zip(probabilities, decide(probabilities, positive, threshold), distances)))
+            for path in chunk:  # every input in the order given, the unreadable ones with why
+                if path in failed:
+                    written.skip(path, skip_reason(path, failed[path]))
+                    continue
+                probs, guess, distance = scores[path]
+                flagged = None if check is None else bool(distance > check["threshold"])
+                written.add(path, probs, guess, None if distance is None else float(distance), flagged)
             bar.update(len(failed) + len(read))
+        written.require_scored(out_dir)  # nothing scored: every output of an earlier run left as it was
     done = len(paths) - len(skipped)
+    write_json(os.path.join(out_dir, PROVENANCE_FILE), {
+        "written_by": WRITTEN_BY, "source": os.path.abspath(model_path), "epoch": metadata["epoch"],
+        "images": len(paths), "skipped": len(skipped)})
     written.summary(log)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
         f"{os.path.join(out_dir, 'predictions.csv')}")
@@ -118,11 +137,16 @@ def main(argv=None, prog="python -m models.onnx_predict"):
         (__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2]).split()))
     parser.add_argument("model", metavar="OUT.onnx", help="a classifier written by python -m models.export")
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
-    parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv (default: predict/ beside OUT.onnx)")
+    parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv (default: predict-NAME/ beside "
+                                                     "NAME.onnx, apart from models.predict's predict/)")
     add_scope_arguments(parser)
+    add_significant_bits_argument(parser, "for the films given here, in place of the bits the file records for "
+                                          "the training films (a 12-bit film in a 16-bit file from a head trained "
+                                          "on 8-bit films: 12)")
     add_batch_size_argument(parser)
     args = parser.parse_args(argv)
-    predict_files(args.model, args.inputs, args.out, args.batch_size, scope_of(args))
+    predict_files(args.model, args.inputs, args.out, args.batch_size, scope_of(args),
+                  significant_bits=args.significant_bits)
 
 
 def command():

@@ -18,16 +18,18 @@ import numpy as np
 
 from models import metrics
 from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_scope_arguments,
-                        scope_of)
+                        add_significant_bits_argument, scope_of)
 from models.errors import UserError, run_cli
 from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
-from models.images import View, image_paths
-from models.predictions import predictions_file
+from models.images import View, given_depth, image_paths, skip_reason
+from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
 from models.provenance import record
 from models.weights import sha256_of
 from models.runtime import setup_runtime
+
+WRITTEN_BY = "models.predict"  # provenance.json's "written_by": the run that wrote an output folder
 
 
 def recorded_backbone(meta, models_dir, batch_size, contexts, given=None):
@@ -52,13 +54,14 @@ def recorded_backbone(meta, models_dir, batch_size, contexts, given=None):
 
 
 def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=False, batch_size=32, contexts=None,
-                   backbone=None, scope=None, log=print):
+                   backbone=None, scope=None, log=print, significant_bits=None):
     """Classify every image of ``inputs`` (files and folders) with the head in ``models_dir``; returns the number of
-    images classified. ``scope``: DICOM files read besides the chest radiographs (and what the training allowed).
-    Raises UserError for a models folder without a finished epoch, a checkpoint that is not the
+    images classified. ``scope``: DICOM files read besides the chest radiographs (and what the training allowed);
+    ``significant_bits``: those of the high-depth films given, in place of the head's. Raises UserError for a models
+    folder without a finished epoch, a checkpoint that is not the
     recorded one, or inputs that name no image."""
     from models.extract import encode
-    from models.heatmaps import heatmap_batch, heatmap_file, overlay_name
+    from models.heatmaps import heatmap_batch, heatmap_file, overlay_names
     from models.plots import save_overlay
 
     model = load_head(models_dir, epoch)  # the head on the CPU: small next to the backbone
@@ -67,13 +70,15 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     classes, positive, threshold, check = model.classes_, model.positive_, model.threshold_, model.input_check_
-    view = View.of(meta["backbone"])  # what the training codes saw: size, resize mode, field, scope
+    view = given_depth(View.of(meta["backbone"]), significant_bits, log)  # what the training codes saw
     view = replace(view, scope=view.scope.plus(scope)) if scope else view
     cam_net = model.gradient_net() if heatmaps else None
     backbone = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
     grid = tuple(meta["code_shape"][1:])
     heatmaps = heatmaps and len(grid) == 2
     os.makedirs(out_dir, exist_ok=True)
+    announce_replacing(out_dir, WRITTEN_BY, os.path.abspath(models_dir), log)
+    overlays = overlay_names(paths) if heatmaps else {}
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
     log(f"epoch {epoch} of {models_dir}: {len(paths)} images{rule}")
     skipped = []
@@ -88,7 +93,9 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
             predicted = metrics.decide(probabilities, positive, threshold)
             distances, unlike = check.flag(codes) if check else ([None] * len(chunk), [None] * len(chunk))
             for path, guess, probs, distance, flag in zip(chunk, predicted, probabilities, distances, unlike):
-                if path not in failed:
+                if path in failed:
+                    written.skip(path, skip_reason(path, failed[path]))
+                else:
                     written.add(path, probs, guess, distance, flag)
             if maps_out is not None:  # one row per image given; an unreadable one gets NaNs and class -1
                 maps, boxes, sizes = heatmap_batch(cam_net, codes, predicted, chunk, view)
@@ -97,13 +104,14 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
                 maps_out.add(maps, chunk, predicted, boxes, sizes)
                 for path, heat, guess in zip(chunk, maps, predicted):
                     if path not in failed:
-                        save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(path)),
-                                     view.load(path), heat,
-                                     f"{os.path.basename(path)}\nsaid {classes[guess]}")
+                        save_overlay(os.path.join(out_dir, "heatmaps", overlays[path]),
+                                     view.load(path), heat, f"{path}\nsaid {classes[guess]}")
+        written.require_scored(out_dir)  # nothing scored: every output of an earlier run left as it was
     done = len(paths) - len(skipped)
-    write_json(os.path.join(out_dir, "provenance.json"), dict(
+    write_json(os.path.join(out_dir, PROVENANCE_FILE), dict(
         record({"head_params": sha256_of(model.params_path_), "backbone": meta["backbone"].get("model_sha256")}),
-        models_dir=os.path.abspath(models_dir), epoch=epoch, images=len(paths), skipped=len(skipped)))
+        written_by=WRITTEN_BY, source=os.path.abspath(models_dir), models_dir=os.path.abspath(models_dir),
+        epoch=epoch, images=len(paths), skipped=len(skipped)))
     written.summary(log)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
         f"{os.path.join(out_dir, 'predictions.csv')}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
@@ -122,6 +130,9 @@ def main(argv=None):
     parser.add_argument("--heatmaps", action="store_true",
                         help="also write heatmaps.npz and an overlay PNG per image (Grad-CAM of the predicted class)")
     add_scope_arguments(parser)
+    add_significant_bits_argument(parser, "for the films given here, in place of the bits head.json records for "
+                                          "the training films (a 12-bit film in a 16-bit file from a head trained "
+                                          "on 8-bit films: 12)")
     add_backbone_argument(parser)
     add_batch_size_argument(parser)
     add_gpus_argument(parser)
@@ -130,7 +141,7 @@ def main(argv=None):
     from models.devices import chosen_contexts
 
     predict_images(args.models_dir, args.inputs, args.epoch, args.out, args.heatmaps, args.batch_size,
-                   chosen_contexts(args.gpus), args.backbone, scope_of(args))
+                   chosen_contexts(args.gpus), args.backbone, scope_of(args), significant_bits=args.significant_bits)
 
 
 if __name__ == "__main__":

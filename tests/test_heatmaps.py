@@ -152,7 +152,9 @@ def test_real_codes_heatmaps_and_predict_agree_with_test_model(weights, tmp_path
     assert predicted.returncode == 0, predicted.stderr
     assert "12 images classified, 1 skipped" in predicted.stdout and "notes.png" in predicted.stderr
     with open(tmp_path / "pred" / "predictions.csv", newline="") as f:
-        new = {os.path.basename(r["file"]): r for r in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    assert [os.path.basename(r["file"]) for r in rows if r["skipped_reason"]] == ["notes.png"]  # its row, no scores
+    new = {os.path.basename(r["file"]): r for r in rows if not r["skipped_reason"]}
     with open(eval_dir / "predictions.csv", newline="") as f:
         old = {r["file"]: r for r in csv.DictReader(f)}
     assert new.keys() == old.keys()

@@ -161,6 +161,41 @@ def test_12bit_values_in_16bit_files_read_as_their_8bit_film(tmp_path):
     assert code_identity(unrecorded) == code_identity(sixteen) != code_identity(twelve)
 
 
+def test_a_film_of_far_fewer_bits_than_its_mapping_is_named_with_the_option(tmp_path):
+    """A 12-bit film in a 16-bit file mapped from 16 bits (a head of 8-bit films, or of 16-bit ones) gets its own
+    warning naming its likely depth and --significant-bits; a set of 8-bit films records 8 and maps a high-depth film
+    from 16; its codes match codes of any depth (no depth mapping made them), and test_model.py's check names
+    train.py's option."""
+    from models.errors import UserError
+    from models.headfolder import check_codes_depth, check_codes_match
+
+    gray = np.asarray(Image.open(os.path.join(REPO, "examples", "nih-sample", "normal", "00001403_002.png"))
+                      .convert("L"))
+    paths = twelve_bit_exports(tmp_path, gray)
+    largest = int(twelve_bit(gray).max())
+    for view in (View(), View(bits=8), View(bits=16)):
+        notice = view.decode(paths["plain"]).notice
+        assert notice.startswith(f"values reach only {largest}, 12 of the 16 significant bits") and \
+            "likely a 12-bit film in a 16-bit file" in notice and "--significant-bits 12" in notice, notice
+    np.testing.assert_array_equal(View(bits=8).read(paths["plain"]), View().read(paths["plain"]))
+    assert View(bits=12).decode(paths["plain"]).notice is None and View().decode(paths["left"]).notice is None
+    assert View(bits=8).describe()["significant_bits"] == 8
+
+    def meta(bits):
+        return {"model_sha256": "m", "layer": "l", "shape": [512, 7, 7], **View(bits=bits).describe()}
+    head = {"backbone": meta(8)}
+    for bits in (None, 12, 16):  # 8-bit training films: codes of any depth mapping fit
+        check_codes_match(meta(bits), head, "codes")
+    check_codes_match(meta(8), {"backbone": meta(12)}, "codes")
+    with pytest.raises(UserError, match="--significant-bits 12"):
+        check_codes_match(meta(16), {"backbone": meta(12)}, "codes")
+    check_codes_depth(meta(12), 12, "codes")
+    check_codes_depth(meta(8), 12, "codes")
+    with pytest.raises(UserError, match=r"from 16 significant bits, not 12: make them again with train.py "
+                                        r"--significant-bits 12"):
+        check_codes_depth(meta(None), 12, "codes")
+
+
 def test_a_12bit_export_trains_and_predicts_like_its_8bit_films(weights, tmp_path):
     """train.py measures the set's significant bits and records them in both codes' indexes, head.json keeps them,
     models.predict maps new films with them (and warns of one that exceeds them); the codes and probabilities are
@@ -191,7 +226,7 @@ def test_a_12bit_export_trains_and_predicts_like_its_8bit_films(weights, tmp_pat
     assert "values 0..4095 map onto 0..255 in both folders" in done.stdout
     for side in ("train", "test"):
         eight, twelve = CodeStore(codes[8] / side), CodeStore(codes[12] / side)
-        assert twelve.meta["significant_bits"] == 12 and "significant_bits" not in eight.meta
+        assert twelve.meta["significant_bits"] == 12 and eight.meta["significant_bits"] == 8  # 8-bit films
         np.testing.assert_array_equal(twelve.read(twelve.names), eight.read(eight.names))
 
     models = tmp_path / "models"
@@ -233,4 +268,4 @@ def test_a_12bit_export_trains_and_predicts_like_its_8bit_films(weights, tmp_pat
     assert "significant_bits 16 (head trained on 12)" in refused.stderr and "--significant-bits 12" in refused.stderr
     beyond = run_script("train.py", folders[12, "train"], folders[12, "test"], tmp_path / "c33" / "train",
                         tmp_path / "c33" / "test", "--significant-bits", "33")
-    assert beyond.returncode == 2 and "--significant-bits: must be from 1 to 32, got 33" in beyond.stderr
+    assert beyond.returncode == 2 and "--significant-bits: must be from 9 to 32, got 33" in beyond.stderr
