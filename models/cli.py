@@ -85,6 +85,14 @@ def add_significant_bits_argument(parser, what):
                                           f"in 16-bit files), which map onto 0..255; {what}")
 
 
+def add_new_films_depth_argument(parser, recorded_in):
+    """--significant-bits for a command scoring new films with a trained head (``recorded_in``: what records the
+    training films' bits)."""
+    add_significant_bits_argument(parser, f"for the films given here, in place of the bits {recorded_in} records for "
+                                          f"the training films (a 12-bit film in a 16-bit file from a head trained on "
+                                          f"8-bit films: 12)")
+
+
 def add_view_arguments(parser, resize=True, field=True):
     """--resize, --field and --lung-box: what of an image the backbone sees (``models.images.View``)."""
     if resize:

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.cli import add_batch_size_argument, add_scope_arguments, add_significant_bits_argument, scope_of
+from models.cli import add_batch_size_argument, add_scope_arguments, add_new_films_depth_argument, scope_of
 from models.errors import UserError, run_cli
 from models.fileio import check_output_folder, write_json
 from models.images import View, as_rgb, given_depth, image_paths, skip_reason, warn_of_reading
@@ -140,9 +140,7 @@ def main(argv=None, prog="python -m models.onnx_predict"):
     parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv (default: predict-NAME/ beside "
                                                      "NAME.onnx, apart from models.predict's predict/)")
     add_scope_arguments(parser)
-    add_significant_bits_argument(parser, "for the films given here, in place of the bits the file records for "
-                                          "the training films (a 12-bit film in a 16-bit file from a head trained "
-                                          "on 8-bit films: 12)")
+    add_new_films_depth_argument(parser, "the file")
     add_batch_size_argument(parser)
     args = parser.parse_args(argv)
     predict_files(args.model, args.inputs, args.out, args.batch_size, scope_of(args),

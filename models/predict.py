@@ -18,7 +18,7 @@ import numpy as np
 
 from models import metrics
 from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_scope_arguments,
-                        add_significant_bits_argument, scope_of)
+                        add_new_films_depth_argument, scope_of)
 from models.errors import UserError, run_cli
 from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
@@ -130,9 +130,7 @@ def main(argv=None):
     parser.add_argument("--heatmaps", action="store_true",
                         help="also write heatmaps.npz and an overlay PNG per image (Grad-CAM of the predicted class)")
     add_scope_arguments(parser)
-    add_significant_bits_argument(parser, "for the films given here, in place of the bits head.json records for "
-                                          "the training films (a 12-bit film in a 16-bit file from a head trained "
-                                          "on 8-bit films: 12)")
+    add_new_films_depth_argument(parser, "head.json")
     add_backbone_argument(parser)
     add_batch_size_argument(parser)
     add_gpus_argument(parser)
