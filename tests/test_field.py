@@ -126,11 +126,11 @@ def test_the_report_finds_a_trained_heads_evidence_inside_or_outside_the_lung_bo
     fields = {}
     for inside in (True, False):
         root = tmp_path / ("inside" if inside else "outside")
-        marked_split(root, inside)
+        marked_split(root, inside, train=16)
         codes = [root / "train_codes", root / "test_codes"]
         assert run_script("train.py", root / "train", root / "test", *codes, "--gpus", "none").returncode == 0
         trained = run_script("train_model.py", root / "train", codes[0], root / "train.json", root / "models",
-                             "--batch-size", 8, "--folds", 0, "--layout", "avg", "--epochs", 10, "--gpus", "none")
+                             "--batch-size", 8, "--folds", 0, "--layout", "avg", "--epochs", 20, "--gpus", "none")
         assert trained.returncode == 0, trained.stderr
         evaluated = run_script("test_model.py", root / "test", codes[1], root / "test.json", root / "models")
         assert evaluated.returncode == 0, evaluated.stderr
