@@ -45,7 +45,8 @@ def parse_args(argv=None):
                                 "codes' index records the precision that ran")
     precision.add_argument("--int8", action="store_true",
                            help="run an int8-quantised copy of the network on the CPU (oneDNN), quantised on a "
-                                "sample of TRAIN_IMGS (--int8-samples), cached in TRAIN_CODES/int8-calibration; codes within ~0.98 "
+                                "sample of TRAIN_IMGS (--int8-samples), cached in TRAIN_CODES/int8-calibration; codes "
+                                "within ~0.98 "
                                 "cosine similarity of fp32; forward-only 3.6x fp32 on a 2-core AMD EPYC Zen 5, 3.2x "
                                 "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16")
     add_significant_bits_argument(parser, "recorded in the codes' index and head.json, so that test_model.py and "

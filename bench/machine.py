@@ -92,7 +92,8 @@ class CpuWatch:
 
 
 def wait_idle(limit_s, window_s=2.0):
-    """Wait (up to ``limit_s``) until other processes use < OTHER_CPU_LIMIT of the CPU over ``window_s``; seconds waited."""
+    """Wait (up to ``limit_s``) until other processes use < OTHER_CPU_LIMIT of the CPU over ``window_s``; returns the
+    seconds waited."""
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
         watch = CpuWatch()

@@ -34,7 +34,8 @@ def quantization_sample(paths, count, seed=0):
 def quantization_key(model_sha256, layer, view, paths):
     """The cache key of the int8 network quantised on the files ``paths`` as ``view`` shows them."""
     seen = view.resize if view.field == "whole" else f"{view.resize}|{view.field}|{list(view.box)}"
-    seen += f"|bits {view.high_depth_bits}" if view.high_depth_bits else ""  # keys of sets without 16-bit images stay what they were
+    # the keys of sets without 16-bit images stay what they were
+    seen += f"|bits {view.high_depth_bits}" if view.high_depth_bits else ""
     digest = hashlib.sha256(f"{model_sha256}|{layer}|{seen}|{RANGE_MODE}".encode())
     for path in paths:
         digest.update(sha256_of(path).encode())

@@ -77,7 +77,8 @@ def test_recalibration_changes_the_probabilities_and_no_decision():
     recalibrated = HeadClassifier(replace(RECORDED["defaults"]["settings"], calibration="auto")).fit(
         codes, targets, groups, classes=CLASSES)
     assert recalibrated.calibration_.method_ == "logistic" and own.calibration_ is None
-    np.testing.assert_array_equal(recalibrated.predict_proba(test_codes, calibrated=False), own.predict_proba(test_codes))
+    np.testing.assert_array_equal(recalibrated.predict_proba(test_codes, calibrated=False),
+                                  own.predict_proba(test_codes))
     assert not np.allclose(recalibrated.predict_proba(test_codes), own.predict_proba(test_codes))
     assert recalibrated.operating_point_["threshold_uncalibrated"] == own.threshold_
     np.testing.assert_array_equal(recalibrated.predict(test_codes), own.predict(test_codes))
