@@ -171,12 +171,12 @@ def _checkpoint_prefix(path):
     return match.group(1) if match else os.fspath(path)
 
 
-def backbone_places(made, models_dir, given=None):
-    """Where the backbone of a head is looked for, in order: ``given`` (--backbone), a checkpoint in the models folder
+def backbone_places(made, models_dir):
+    """Where the backbone of a head not named by --backbone is looked for, in order: a checkpoint in the models folder
     itself (a folder handed over with its backbone; a head's own params are never epoch 0000), the project's models/
     (``make setup``), and the path recorded when the codes were made (``made``: head.json's "backbone"; provenance:
     it may be another clone, moved or deleted)."""
-    places = [_checkpoint_prefix(given)] if given else []
+    places = []
     if os.path.isdir(models_dir):
         places += sorted(os.path.join(models_dir, name[:-len("-0000.params")]) for name in os.listdir(models_dir)
                          if name.endswith("-0000.params"))
@@ -191,7 +191,17 @@ def recorded_checkpoint(made, models_dir, given=None):
     "backbone"), found by its sha256 in ``backbone_places``; UserError naming what it needs and every place it
     looked. ``given`` (--backbone) must be that checkpoint."""
     wanted, looked = made.get("model_sha256"), []
-    for prefix in backbone_places(made, models_dir, given):
+    if given:  # named by the user: that checkpoint or an error, never a silent fall-back to another place
+        params = f"{os.path.abspath(_checkpoint_prefix(given))}-0000.params"
+        if not os.path.exists(params):
+            raise UserError(f"--backbone {given}: no checkpoint there ({params} not found): give the prefix or the "
+                            f"-0000.params file of the backbone the head's codes were made with")
+        if sha256_of(params) != wanted:
+            raise UserError(f"--backbone {given}: {params} is not the checkpoint the head's codes were made with (its "
+                            f"sha256 differs from head.json's {wanted[:12]}...): give that checkpoint, or train a "
+                            f"head on codes of this one")
+        return params[:-len("-0000.params")]
+    for prefix in backbone_places(made, models_dir):
         params = f"{prefix}-0000.params"
         if not os.path.exists(params):
             looked.append(f"{params} (missing)")
@@ -199,10 +209,6 @@ def recorded_checkpoint(made, models_dir, given=None):
         if sha256_of(params) == wanted:
             return prefix
         looked.append(f"{params} (another checkpoint)")
-        if given and prefix == os.path.abspath(_checkpoint_prefix(given)):
-            raise UserError(f"--backbone {given}: {params} is not the checkpoint the head's codes were made with (its "
-                            f"sha256 differs from head.json's {wanted[:12]}...): give that checkpoint, or train a "
-                            f"head on codes of this one")
     name = os.path.basename(made.get("model") or "the backbone")
     raise UserError(f"the head needs the backbone {name}-0000.params with sha256 {wanted}, cut at "
                     f"{made.get('layer')}; looked in {'; '.join(looked)}: run make setup (the ImageNet ResNet-50), "
