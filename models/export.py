@@ -33,7 +33,7 @@ from models.checkpoint import load_checkpoint
 from models.cli import add_backbone_argument, add_batch_size_argument
 from models.errors import UserError, run_cli
 from models.fileio import atomic_path, check_output_folder, write_json
-from models.headfolder import EPOCH_CHOICES, FORMAT, HeadFolder, load_head, params_file
+from models.headfolder import EPOCH_CHOICES, FORMAT, load_head
 from models.images import INPUT_SIZE, View
 from models.inputspec import input_how
 from models.onnx_predict import FORMAT as EXPORT_FORMAT
@@ -105,12 +105,13 @@ def add_distance(graph, codes, grid, check):
     return _node(graph, "Sqrt", [positive], DISTANCE)
 
 
-def runner_metadata(folder, fitted):
+def runner_metadata(fitted):
     """What models.onnx_predict (or any runner) reads from the file: everything it must not guess (``fitted``: the
-    head loaded from ``folder``)."""
+    loaded head, ``headfolder.load_head``)."""
     from models.weights import sha256_of
 
     meta, epoch, check = fitted.meta_, fitted.epoch_, fitted.input_check_
+    head_digest = sha256_of(fitted.params_path_)
     positive, threshold, source = fitted.positive_, fitted.threshold_, fitted.threshold_words_
     precision = meta["backbone"].get("precision") or "fp32"
     view = View.of(meta["backbone"])
@@ -136,9 +137,8 @@ def runner_metadata(folder, fitted):
                      "precision_trained_on": precision, "precision_in_file": "fp32",
                      "note": None if precision == "fp32" else f"the head was trained on {precision} codes; the file "
                                                               "runs the backbone in fp32 (see models/export.py)"},
-        "head_params_sha256": sha256_of(folder.file(params_file(epoch))),
-        "provenance": record({"head_params": sha256_of(folder.file(params_file(epoch))),
-                              "backbone": meta["backbone"].get("model_sha256")}),
+        "head_params_sha256": head_digest,
+        "provenance": record({"head_params": head_digest, "backbone": meta["backbone"].get("model_sha256")}),
         "training_data_sha256": meta["training"].get("data_sha256"),
     }
 
@@ -188,7 +188,7 @@ def export_classifier(models_dir, out_path, epoch="last", batch_size=4, backbone
     prefix = recorded_checkpoint(meta["backbone"], models_dir, backbone)  # found by head.json's sha256: ~100 MB read
     proba, codes, weights = classifier_symbol(fitted, prefix)
     check, recalibrated = fitted.input_check_, fitted.calibration_
-    metadata = runner_metadata(HeadFolder(models_dir), fitted)
+    metadata = runner_metadata(fitted)
     with atomic_path(out_path) as tmp:
         mx.onnx.export_model(mx.sym.Group([proba, codes]), weights, in_shapes=[(1, 3, INPUT_SIZE, INPUT_SIZE)],
                              in_types=[np.float32], onnx_file_path=tmp, dynamic=True,
