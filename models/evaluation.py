@@ -13,7 +13,7 @@ from models.fileio import check_output_folder, write_json
 from models.headfolder import check_codes_depth, check_codes_match, load_head
 from models.heatmaps import lung_field_line, lung_field_report, write_test_heatmaps
 from models.images import View
-from models.labels import load_labels
+from models.labels import load_labels, split_digest
 from models.predictions import predictions_file
 from models.provenance import record
 from models.weights import sha256_of
@@ -126,8 +126,6 @@ def training_overlap(store, names, meta, codes_dir, allow_overlap, log):
 def split_check(meta, labels_path, log):
     """Whether the test labels come from the split the head was trained on (the split.json beside each label file),
     with a warning where they do not; None where either is unknown."""
-    from models.training import split_digest
-
     head_split, test_split = meta["training"].get("split_sha256"), split_digest(labels_path)
     if head_split is None or test_split is None:
         return None

@@ -6,6 +6,7 @@ never split between training and validation; and ``"group_unit": "patients"`` (o
 by the intervals of a test report. The order of ``classes`` fixes each class's index.
 """
 
+import os
 from dataclasses import dataclass, field
 
 from models.errors import UserError
@@ -64,3 +65,11 @@ def save_labels(path, classes, labels, groups=None, group_unit=None):
     if groups and group_unit:
         data["group_unit"] = group_unit
     write_json(path, data)
+
+
+def split_digest(labels_path):
+    """sha256 of the split.json beside a label file (scraper.process writes both), or None: which split it is."""
+    from models.weights import sha256_of
+
+    path = os.path.join(os.path.dirname(os.path.abspath(labels_path)), "split.json")
+    return sha256_of(path) if os.path.exists(path) else None

@@ -19,7 +19,7 @@ from models.codes import CODES_FILE, CodeStore, check_examples
 from models.errors import UserError
 from models.fileio import check_output_folder, remove_stale_temps
 from models.headfolder import HeadFolder, best_epoch, data_digest, new_meta, resume_differences
-from models.labels import load_labels
+from models.labels import load_labels, split_digest
 
 
 def log_selection(choice, point, log):
@@ -51,12 +51,10 @@ def calibration_line(estimator):
 KEEP = 5  # epoch checkpoints kept besides the best one (the original's TensorFlow Saver kept 5)
 
 
-def split_digest(labels_path):
-    """sha256 of the split.json beside a label file (scraper.process writes both), or None: which split it is."""
-    from models.weights import sha256_of
-
-    path = os.path.join(os.path.dirname(os.path.abspath(labels_path)), "split.json")
-    return sha256_of(path) if os.path.exists(path) else None
+def check_keep(keep):
+    """ValueError unless ``keep`` (epoch checkpoints kept besides the best) is at least 1."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (the newest checkpoint is what resuming continues), got {keep}")
 
 
 def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(), resume=False,
@@ -71,8 +69,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
     """
     from models.plots import plot_training_curve
 
-    if keep < 1:
-        raise ValueError(f"keep must be at least 1 (the newest checkpoint is what resuming continues), got {keep}")
+    check_keep(keep)
     settings.check()
     check_output_folder(models_dir, "MODELS_DIR", [("TRAIN_IMGS", image_dir), ("TRAIN_CODES", codes_dir)])
     labels = load_labels(labels_path)
