@@ -8,11 +8,11 @@ import sys
 from dataclasses import replace
 
 from models.cli import add_batch_size_argument, add_gpus_argument, as_flags
-from models.errors import UserError, run_cli
+from models.errors import run_cli
 from models.calibration import METHODS as CALIBRATIONS
 from models.classifier import LAYOUT_CHOICES, LAYOUT_LR, RECIPES, TrainSettings
 from models.headfolder import HeadFolder, finished_epochs
-from models.training import KEEP
+from models.training import KEEP, check_keep
 from models.runtime import setup_runtime
 
 DEFAULTS = TrainSettings()
@@ -118,11 +118,9 @@ def main(argv=None):
                        positive=args.positive, **{key: value for key, value in chosen.items() if value is not None})
     try:
         settings.check()
+        check_keep(args.keep)
     except ValueError as err:
-        raise as_flags(err, TrainSettings.__dataclass_fields__) from None
-    if args.keep < 1:
-        raise UserError(f"--keep must be at least 1 (the newest checkpoint is what --resume continues), got "
-                        f"{args.keep}")
+        raise as_flags(err, [*TrainSettings.__dataclass_fields__, "keep"]) from None
     try:
         meta = train(args.train_imgs, args.train_codes, args.train_labels, args.models_dir, settings,
                      resume=args.resume, context=contexts[0], keep=args.keep,
