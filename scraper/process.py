@@ -374,8 +374,9 @@ def main(argv=None):
     if given and not args.from_folders:
         raise UserError(f"{given[0]} applies to --from-folders: the images of an Open-i download are PNGs grouped by "
                         f"report already")
+    scope = scope_of(args)
     info = {"protocol": args.protocol, "seed": args.seed, "group_pattern": args.group_pattern,
-            "burned_in_allowed": args.allow_burned_in, **scope_of(args).describe(),
+            "burned_in_allowed": args.allow_burned_in, **scope.describe(),
             "group_by": args.group_by, "views_kept": args.views,
             # what a group is, for the intervals of the test report (none given: each file its own)
             "group_unit": "reports" if not args.from_folders else
@@ -385,7 +386,7 @@ def main(argv=None):
             raise UserError("--classes and --protocol xvision do not apply to --from-folders "
                             "(the sub-folders are the classes)")
         classes, items, dropped = folder_items(source, args.group_pattern, args.group_by, args.views,
-                                               args.allow_burned_in, scope_of(args))
+                                               args.allow_burned_in, scope)
         unlabelled = 0
         info["source"] = {"folders": source}
     else:
