@@ -54,22 +54,23 @@ def _images_by_folder(root):
 
 
 def out_of_scope(root, listed, scope):
-    """{"class/file": why} of the DICOM files of ``listed`` ((class folder, file name) in ROOT) whose header says they
-    are not chest radiographs (``models.dicom.Scope``); a file unreadable otherwise is left to the encoding."""
-    from models.dicom import DicomError, OutOfScope, dicom_header
+    """({"class/file": why} of the DICOM files of ``listed`` ((class folder, file name) in ROOT) whose header says
+    they are not chest radiographs (``models.dicom.Scope``), {"class/file": Patient ID or None} of the others' headers,
+    read once here for --group-by patient); a file unreadable otherwise is left to the encoding."""
+    from models.dicom import DicomError, OutOfScope, dicom_header, patient_id
     from models.images import is_dicom_file
 
-    found = {}
+    found, patients = {}, {}
     for folder, name in listed:
         path = os.path.join(root, folder, name)
         if is_dicom_file(path):
             try:
-                dicom_header(path, scope)
+                patients[f"{folder}/{name}"] = patient_id(dicom_header(path, scope))
             except OutOfScope as err:
                 found[f"{folder}/{name}"] = str(err)
             except DicomError:
                 pass
-    return found
+    return found, patients
 
 
 def gather(root, out, classes, group_pattern=None, group_by=None, scope=Scope()):
@@ -79,7 +80,7 @@ def gather(root, out, classes, group_pattern=None, group_by=None, scope=Scope())
     if not os.path.isdir(root):
         raise UserError(f"ROOT not found: {root}")
     listed = _images_by_folder(root)
-    left_out = out_of_scope(root, listed, scope)
+    left_out, patients = out_of_scope(root, listed, scope)
     for image, why in left_out.items():
         print(f"warning: leaving out {image}: {why}", file=sys.stderr)
     listed = [(folder, name) for folder, name in listed if f"{folder}/{name}" not in left_out]
@@ -88,7 +89,7 @@ def gather(root, out, classes, group_pattern=None, group_by=None, scope=Scope())
         raise UserError(f"no class folders with images in {root}: give a folder of one sub-folder per class")
     mapping = class_mapping(folders, classes)
     groups = image_groups(root, [folder for folder, _ in listed], [name for _, name in listed], group_pattern,
-                          group_by)
+                          group_by, patients)
     if group_by == "patient":  # Patient IDs never written out: a salted hash keeps them apart
         salt = secrets.token_hex(16)
         groups = [hashlib.sha256((salt + group).encode()).hexdigest()[:16] for group in groups]
