@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from models.checkpoint import load_checkpoint
+from models.checkpoint import params_path as checkpoint_params
 from models.errors import UserError, run_cli
 from models.runtime import setup_runtime
 from models.images import INPUT_SIZE, ImageReadError, View
@@ -192,7 +193,7 @@ def recorded_checkpoint(made, models_dir, given=None):
     looked. ``given`` (--backbone) must be that checkpoint."""
     wanted, looked = made.get("model_sha256"), []
     if given:  # named by the user: that checkpoint or an error, never a silent fall-back to another place
-        params = f"{os.path.abspath(_checkpoint_prefix(given))}-0000.params"
+        params = checkpoint_params(os.path.abspath(_checkpoint_prefix(given)))
         if not os.path.exists(params):
             raise UserError(f"--backbone {given}: no checkpoint there ({params} not found): give the prefix or the "
                             f"-0000.params file of the backbone the head's codes were made with")
@@ -200,9 +201,9 @@ def recorded_checkpoint(made, models_dir, given=None):
             raise UserError(f"--backbone {given}: {params} is not the checkpoint the head's codes were made with (its "
                             f"sha256 differs from head.json's {wanted[:12]}...): give that checkpoint, or train a "
                             f"head on codes of this one")
-        return params[:-len("-0000.params")]
+        return os.path.abspath(_checkpoint_prefix(given))
     for prefix in backbone_places(made, models_dir):
-        params = f"{prefix}-0000.params"
+        params = checkpoint_params(prefix)
         if not os.path.exists(params):
             looked.append(f"{params} (missing)")
             continue

@@ -28,7 +28,7 @@ def setup_runtime():
     # MXNet assumes two hyperthreads per core and, unless OMP_NUM_THREADS is set, runs its operators on half the
     # processors: on a 2-core machine that is one thread and half the speed. Use every core this process may run on.
     if hasattr(os, "sched_getaffinity"):
-        cores = str(len(os.sched_getaffinity(0)))
+        cores = str(usable_cores())
         os.environ.setdefault("OMP_NUM_THREADS", cores)
         # OpenJPEG (PIL's JPEG 2000 decoder) decodes one image's code-blocks on this many threads; unset, on one
         os.environ.setdefault("OPJ_NUM_THREADS", cores)
