@@ -16,6 +16,7 @@ from models.images import View
 from models.labels import load_labels, split_digest
 from models.predictions import predictions_file
 from models.provenance import record
+from models.report_page import split_flow, write_report_page
 from models.weights import sha256_of
 
 GRID_IMAGES = 15
@@ -146,7 +147,7 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     codes or labels that do not fit the head, for an epoch whose checkpoint is not kept, and for codes not made from
     ``significant_bits`` (where given) significant bits.
     """
-    from models.plots import plot_confusion_matrix, plot_predictions, plot_reliability, plot_roc
+    from models.plots import plot_confusion_matrix, plot_distances, plot_predictions, plot_reliability, plot_roc
 
     out_dir = out_dir or os.path.join(models_dir, "eval")
     check_output_folder(out_dir, "the report folder", [("TEST_IMGS", image_dir), ("TEST_CODES", codes_dir)])
@@ -189,6 +190,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
         point = meta["operating_point"]
         report["operating_point"].update(source=point["source"], images=point["images"], why=point["why"])
     report["calibration"] = meta.get("calibration") or {"method": "none", "why": "trained before recalibration existed"}
+    report["flow"] = dict(split_flow(labels_path) or {}, scored=len(names),
+                          flagged=None if check is None else int(np.sum(unlike)))
 
     if check is not None:
         report["input_check"], warning = inputcheck.summary(names, distances, unlike, check.threshold_,
@@ -216,6 +219,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
         plot_roc(curves, os.path.join(out_dir, "roc_curve.png"))
     else:
         log(f"no roc_curve.png: ROC is {report['roc_auc']['method']}")
+    if check is not None:
+        plot_distances(distances, unlike, check.threshold_, os.path.join(out_dir, "input_check.png"))
     if report.get("probabilities") and "bins" in report["probabilities"]:
         plot_reliability(report["probabilities"], report["operating_point"]["positive_class"],
                          os.path.join(out_dir, "calibration.png"))
@@ -238,4 +243,5 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
                                "the lung box)", **grid)
     elif heatmaps != "none":
         log(f"no heatmaps: the codes have shape {store.shape}, not a channels x height x width map")
+    write_report_page(out_dir, report, meta)
     return report, out_dir

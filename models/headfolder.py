@@ -116,7 +116,8 @@ def data_digest(names, labels):
 
 
 def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, train_labels, data_sha256,
-             validation_images, trained_on=None, split_sha256=None, provenance=None):
+             validation_images, trained_on=None, split_sha256=None, provenance=None, class_counts=None,
+             group_unit=None):
     """head.json of a head fitted by ``estimator`` (its layout, operating point and validation split fixed; no epoch
     yet) on the codes ``codes_meta`` describes, of the images and labels named."""
     settings, classes = estimator.settings_, estimator.classes_
@@ -134,6 +135,7 @@ def new_meta(estimator, codes_meta, code_shape, *, train_imgs, train_codes, trai
                          n_images=len(estimator.train_positions_), data_sha256=data_sha256,
                          # what the head learned from, by content: a test set holding any of these is refused
                          images_sha256=trained_on, split_sha256=split_sha256,
+                         class_counts=class_counts, group_unit=group_unit,  # for the report page
                          class_weights=dict(zip(classes, estimator.class_weights_.tolist())),
                          optimizer="sgd (no momentum, no weight decay)", loss="softmax cross-entropy", init="xavier"),
         "selection": dict(estimator.selection_, by=SELECTION_RULE) if (estimator.selection_ or {}).get("candidates")

@@ -73,3 +73,13 @@ def split_digest(labels_path):
 
     path = os.path.join(os.path.dirname(os.path.abspath(labels_path)), "split.json")
     return sha256_of(path) if os.path.exists(path) else None
+
+
+def class_counts(labels, names):
+    """{class: {"images": n, "groups": distinct groups, or None where the label file names none}} of ``names``."""
+    counts = {}
+    for name in labels.classes:
+        mine = [image for image in names if labels.labels[image] == name]
+        counts[name] = {"images": len(mine),
+                        "groups": len({labels.group_of(image) for image in mine}) if labels.groups else None}
+    return counts

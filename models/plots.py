@@ -163,3 +163,20 @@ def save_overlay(path, image, heat, title):
     draw_overlay(ax, image, heat)
     ax.set_title(title, fontsize=8)
     save_figure(fig, path)
+
+
+def plot_distances(distances, unlike, threshold, path):
+    """The input check on a test set: each image's distance from the training films as a dot (flagged ones in
+    orange, above the dashed threshold), spread vertically by a fixed jitter so that equal distances stay apart."""
+    distances, unlike = np.asarray(distances, float), np.asarray(unlike, bool)
+    fig = figure(7, 2.2)
+    ax = fig.subplots()
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(distances))
+    ax.scatter(distances[~unlike], jitter[~unlike], s=18, color="C0", label="like the training films")
+    if unlike.any():
+        ax.scatter(distances[unlike], jitter[unlike], s=24, color="C1", label="flagged: unlike them")
+    ax.axvline(threshold, color="gray", linestyle="--", label=f"threshold {threshold:.1f}")
+    ax.set(yticks=[], ylim=(-0.5, 0.5), xlabel="distance from the training films (Mahalanobis)",
+           xlim=(0, max(float(distances.max(initial=0)), threshold) * 1.08))
+    ax.legend(loc="upper left", fontsize="small", ncol=3, bbox_to_anchor=(0, 1.3), frameon=False)
+    save_figure(fig, path)

@@ -19,7 +19,7 @@ from models.codes import CODES_FILE, CodeStore, check_examples
 from models.errors import UserError
 from models.fileio import check_output_folder, remove_stale_temps
 from models.headfolder import HeadFolder, best_epoch, data_digest, new_meta, resume_differences
-from models.labels import load_labels, split_digest
+from models.labels import class_counts, load_labels, split_digest
 
 
 def log_selection(choice, point, log):
@@ -114,7 +114,9 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
         meta = new_meta(estimator, store.meta, store.shape, train_imgs=image_dir, train_codes=codes_dir,
                         train_labels=labels_path, data_sha256=data_sha256,
                         validation_images=[names[i] for i in val_pos], trained_on=trained_on,
-                        split_sha256=split_digest(labels_path), provenance=provenance)
+                        split_sha256=split_digest(labels_path), provenance=provenance,
+                        class_counts=class_counts(labels, [names[i] for i in estimator.train_positions_]),
+                        group_unit=labels.group_unit)
         if previous is not None:
             folder.check_resumable(previous, meta)
             meta["history"], meta["best_epoch"] = previous["history"], previous.get("best_epoch")

@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import sys
+from collections import Counter
 from dataclasses import replace
 
 from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_group_arguments,
@@ -28,6 +29,7 @@ from models.errors import UserError, named, run_cli
 from models.fileio import check_output_folder, write_json
 from models.images import class_folders, is_image_name
 from models.labels import save_labels
+from models.report_page import write_report_page
 from models.runtime import setup_runtime
 from models.splits import image_groups
 
@@ -54,8 +56,8 @@ def _images_by_folder(root):
 
 
 def out_of_scope(root, listed, scope):
-    """({"class/file": why} of the DICOM files of ``listed`` ((class folder, file name) in ROOT) whose header says
-    they are not chest radiographs (``models.dicom.Scope``), {"class/file": Patient ID or None} of the others' headers,
+    """({"class/file": OutOfScope} of the DICOM files of ``listed`` ((class folder, file name) in ROOT) whose header
+    says they are not chest radiographs (``models.dicom.Scope``), {"class/file": Patient ID or None} of the others' headers,
     read once here for --group-by patient); a file unreadable otherwise is left to the encoding."""
     from models.dicom import DicomError, OutOfScope, dicom_header, patient_id
     from models.images import is_dicom_file
@@ -67,7 +69,7 @@ def out_of_scope(root, listed, scope):
             try:
                 patients[f"{folder}/{name}"] = patient_id(dicom_header(path, scope))
             except OutOfScope as err:
-                found[f"{folder}/{name}"] = str(err)
+                found[f"{folder}/{name}"] = err
             except DicomError:
                 pass
     return found, patients
@@ -76,7 +78,7 @@ def out_of_scope(root, listed, scope):
 def gather(root, out, classes, group_pattern=None, group_by=None, scope=Scope()):
     """Link every image of ROOT/<class>/ into OUT/images (a name used by two classes gets the class as prefix) and
     write OUT/labels.json, leaving out (named, with a warning) the DICOM files ``scope`` does not read; returns (the
-    label of each linked name, how many images each folder gave, {"class/file": why} of those left out)."""
+    label of each linked name, how many images each folder gave, {"class/file": OutOfScope} of those left out)."""
     if not os.path.isdir(root):
         raise UserError(f"ROOT not found: {root}")
     listed = _images_by_folder(root)
@@ -162,8 +164,12 @@ def validate(models_dir, root, out, group_pattern=None, group_by=None, batch_siz
                                 models_dir, out_dir=os.path.join(out, EVAL), heatmaps=heatmaps,
                                 allow_overlap=allow_overlap, log=log)
     report["validation"] = dict(shift_report(report, meta), data=os.path.abspath(root), folders=counts,
-                                not_chest_radiographs=left_out)
+                                not_chest_radiographs={image: str(err) for image, err in left_out.items()})
+    report["flow"] = dict(report["flow"], source=os.path.abspath(root), found=sum(counts.values()) + len(left_out),
+                          left_out={f"not a chest radiograph ({reason})": n for reason, n in
+                                    Counter(err.reason for err in left_out.values()).items()})
     write_json(os.path.join(eval_dir, "report.json"), report)
+    write_report_page(eval_dir, report, meta, title="External validation")
     return report
 
 

@@ -1,0 +1,155 @@
+"""report.html (models.report_page): one self-contained page per result, parsed as a browser would read it."""
+
+import json
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import test_model
+import train_model
+from helpers import make_split
+
+HOSTILE = "<img src=x onerror=alert(1)>"  # a class name, and so part of every file name of that class
+CSS_URL = "url("
+
+
+class Page(HTMLParser):
+    """What a page refers to and says: every src / href value, every url() in a style, its images, its text and the
+    cells that carry a report.json key."""
+
+    def __init__(self, html):
+        super().__init__()
+        self.references, self.images, self.text, self.keyed, self.tags = [], [], [], {}, []
+        self._key, self._in_style = None, False
+        self.styles = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        self.references += [attrs[name] for name in ("src", "href") if name in attrs]
+        if "style" in attrs:
+            self.styles.append(attrs["style"])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        self._key = attrs.get("data-key")
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag):
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.styles.append(data)
+        self.text.append(data)
+        if self._key:
+            self.keyed[self._key] = data.strip()
+            self._key = None
+
+    def style_urls(self):
+        found = []
+        for style in self.styles:
+            start = style.find(CSS_URL)
+            while start >= 0:
+                found.append(style[start + len(CSS_URL):style.find(")", start)].strip("'\" "))
+                start = style.find(CSS_URL, start + 1)
+        return found
+
+
+def at(report, dotted):
+    for key in dotted.split("."):
+        report = report[key]
+    return report
+
+
+def check_page(out_dir):
+    """The checks every report page passes; returns (the page, report.json)."""
+    html = (out_dir / "report.html").read_text(encoding="utf-8")
+    report = json.loads((out_dir / "report.json").read_text())
+    page = Page(html)
+    assert "script" not in page.tags
+    outside = [ref for ref in page.references + page.style_urls() if not ref.startswith(("data:", "#"))]
+    assert outside == []
+    assert page.images and all(src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,"))
+                               for src in page.images)
+    assert {"roc_auc.value", "balanced_accuracy", "operating_point.sensitivity.value", "n"} <= set(page.keyed)
+    for key, shown in page.keyed.items():
+        value = at(report, key)
+        assert shown == (str(value) if isinstance(value, int) else f"{value:.4f}"), key
+    return page, report
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A head trained on tiny codes, then tested on 100 images of which half have a class (and so file names) that
+    is HTML; heatmaps of every image."""
+    root = tmp_path_factory.mktemp("page")
+    classes = ["normal", HOSTILE]
+    train = make_split(root / "train", classes, 30, seed=1)
+    test = make_split(root / "test", classes, 50, seed=2, separation=0.6)
+    models_dir = root / "models"
+    train_model.main([*train, str(models_dir), "--epochs", "3", "--batch-size", "16"])
+    test_model.main([*test, str(models_dir), "--heatmaps", "all"])
+    return models_dir / "eval"
+
+
+def test_the_page_is_self_contained_and_its_numbers_are_report_json_s(hostile_run):
+    page, report = check_page(hostile_run)
+    assert report["n"] == 100
+    assert len(page.images) >= 4  # ROC, calibration, input check, heatmaps
+    text = " ".join(page.text)
+    assert "not a medical device" in text.lower()
+    assert f"{report['input_check']['flagged']}" in page.keyed["input_check.flagged"]
+
+
+def test_names_from_the_inputs_show_as_text(hostile_run):
+    html = (hostile_run / "report.html").read_text(encoding="utf-8")
+    page = Page(html)
+    assert HOSTILE not in html  # never as markup
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert any(HOSTILE in text for text in page.text)  # as text, where a reader sees it
+    assert "x" not in page.images
+
+
+def test_a_100_image_page_with_heatmaps_stays_small(hostile_run):
+    assert len(os.listdir(hostile_run / "heatmaps")) == 100
+    assert os.path.getsize(hostile_run / "report.html") < 5_000_000
+
+
+def browser():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def render(path, screenshot, size="1100,3000"):
+    """Headless Chromium on ``path``: (the screenshot as an array, the console messages it logged)."""
+    run = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                          "--v=0", f"--window-size={size}", f"--screenshot={screenshot}", f"file://{path}"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    return np.asarray(Image.open(screenshot).convert("L")), console
+
+
+@pytest.mark.skipif(browser() is None, reason="no headless Chromium here: apt-get install chromium (docs/pipeline.md)")
+def test_a_browser_draws_the_page_without_a_console_error(hostile_run, tmp_path):
+    pixels, console = render(hostile_run / "report.html", tmp_path / "page.png")
+    assert console == []
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # text and figures, not a blank page
+    # the same browser does report what the page must not do: a reference outside the page, a script
+    bad = tmp_path / "bad.html"
+    head = (hostile_run / "report.html").read_text(encoding="utf-8").split("<body>")[0]
+    bad.write_text(head + '<body><img src="http://127.0.0.1:9/x.png"><script>alert(1)</script></body></html>')
+    _, console = render(bad, tmp_path / "bad.png", "400,300")
+    assert len(console) == 2 and all("Content Security Policy" in line for line in console)
+
+
+def test_the_demo_s_page(demo_run):
+    page, report = check_page(demo_run.out / "models" / "eval")
+    text = " ".join(page.text)
+    assert "too few to judge calibration" in text
+    assert report["n"] == 25
