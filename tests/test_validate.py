@@ -7,7 +7,10 @@ import json
 import os
 import shutil
 
+from pydicom.data import get_testdata_file
+
 from helpers import run_script
+from test_report_page import check_page
 
 PATIENT_PATTERN = r"^(\d+)_"
 
@@ -29,6 +32,7 @@ def rows(path):
 def test_validation_on_the_demo_test_films_is_what_test_model_gives(demo_run, tmp_path):
     out = demo_run.out
     root = class_folders_of(out / "split" / "test", out / "split" / "test_labels.json", tmp_path / "elsewhere")
+    shutil.copy2(get_testdata_file("CT_small.dcm"), root / "NORMAL" / "00099999_000.dcm")  # a CT: left out
     done = run_script("-m", "models.validate", out / "models", root, "--out", tmp_path / "val",
                       "--group-pattern", PATIENT_PATTERN, "--heatmaps", "none")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -46,6 +50,11 @@ def test_validation_on_the_demo_test_films_is_what_test_model_gives(demo_run, tm
     assert shift["operating_point"]["sensitivity"] == tested["operating_point"]["sensitivity"]
     assert set(shift["folders"]) == {"NORMAL", "PNEUMONIA"} and sum(shift["folders"].values()) == tested["n"]
     assert "unlike the training films (input check)" in done.stdout
+    assert report["flow"]["found"] == tested["n"] + 1 and report["flow"]["left_out"] == {
+        "not a chest radiograph (Modality CT)": 1}
+    page, _ = check_page(tmp_path / "val" / "eval")
+    text = " ".join(page.text)
+    assert "External validation" in text and "left out: not a chest radiograph (Modality CT)" in text
 
     again = run_script("-m", "models.validate", out / "models", root, "--out", tmp_path / "val",
                        "--group-pattern", PATIENT_PATTERN, "--heatmaps", "none")  # resumes: nothing to encode
