@@ -89,10 +89,41 @@ def _percent(interval):
     return "n/a" if interval is None else f"{100 * interval[0]:.1f}-{100 * interval[1]:.1f} %"
 
 
-def _grid_choice(truth, count):
-    """Up to ``count`` indices spread evenly over the images sorted by true class, so every class shows."""
-    by_class = np.argsort(truth, kind="stable")
-    return by_class[np.unique(np.linspace(0, len(truth) - 1, min(count, len(truth))).round().astype(int))]
+def display_choice(truth, predicted, positive, count):
+    """Indices of up to ``count`` images in the order to show them: the errors first (with a ``positive`` class the
+    missed positives, then the false alarms; else every wrong call, by true class), then correct calls spread over
+    the classes, so each class with one shows where there is room."""
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    wrong = truth != predicted
+    if positive is None:
+        errors = np.flatnonzero(wrong)[np.argsort(truth[wrong], kind="stable")]
+    else:
+        errors = np.concatenate([np.flatnonzero(wrong & (truth == positive)),
+                                 np.flatnonzero(wrong & (truth != positive))])
+    errors = errors[:count]
+    correct = spread_over_classes(truth, np.flatnonzero(~wrong), count - len(errors))
+    return np.concatenate([errors, correct]).astype(int)
+
+
+def spread_over_classes(truth, candidates, room):
+    """Up to ``room`` of ``candidates``, taken from the classes in turn, each class's share spread evenly over its
+    candidates; grouped by class."""
+    pools = [candidates[truth[candidates] == c] for c in np.unique(truth[candidates])]
+    quotas = [0] * len(pools)
+    while sum(quotas) < room and any(q < len(pool) for q, pool in zip(quotas, pools)):
+        for k, pool in enumerate(pools):
+            if quotas[k] < len(pool) and sum(quotas) < room:
+                quotas[k] += 1
+    picked = [pool[np.linspace(0, len(pool) - 1, q).round().astype(int)] for pool, q in zip(pools, quotas) if q]
+    return np.concatenate(picked) if picked else np.array([], dtype=int)
+
+
+def grid_title(truth, predicted, shown):
+    """What predictions.png shows: how many of the errors, then how many correct calls."""
+    errors = int(np.sum(truth != predicted))
+    wrong = int(np.sum(truth[shown] != predicted[shown]))
+    return (f"{wrong} of the {errors} errors (red), then {len(shown) - wrong} of the {len(truth) - errors} correct "
+            f"calls (green)")
 
 
 def training_overlap(store, names, meta, codes_dir, allow_overlap, log):
@@ -147,7 +178,8 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     codes or labels that do not fit the head, for an epoch whose checkpoint is not kept, and for codes not made from
     ``significant_bits`` (where given) significant bits.
     """
-    from models.plots import plot_confusion_matrix, plot_distances, plot_predictions, plot_reliability, plot_roc
+    from models.plots import (overlay_caption, plot_confusion_matrix, plot_distances, plot_predictions,
+                              plot_reliability, plot_roc)
 
     out_dir = out_dir or os.path.join(models_dir, "eval")
     check_output_folder(out_dir, "the report folder", [("TEST_IMGS", image_dir), ("TEST_CODES", codes_dir)])
@@ -222,18 +254,22 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     if check is not None:
         plot_distances(distances, unlike, check.threshold_, os.path.join(out_dir, "input_check.png"))
     if report.get("probabilities") and "bins" in report["probabilities"]:
-        plot_reliability(report["probabilities"], report["operating_point"]["positive_class"],
-                         os.path.join(out_dir, "calibration.png"))
-    shown = _grid_choice(truth, GRID_IMAGES)
+        plot_reliability(report["probabilities"], classes[positive], os.path.join(out_dir, "calibration.png"),
+                         classes[1 - positive])
+    shown = display_choice(truth, predicted, positive, GRID_IMAGES)
     view = View.of(store.meta)
     images = [view.load_or_blank(os.path.join(image_dir, names[i])) for i in shown]
+    flags = unlike if check else np.zeros(len(names), bool)
     grid = dict(true_classes=[classes[truth[i]] for i in shown],
                 predicted_classes=[classes[predicted[i]] for i in shown], probabilities=probabilities[shown],
-                classes=classes)
-    plot_predictions(images, path=os.path.join(out_dir, "predictions.png"), **grid)
+                classes=classes, flags=[bool(flags[i]) for i in shown])
+    plot_predictions(images, path=os.path.join(out_dir, "predictions.png"), title=grid_title(truth, predicted, shown),
+                     **grid)
     if heatmaps != "none" and len(store.shape) == 3:
+        captions = [f"{name}\n{overlay_caption(classes, probs, guess, positive, flag, true)}"
+                    for name, probs, guess, flag, true in zip(names, probabilities, predicted, flags, truth)]
         maps, shares, outside, boxes = write_test_heatmaps(
-            model.gradient_net(), store, image_dir, names, truth, predicted, classes,
+            model.gradient_net(), store, image_dir, names, captions, predicted, classes,
             view, out_dir, shown, heatmaps == "all", context)
         report["lung_field"] = lung_field_report(shares, outside, truth, predicted, classes, names, view)
         write_json(os.path.join(out_dir, "report.json"), report)

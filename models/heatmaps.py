@@ -182,9 +182,10 @@ def lung_field_line(record, count):
             f"class: {per_class}); {record['peaks_outside']['count']} of {count} maps peak outside it")
 
 
-def write_test_heatmaps(net, store, image_dir, names, truth, predicted, classes, view, out_dir, shown, overlays,
+def write_test_heatmaps(net, store, image_dir, names, captions, predicted, classes, view, out_dir, shown, overlays,
                         context=None):
-    """test_model.py's Grad-CAM pass: heatmaps.npz (and with ``overlays`` heatmaps/<image>.png) batch by batch;
+    """test_model.py's Grad-CAM pass: heatmaps.npz (and with ``overlays`` heatmaps/<image>.png, each titled with its
+    one of ``captions``) batch by batch;
     returns the maps of ``shown``, every map's share inside the lung box and whether it peaks outside it, and the box
     of each of ``shown`` (view pixels)."""
     from models.plots import save_overlay
@@ -206,6 +207,5 @@ def write_test_heatmaps(net, store, image_dir, names, truth, predicted, classes,
                     kept[i] = heat
                 if overlays:
                     save_overlay(os.path.join(out_dir, "heatmaps", overlay_name(names[i])),
-                                 view.load_or_blank(path), heat,
-                                 f"{names[i]}\ntrue {classes[truth[i]]}, said {classes[predicted[i]]}")
+                                 view.load_or_blank(path), heat, captions[i])
     return [kept[int(i)] for i in shown], shares, outside, [boxes[int(i)] for i in shown]

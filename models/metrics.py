@@ -87,7 +87,9 @@ def wilson_interval(successes, n, z=Z_95):
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the edges, where rounding could miss p
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return [low, high]
 
 
 def bootstrap_auc_interval(truth, probabilities, positive=None, resampling=None):
@@ -244,8 +246,9 @@ def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5,
                 "given_prevalence": predictive_values(sensitivity, specificity, prevalence) if prevalence else None}
         if auc is not None:
             fpr, tpr, _ = roc_curve(truth == positive, probabilities[:, positive])
+            chosen = [(f"operating threshold {threshold:.3f}", threshold)]
             marks = [(label, _rates(truth, probabilities, positive, t)) for label, t in
-                     ((f"threshold {threshold:.3f}", threshold), ("threshold 0.5", 0.5))]
+                     (chosen if threshold == 0.5 else chosen + [("threshold 0.5", 0.5)])]
             curves.append((f"{classes[positive]} vs {classes[1 - positive]}", fpr, tpr, auc, marks))
         method = f"binary, positive class {classes[positive]!r}"
     else:
@@ -269,7 +272,10 @@ def compute_metrics(truth, probabilities, classes, positive=None, threshold=0.5,
     return report, curves, predicted
 
 
-CALIBRATION_BINS = 10  # equal-width bins of the predicted probability for the ECE and the reliability diagram
+CALIBRATION_BINS = 10  # equal-width bins of the predicted probability for the ECE; also the most reliability bins
+RELIABILITY_MIN_PER_BIN = 10  # a share observed on fewer images has a 95% interval wider than half the axis
+CALIBRATION_MIN_IMAGES = 100  # fewer test images (or fewer than RELIABILITY_MIN_PER_BIN of a class): no curve, a note
+HISTOGRAM_BINS = 20  # equal-width bins of the predicted probability for the histogram under the reliability diagram
 FIXED_RATES = (0.90, 0.95)  # the specificities and sensitivities a diagnostic report fixes
 
 
@@ -296,7 +302,8 @@ def probability_scores(truth, probabilities, positive):
     """How far two-class probabilities of the positive class can be read as risks: the Brier score and its skill
     against always answering the prevalence, calibration-in-the-large (mean p minus the prevalence), the calibration
     slope and intercept (logistic regression of the outcome on logit p: 1 and 0 when calibrated), the expected
-    calibration error over CALIBRATION_BINS equal-width bins, and the bins themselves (for the reliability diagram)."""
+    calibration error over CALIBRATION_BINS equal-width bins and those bins; for the reliability diagram, quantile bins
+    with their 95% intervals, a histogram of p per true class and whether the images are enough to judge calibration."""
     p = np.asarray(probabilities, dtype=np.float64)[:, positive]
     y = (np.asarray(truth) == positive).astype(np.float64)
     prevalence = float(y.mean())
@@ -312,9 +319,55 @@ def probability_scores(truth, probabilities, positive):
             "brier_skill": 1 - brier / reference if reference > 0 else None,
             "calibration_in_the_large": float(p.mean()) - prevalence, "calibration_slope": slope,
             "calibration_intercept": intercept, "ece": float(ece), "prevalence": prevalence, "bins": bins,
+            "reliability_bins": reliability_bins(p, y), "histogram": prediction_histogram(p, y),
+            **calibration_judgement(y),
             "how": "Brier: mean squared error of p; reference: always answering the prevalence; slope and intercept: "
                    "logistic regression of the outcome on logit p (1 and 0 when calibrated); ECE: mean |mean p - "
-                   f"observed share| over {CALIBRATION_BINS} equal-width bins of p, weighted by their images"}
+                   f"observed share| over {CALIBRATION_BINS} equal-width bins of p, weighted by their images; "
+                   "reliability_bins: the images sorted by p and cut into near-equal bins of at least "
+                   f"{RELIABILITY_MIN_PER_BIN} (at most {CALIBRATION_BINS}), each observed share with its Wilson 95% "
+                   "interval; histogram: images per equal-width bin of p, by true class"}
+
+
+def reliability_bin_count(n):
+    """As many quantile bins as give each at least RELIABILITY_MIN_PER_BIN images, at most CALIBRATION_BINS, at
+    least one."""
+    return max(1, min(CALIBRATION_BINS, n // RELIABILITY_MIN_PER_BIN))
+
+
+def reliability_bins(p, y):
+    """The images sorted by ``p`` and cut into near-equal bins (``reliability_bin_count``): per bin the range of p,
+    its images and positives, the mean p, the observed share of positives and that share's Wilson 95% interval."""
+    order = np.argsort(p, kind="stable")
+    rows = []
+    for members in np.array_split(order, reliability_bin_count(len(p))):
+        positives = int(y[members].sum())
+        rows.append({"from": float(p[members].min()), "to": float(p[members].max()), "images": len(members),
+                     "positives": positives, "mean_predicted": float(p[members].mean()),
+                     "observed": positives / len(members), "ci95": wilson_interval(positives, len(members))})
+    return rows
+
+
+def prediction_histogram(p, y):
+    """Images per HISTOGRAM_BINS equal-width bins of ``p``, the positives and the others apart."""
+    edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
+    count = lambda mask: np.histogram(p[mask], bins=edges)[0].tolist()
+    return {"edges": np.round(edges, 6).tolist(), "positives": count(y == 1), "others": count(y == 0)}
+
+
+def calibration_judgement(y):
+    """{"calibration_judgeable", "calibration_note"}: whether these images are enough to read calibration off the
+    reliability diagram (CALIBRATION_MIN_IMAGES, and RELIABILITY_MIN_PER_BIN of each class), in a sentence."""
+    n, positives = len(y), int(y.sum())
+    fewest = min(positives, n - positives)
+    if n < CALIBRATION_MIN_IMAGES or fewest < RELIABILITY_MIN_PER_BIN:
+        return {"calibration_judgeable": False,
+                "calibration_note": f"{n} images ({positives} positive): too few to judge calibration (at least "
+                                    f"{CALIBRATION_MIN_IMAGES} needed, {RELIABILITY_MIN_PER_BIN} of each class)"}
+    bins = reliability_bin_count(n)
+    return {"calibration_judgeable": True,
+            "calibration_note": f"{n} images in {bins} bins of at least {n // bins}: calibration can be judged "
+                                f"roughly; read each bin with its 95% interval"}
 
 
 def _rate_at(scores, hits, fixed, of):

@@ -5,6 +5,7 @@ import numpy as np
 from models.fileio import atomic_path
 
 OVERLAY_ALPHA = 0.45  # how much of a heatmap shows over the radiograph
+UNLIKE_LABEL = "unlike training"  # an image the input check flagged
 
 
 def figure(width, height):
@@ -82,46 +83,97 @@ def plot_confusion_matrix(matrix, classes, path):
     save_figure(fig, path)
 
 
+MARK_STYLES = (  # the operating points: each later one smaller and filled, so it shows inside an earlier one
+    dict(marker="o", markersize=14, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.8),
+    dict(marker="s", markersize=6, color="tab:red"),
+    dict(marker="^", markersize=4, color="tab:purple"))
+
+
 def plot_roc(curves, path):
     """``curves``: [(label, false positive rates, true positive rates, auc, marks)], ``marks`` a list of
-    (label, (false positive rate, true positive rate)) operating points drawn on the curve."""
-    fig = figure(5, 5)
+    (label, (false positive rate, true positive rate)) operating points drawn on the curve, told apart by shape and
+    size where they coincide."""
+    fig = figure(5.5, 6.2)
     ax = fig.subplots()
     for label, fpr, tpr, auc, marks in curves:
         ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
-        for (mark, (x, y)), style in zip(marks, ("o", "s", "^")):
-            ax.plot([x], [y], marker=style, linestyle="none", markersize=8, label=f"{mark}: FPR {x:.2f}, TPR {y:.2f}")
+        for number, ((mark, point), style) in enumerate(zip(marks, MARK_STYLES)):
+            same = [name.split()[-1] for name, earlier in marks[:number] if np.allclose(earlier, point)]
+            note = f" (same point as {same[0]})" if same else ""
+            ax.plot(*point, linestyle="none", label=f"{mark}: FPR {point[0]:.2f}, TPR {point[1]:.2f}{note}", **style)
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize="small")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve", xlim=(-0.02, 1.02),
+           ylim=(-0.02, 1.03))
+    fig.legend(loc="outside lower center", fontsize="small")
     save_figure(fig, path)
 
 
-def plot_reliability(scores, positive_class, path):
-    """The reliability diagram: per bin of the predicted probability of ``positive_class``, the share of images that
-    have it against the mean predicted, each point labelled with its count of images; the diagonal is calibration.
-    ``scores``: ``metrics.probability_scores``."""
-    fig = figure(5, 5)
-    ax = fig.subplots()
+def plot_reliability(scores, positive_class, path, other_class="the others"):
+    """The reliability diagram of ``scores`` (``metrics.probability_scores``): per quantile bin of the predicted
+    probability of ``positive_class``, the observed share of it against the mean predicted, with its 95% interval and
+    count of images; the diagonal is calibration. Below, the histogram of the predictions by true class. Where the
+    images are too few to judge calibration, the bins are points without a line and the plot says so."""
+    fig = figure(5.5, 6.5)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    _draw_reliability_bins(top, scores, positive_class)
+    _draw_prediction_histogram(bottom, scores["histogram"], positive_class, other_class)
+    save_figure(fig, path)
+
+
+def _draw_reliability_bins(ax, scores, positive_class):
+    rows = scores["reliability_bins"]
+    judgeable = scores["calibration_judgeable"]
+    x = [row["mean_predicted"] for row in rows]
+    y = [row["observed"] for row in rows]
+    below = [row["observed"] - row["ci95"][0] for row in rows]
+    above = [row["ci95"][1] - row["observed"] for row in rows]
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="calibrated")
-    filled = [row for row in scores["bins"] if row["images"]]
-    ax.plot([row["mean_predicted"] for row in filled], [row["observed"] for row in filled], marker="o",
-            label=f"test images (ECE {scores['ece']:.3f}, Brier {scores['brier']:.3f})")
-    for row in filled:
-        ax.annotate(str(row["images"]), (row["mean_predicted"], row["observed"]), textcoords="offset points",
-                    xytext=(4, -10), fontsize=7)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"predicted p({positive_class})",
-           ylabel=f"observed share of {positive_class}", title="calibration (count of images per bin)")
+    ax.errorbar(x, y, yerr=[below, above], marker="o", capsize=3, linestyle="-" if judgeable else "none",
+                label=f"test images, 95% CI (ECE {scores['ece']:.3f}, Brier {scores['brier']:.3f})")
+    for row in rows:
+        _label_count(ax, row["mean_predicted"], row["observed"], row["images"])
+    if not judgeable:
+        ax.text(0.98, 0.03, _wrapped(scores["calibration_note"], 42), transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=8, color="tab:red", bbox=dict(facecolor="white", edgecolor="tab:red"))
+    size = min(row["images"] for row in rows)
+    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), ylabel=f"observed share of {positive_class}",
+           title=f"calibration: {len(rows)} bins of {size}+ images (count beside each)")
     ax.legend(loc="upper left", fontsize="small")
     ax.grid(alpha=0.3)
-    save_figure(fig, path)
+
+
+def _label_count(ax, x, y, count):
+    """The count beside its point, on the side that keeps it inside the axes."""
+    right = x < 0.8
+    ax.annotate(f"n={count}", (x, y), textcoords="offset points", xytext=(7 if right else -7, -4 if y > 0.1 else 4),
+                ha="left" if right else "right", va="top" if y > 0.1 else "bottom", fontsize=7)
+
+
+def _wrapped(text, width):
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _draw_prediction_histogram(ax, histogram, positive_class, other_class):
+    edges = np.asarray(histogram["edges"])
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    ax.bar(centres, histogram["others"], width=width, color="tab:blue", alpha=0.6, label=f"true {other_class}")
+    ax.bar(centres, histogram["positives"], width=width, bottom=histogram["others"], color="tab:orange", alpha=0.8,
+           label=f"true {positive_class}")
+    ax.set(xlabel=f"predicted p({positive_class})", ylabel="images")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    tallest = max(np.add(histogram["others"], histogram["positives"]).max(), 1)
+    ax.set_ylim(0, tallest * 1.6)  # room for the legend above the bars
+    ax.legend(loc="upper center", fontsize="small", ncols=2)
 
 
 def plot_predictions(images, true_classes, predicted_classes, probabilities, classes, path, columns=5, maps=None,
-                     boxes=None, title="some predictions"):
+                     boxes=None, title="some predictions", flags=None):
     """A grid of images, each captioned with its true class and the predicted probabilities; green where the
-    predicted class (at the operating threshold) is right. With ``maps``, each image carries its heatmap; with
-    ``boxes`` ((left, top, right, bottom) in the image's pixels, or None), a dashed box (the lung field)."""
+    predicted class (at the operating threshold) is right, and "unlike training" where ``flags`` (the input check)
+    says so. With ``maps``, each image carries its heatmap; with ``boxes`` ((left, top, right, bottom) in the image's
+    pixels, or None), a dashed box (the lung field)."""
     from matplotlib.patches import Rectangle
 
     rows = max(1, -(-len(images) // columns))
@@ -140,7 +192,9 @@ def plot_predictions(images, true_classes, predicted_classes, probabilities, cla
             ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="white",
                                    linestyle="--", linewidth=1))
         top = np.argsort(probs)[::-1][:3]
-        caption = f"true: {truth}, said: {guess}\n" + "\n".join(f"{classes[i]}: {probs[i]:.2f}" for i in top)
+        caption = f"true: {truth}, said: {guess}\n" + "\n".join(f"{classes[c]}: {probs[c]:.2f}" for c in top)
+        if flags is not None and flags[i]:
+            caption += f"\n{UNLIKE_LABEL}"
         ax.set_title(caption, fontsize=8, color="tab:green" if guess == truth else "tab:red")
     fig.suptitle(title)
     save_figure(fig, path)
@@ -180,3 +234,12 @@ def plot_distances(distances, unlike, threshold, path):
            xlim=(0, max(float(distances.max(initial=0)), threshold) * 1.08))
     ax.legend(loc="upper left", fontsize="small", ncol=3, bbox_to_anchor=(0, 1.3), frameon=False)
     save_figure(fig, path)
+
+
+def overlay_caption(classes, probabilities, predicted, positive=None, flagged=False, truth=None):
+    """One overlay's label: the true class where known, the predicted class and the probability behind it (of the
+    positive class where there is one), and "unlike training" where the input check flagged the image."""
+    scored = predicted if positive is None else positive
+    said = f"said {classes[predicted]}, p({classes[scored]}) {probabilities[scored]:.2f}"
+    caption = said if truth is None else f"true {classes[truth]}, {said}"
+    return caption + (f"\n{UNLIKE_LABEL}" if flagged else "")

@@ -62,7 +62,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     recorded one, or inputs that name no image."""
     from models.extract import encode
     from models.heatmaps import heatmap_batch, heatmap_file, overlay_names
-    from models.plots import save_overlay
+    from models.plots import overlay_caption, save_overlay
 
     model = load_head(models_dir, epoch)  # the head on the CPU: small next to the backbone
     meta, epoch = model.meta_, model.epoch_
@@ -102,10 +102,10 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
                 unread = np.array([path in failed for path in chunk])
                 maps[unread], predicted = np.nan, np.where(unread, -1, predicted)
                 maps_out.add(maps, chunk, predicted, boxes, sizes)
-                for path, heat, guess in zip(chunk, maps, predicted):
+                for path, heat, guess, probs, flag in zip(chunk, maps, predicted, probabilities, unlike):
                     if path not in failed:
-                        save_overlay(os.path.join(out_dir, "heatmaps", overlays[path]),
-                                     view.load(path), heat, f"{path}\nsaid {classes[guess]}")
+                        save_overlay(os.path.join(out_dir, "heatmaps", overlays[path]), view.load(path), heat,
+                                     f"{path}\n" + overlay_caption(classes, probs, guess, positive, bool(flag)))
         written.require_scored(out_dir)  # nothing scored: every output of an earlier run left as it was
     done = len(paths) - len(skipped)
     write_json(os.path.join(out_dir, PROVENANCE_FILE), dict(

@@ -63,3 +63,48 @@ def test_delong_matches_sklearn_and_the_bootstrap():
     three /= three.sum(axis=1, keepdims=True)
     assert metrics.auc_and_variance(labels, three)[0] == pytest.approx(metrics.roc_auc(labels, three), abs=1e-12)
 
+
+
+def scored_images(count, seed=0):
+    """``count`` images with p uniform and outcomes drawn at p (calibrated), as (truth, two-column probabilities)."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(size=count)
+    truth = (rng.uniform(size=count) < p).astype(int)
+    return truth, np.stack([1 - p, p], axis=1)
+
+
+@pytest.mark.parametrize("count", [25, 99, 100, 137, 1000])
+def test_reliability_bins_hold_enough_images_each_and_their_intervals_hold_the_share(count):
+    scores = metrics.probability_scores(*scored_images(count), 1)
+    rows = scores["reliability_bins"]
+    assert len(rows) == max(1, min(metrics.CALIBRATION_BINS, count // metrics.RELIABILITY_MIN_PER_BIN))
+    assert sum(row["images"] for row in rows) == count
+    assert all(row["images"] >= metrics.RELIABILITY_MIN_PER_BIN for row in rows)
+    assert all(row["ci95"][0] <= row["observed"] <= row["ci95"][1] for row in rows)
+    assert all(row["from"] <= row["mean_predicted"] <= row["to"] for row in rows)
+    assert all(a["to"] <= b["from"] for a, b in zip(rows, rows[1:]))  # sorted by p, no overlap
+    histogram = scores["histogram"]
+    assert sum(histogram["positives"]) + sum(histogram["others"]) == count
+    assert len(scores["bins"]) == metrics.CALIBRATION_BINS  # the equal-width ones of the ECE stay
+
+
+def test_25_images_are_too_few_to_judge_calibration_and_the_note_says_so():
+    scores = metrics.probability_scores(*scored_images(25), 1)
+    assert scores["calibration_judgeable"] is False
+    assert scores["calibration_note"].startswith("25 images") and "too few" in scores["calibration_note"]
+    assert metrics.probability_scores(*scored_images(400), 1)["calibration_judgeable"] is True
+
+
+def test_many_images_of_one_class_only_are_too_few_to_judge_calibration():
+    truth, probabilities = scored_images(300)
+    truth[:] = 0
+    truth[:5] = 1
+    assert metrics.probability_scores(truth, probabilities, 1)["calibration_judgeable"] is False
+
+
+def test_the_roc_marks_the_0_5_threshold_only_where_the_operating_one_differs():
+    truth, probabilities = scored_images(40)
+    classes = ["normal", "nodule"]
+    for threshold, marks in ((0.5, 1), (0.43, 2)):
+        curves = metrics.compute_metrics(truth, probabilities, classes, 1, threshold)[1]
+        assert len(curves[0][4]) == marks and curves[0][4][0][0] == f"operating threshold {threshold:.3f}"
