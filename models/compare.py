@@ -123,12 +123,13 @@ def _same_partition(first, second):
 
 def bootstrap_difference(resampling, statistic):
     """(95% percentile interval, two-sided p) of ``statistic(positions)``, a paired difference, over the resamples
-    (those where it is None, undefined, left out)."""
-    values = np.array([value for value in map(statistic, resampling.samples()) if value is not None])
-    low, high = np.percentile(values, [2.5, 97.5])
+    (those where it is None, undefined, left out); (None, None) where it is undefined on every one."""
+    values = resampling.values(statistic)
+    if not len(values):
+        return None, None
     below, above = np.sum(values <= 0), np.sum(values >= 0)
     p = min(1.0, 2 * (min(below, above) + 1) / (len(values) + 1))
-    return [float(low), float(high)], float(p)
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])], float(p)
 
 
 def auc_difference(truth, first, second, positive, resampling):
@@ -235,7 +236,7 @@ def format_table(result):
         if row["difference"] is None:
             lines.append(f"{name:10}n/a: {row['method']}")
             continue
-        interval = f"{row['ci95'][0]:+.4f}..{row['ci95'][1]:+.4f}"
+        interval = "n/a" if row["ci95"] is None else f"{row['ci95'][0]:+.4f}..{row['ci95'][1]:+.4f}"
         lines.append(f"{name:10}{row['a']:8.4f}{row['b']:8.4f}{row['difference']:+9.4f}  {interval:<17}"
                      f"{_p(row['p']):>7}")
     lines += ["", f"ROC-AUC: {result['roc_auc']['method']}",

@@ -64,11 +64,15 @@ class Resampling:
                 self._samples.append(np.concatenate([self.members[g] for g in chosen]))
         return self._samples
 
+    def values(self, statistic):
+        """``statistic(positions)`` on every resample, as an array; those where it is None (undefined) left out."""
+        return np.array([value for value in map(statistic, self.samples()) if value is not None], dtype=np.float64)
+
     def interval(self, statistic):
         """95% percentile interval of ``statistic(positions)`` over the resamples (those where it is None left out);
         None where it is None on every one."""
-        values = [value for value in (statistic(sample) for sample in self.samples()) if value is not None]
-        if not values:
+        values = self.values(statistic)
+        if not len(values):
             return None
         low, high = np.percentile(values, [2.5, 97.5])
         return [float(low), float(high)]

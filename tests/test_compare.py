@@ -189,3 +189,10 @@ def test_more_than_two_classes_compare_the_macro_auc_and_the_decisions(tmp_path)
 def test_help_names_every_option():
     done = run_script("-m", "models.compare", "--help", timeout=60)
     assert done.returncode == 0 and all(flag in done.stdout for flag in ("EVAL_A", "EVAL_B", "--out", "--labels"))
+
+
+def test_a_difference_undefined_on_every_resample_has_no_interval():
+    resampling = Resampling(np.array([0, 0, 1, 1]), groups=["a", "a", "b", "b"], unit="patients")
+    assert compare.bootstrap_difference(resampling, lambda rows: None) == (None, None)
+    interval, p = compare.bootstrap_difference(resampling, lambda rows: 0.1)
+    assert interval == pytest.approx([0.1, 0.1]) and p == pytest.approx(2 / (resampling.resamples + 1))
