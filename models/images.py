@@ -30,7 +30,11 @@ INPUT_SIZE = 224  # pixels of the square the backbone sees
 
 
 class ImageReadError(Exception):
-    """An unreadable, corrupt or non-image file; the message names the reason."""
+    """An unreadable, corrupt or non-image file: ``reason`` says why; the message is the file's name, then it."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{os.path.basename(os.fspath(path))}: {reason}")
+        self.reason = reason
 
 
 def is_image_name(folder, name):
@@ -97,7 +101,7 @@ def image_size(path):
         with Image.open(path) as image:
             return image.size
     except (OSError, SyntaxError, ValueError, DicomError) as err:
-        raise ImageReadError(f"{os.path.basename(os.fspath(path))}: not a readable image ({err})") from None
+        raise ImageReadError(path, f"not a readable image ({err})") from None
 
 
 def _file_depth(path):
@@ -180,15 +184,8 @@ def read_file(path, size=INPUT_SIZE, resize="crop", bits=None, margin=REDUCED_MA
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning,
             DicomError) as err:  # the warning where a caller made it an error
         why = str(err) if isinstance(err, OutOfScope) else f"not a readable image ({err})"
-        raise ImageReadError(f"{os.path.basename(os.fspath(path))}: {why}") from None
+        raise ImageReadError(path, why) from None
     return Decoded(np.asarray(resized, dtype=np.uint8), full_size, image.size, notice)
-
-
-def skip_reason(path, why):
-    """Why ``path`` could not be read, without the file's name that ``ImageReadError``'s message starts with: the
-    reason a results file gives beside the path."""
-    prefix = f"{os.path.basename(os.fspath(path))}: "
-    return why[len(prefix):] if why.startswith(prefix) else why
 
 
 def warn_of_reading(write, path, decoded, why):
@@ -196,7 +193,7 @@ def warn_of_reading(write, path, decoded, why):
     that it was skipped and why, or the notice of its reading (values beyond the set's significant bits); the file
     named by ``path`` as given, as the results name it."""
     if why is not None:
-        write(f"warning: skipped {one_line(path)}: {one_line(skip_reason(path, why))}", file=sys.stderr)
+        write(f"warning: skipped {one_line(path)}: {one_line(why)}", file=sys.stderr)
     elif decoded.notice:
         write(f"warning: {one_line(path)}: {decoded.notice}", file=sys.stderr)
 
@@ -291,11 +288,11 @@ class View:
         return self.decode(path).pixels
 
     def decode_or_why(self, path):
-        """(``decode(path)``, None), or (None, why the file cannot be read: its ImageReadError's message)."""
+        """(``decode(path)``, None), or (None, why the file cannot be read: its ImageReadError's reason)."""
         try:
             return self.decode(path), None
         except ImageReadError as err:
-            return None, str(err)
+            return None, err.reason
 
     def decode(self, path):
         """``read``, as the ``Decoded`` that says what was read."""

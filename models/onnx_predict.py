@@ -23,7 +23,7 @@ import numpy as np
 from models.cli import add_batch_size_argument, add_scope_arguments, add_new_films_depth_argument, scope_of
 from models.errors import UserError, run_cli
 from models.fileio import check_output_folder, write_json
-from models.images import View, as_rgb, given_depth, image_paths, skip_reason, warn_of_reading
+from models.images import View, as_rgb, given_depth, image_paths, warn_of_reading
 from models.metrics import decide
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
@@ -115,7 +115,7 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
                 scores = dict(zip(read, zip(probabilities, decide(probabilities, positive, threshold), distances)))
             for path in chunk:  # every input in the order given, the unreadable ones with why
                 if path in failed:
-                    written.skip(path, skip_reason(path, failed[path]))
+                    written.skip(path, failed[path])
                     continue
                 probs, guess, distance = scores[path]
                 flagged = None if check is None else bool(distance > check["threshold"])

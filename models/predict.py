@@ -22,7 +22,7 @@ from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus
 from models.errors import UserError, run_cli
 from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
-from models.images import View, given_depth, image_paths, skip_reason
+from models.images import View, given_depth, image_paths
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
 from models.provenance import record
@@ -94,7 +94,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
             distances, unlike = check.flag(codes) if check else ([None] * len(chunk), [None] * len(chunk))
             for path, guess, probs, distance, flag in zip(chunk, predicted, probabilities, distances, unlike):
                 if path in failed:
-                    written.skip(path, skip_reason(path, failed[path]))
+                    written.skip(path, failed[path])
                 else:
                     written.add(path, probs, guess, distance, flag)
             if maps_out is not None:  # one row per image given; an unreadable one gets NaNs and class -1
