@@ -198,15 +198,17 @@ def warn_of_reading(write, path, decoded, why):
         write(f"warning: {one_line(path)}: {decoded.notice}", file=sys.stderr)
 
 
-def given_depth(view, bits, log):
-    """``view`` with the significant bits of the high-depth films given to a runner (--significant-bits), said with
-    ``log`` where they replace other recorded ones; ``view`` where ``bits`` is None."""
-    if bits is None:
-        return view
-    if view.high_depth_bits not in (None, bits):
-        log(f"notice: high-depth films mapped from {bits} significant bits (--significant-bits), not the "
-            f"{view.high_depth_bits} recorded for the training films")
-    return replace(view, bits=bits)
+def scoring_view(recorded, bits=None, scope=None, log=print):
+    """The ``View`` a runner scores new images with: the one ``recorded`` (head.json's "backbone", or what an export
+    records) describes, with the significant bits of high-depth films given to it (--significant-bits; said with
+    ``log`` where they replace other recorded ones) and the DICOM ``scope`` it reads besides chest radiographs."""
+    view = View.of(recorded)
+    if bits is not None:
+        if view.high_depth_bits not in (None, bits):
+            log(f"notice: high-depth films mapped from {bits} significant bits (--significant-bits), not the "
+                f"{view.high_depth_bits} recorded for the training films")
+        view = replace(view, bits=bits)
+    return replace(view, scope=view.scope.plus(scope)) if scope else view
 
 
 def as_rgb(pixels):

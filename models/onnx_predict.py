@@ -16,14 +16,13 @@ import argparse
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import numpy as np
 
 from models.cli import add_batch_size_argument, add_scope_arguments, add_new_films_depth_argument, scope_of
 from models.errors import UserError, run_cli
 from models.fileio import check_output_folder, write_json
-from models.images import View, as_rgb, given_depth, image_paths, warn_of_reading
+from models.images import as_rgb, image_paths, scoring_view, warn_of_reading
 from models.metrics import decide
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
@@ -89,8 +88,7 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     described = metadata["input"]["view"]
-    view = given_depth(View.of(described), significant_bits, log)
-    view = replace(view, scope=view.scope.plus(scope)) if scope else view
+    view = scoring_view(described, significant_bits, scope, log)
     classes, threshold = metadata["classes"], metadata["threshold"]
     positive = None if metadata["positive_class"] is None else classes.index(metadata["positive_class"])
     check = metadata.get("input_check")

@@ -12,7 +12,6 @@ image in OUT/heatmaps/. Images are read, encoded and written batch by batch.
 import argparse
 import os
 from contextlib import nullcontext
-from dataclasses import replace
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus
 from models.errors import UserError, run_cli
 from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
-from models.images import View, given_depth, image_paths
+from models.images import image_paths, scoring_view
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
 from models.progress import progress_bar
 from models.provenance import record
@@ -70,8 +69,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     paths = image_paths(inputs, skip=out_dir)
     check_output_folder(out_dir, "--out", [("the image folder", p) for p in inputs if os.path.isdir(p)])
     classes, positive, threshold, check = model.classes_, model.positive_, model.threshold_, model.input_check_
-    view = given_depth(View.of(meta["backbone"]), significant_bits, log)  # what the training codes saw
-    view = replace(view, scope=view.scope.plus(scope)) if scope else view
+    view = scoring_view(meta["backbone"], significant_bits, scope, log)  # what the training codes saw
     cam_net = model.gradient_net() if heatmaps else None
     backbone = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
     grid = tuple(meta["code_shape"][1:])

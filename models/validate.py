@@ -20,14 +20,13 @@ import secrets
 import shutil
 import sys
 from collections import Counter
-from dataclasses import replace
 
 from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_group_arguments,
                         add_scope_arguments, scope_of)
 from models.dicom import Scope
 from models.errors import UserError, named, run_cli
 from models.fileio import check_output_folder, write_json
-from models.images import class_folders, is_image_name
+from models.images import class_folders, is_image_name, scoring_view
 from models.labels import save_labels
 from models.report_page import write_report_page
 from models.runtime import setup_runtime
@@ -143,7 +142,6 @@ def validate(models_dir, root, out, group_pattern=None, group_by=None, batch_siz
     from models.evaluation import evaluate
     from models.extract import extract_folder
     from models.headfolder import HeadFolder
-    from models.images import View
     from models.predict import recorded_backbone
 
     check_output_folder(out, "--out", [("ROOT", root), ("MODELS_DIR", models_dir)])
@@ -151,8 +149,7 @@ def validate(models_dir, root, out, group_pattern=None, group_by=None, batch_siz
         raise UserError(f"--out {out!r} lies inside ROOT {root!r}: its images would be read as a class; write "
                         f"elsewhere")
     meta = HeadFolder(models_dir).read_meta()
-    view = View.of(meta["backbone"])
-    view = replace(view, scope=view.scope.plus(scope)) if scope else view
+    view = scoring_view(meta["backbone"], scope=scope)
     labels, counts, left_out = gather(root, out, meta["classes"], group_pattern, group_by, view.scope)
     log(f"{root}: " + ", ".join(f"{folder} {n}" for folder, n in counts.items()) + f" images -> {out}")
     net = recorded_backbone(meta, models_dir, batch_size, contexts, backbone)
