@@ -31,7 +31,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from bench.pages import page_path, write_accuracy_page
+from bench.pages import COMPARISONS, page_path, write_accuracy_page
 from models import head, metrics
 from models.classifier import RECIPES, HeadClassifier, TrainSettings
 from models.cli import add_group_arguments, add_view_arguments, at_least
@@ -300,9 +300,8 @@ def format_rows(title, rows, classes, winners, check):
                   f"{check['better_probe']}: {check['defaults_minus_better_probe']:+.3f}; minus "
                   f"{check['best_layout']}: {check['defaults_minus_best_layout']:+.3f}; balanced accuracy at the "
                   f"operating point minus at 0.5: {check['balanced_accuracy_point_minus_half']:+.3f} -> "
-                  + "; ".join(f"{text}: {check[key + '_reading']['reading']}" for key, text in (
-                      ("defaults_minus_better_probe", "probe"), ("defaults_minus_best_layout", "layout"),
-                      ("balanced_accuracy_point_minus_half", "operating point"))) + f" => {check['reading']}"
+                  + "; ".join(f"{short}: {check[key + '_reading']['reading']}" for key, short, _ in COMPARISONS)
+                  + f" => {check['reading']}"
                   + " (each difference against its margin and its spread over seeds and folds)"]
     return "\n".join(lines)
 

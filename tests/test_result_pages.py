@@ -55,29 +55,31 @@ def tiny_head(tmp_path_factory):
 
 @pytest.fixture()
 def predicted(tiny_head, tmp_path, monkeypatch):
-    """models.predict on two red films (one named as HTML), two grey ones and a corrupt file: the output folder."""
+    """models.predict on two red films (one named as HTML), two grey ones, a 16-bit one and a corrupt file: the
+    output folder."""
     monkeypatch.setattr("models.predict.recorded_backbone", lambda *args: FakeBackbone())
     films = tmp_path / "films"
     films.mkdir()
     for name, colour in ((HOSTILE, (200, 40, 40)), ("a_red.png", (210, 30, 30)), ("b_grey.png", (90, 90, 90)),
                          ("c_grey.png", (60, 60, 60))):
         Image.new("RGB", (300, 260), colour).save(films / name)
+    Image.fromarray(np.full((260, 300), 20000, np.uint16)).save(films / "d_16bit.png")  # read as the backbone did
     (films / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not a film")
     out = tmp_path / "pred"
-    assert predict_images(str(tiny_head), [str(films)], out_dir=str(out), log=lambda *a: None) == 4
+    assert predict_images(str(tiny_head), [str(films)], out_dir=str(out), log=lambda *a: None) == 5
     return out
 
 
 def test_predictions_page_flagged_first_skipped_listed_names_as_text(predicted):
     html = (predicted / "predictions.html").read_text(encoding="utf-8")
     page = self_contained(predicted / "predictions.html")
-    assert len(page.images) == 4 and all(src.startswith("data:image/jpeg;base64,") for src in page.images)
+    assert len(page.images) == 5 and all(src.startswith("data:image/jpeg;base64,") for src in page.images)
     assert max(map(len, page.images)) < 10_000  # a thumbnail, not the film
-    assert (page.keyed["scored"], page.keyed["flagged"], page.keyed["skipped"]) == ("4", "2", "1")
+    assert (page.keyed["scored"], page.keyed["flagged"], page.keyed["skipped"]) == ("5", "3", "1")
     shown = [text for text in page.text if text.endswith(".png")]
     files = [os.path.basename(text) for text in shown]
-    assert files[:2] == ["b_grey.png", "c_grey.png"]  # the flagged first, each part in the order given
-    assert files[2:] == [HOSTILE, "a_red.png", "corrupt.png"]  # "<" sorts before "a"
+    assert files[:3] == ["b_grey.png", "c_grey.png", "d_16bit.png"]  # the flagged first, each part as given
+    assert files[3:] == [HOSTILE, "a_red.png", "corrupt.png"]  # "<" sorts before "a"
     assert "not a readable image" in html
     assert HOSTILE not in html and "&lt;img src=x onerror=alert(1)&gt;.png" in html
 
@@ -90,7 +92,7 @@ def test_a_film_that_cannot_be_read_again_leaves_its_cell_empty(predicted, tiny_
     write_predictions_page(str(predicted), ["normal", "pneumonia"], View(), {"written_by": "test", "source": "s",
                                                                              "epoch": 1, "threshold": 1.0})
     page = self_contained(predicted / "predictions.html")
-    assert len(page.images) == 3 and page.keyed["scored"] == "4"
+    assert len(page.images) == 4 and page.keyed["scored"] == "5"
 
 
 def test_a_run_that_scores_nothing_writes_no_page(predicted, tiny_head, monkeypatch):
