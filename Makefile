@@ -111,10 +111,10 @@ bench: setup $(VENV)/.installed-dev bench/.venv/.installed ## measure extraction
 exports: setup ## [KEEP=dir]: how close the codes of the shared NIH films stay, read from JPEG 2000 / JPEG DICOMs at reduced resolution and from 16-bit PNGs of 12-bit values, to their full / 8-bit codes; writes bench/exports.json
 	$(PY) -m bench.exports --shared "$(SHARED)" $(if $(KEEP),--keep "$(KEEP)")
 
-accuracy: setup ## [DATA=class folders] [GROUP_PATTERN=regex | GROUP_BY=patient]: cross-validate the head's defaults, each layout, the original recipe and two linear probes on DATA and the shared NIH sets; writes bench/accuracy.json
+accuracy: setup ## [DATA=class folders] [GROUP_PATTERN=regex | GROUP_BY=patient]: cross-validate the head's defaults, each layout, the original recipe and two linear probes on DATA and the shared NIH sets; writes bench/accuracy.json and bench/accuracy.html
 	$(PY) -m bench.accuracy $(if $(DATA),"$(DATA)") $(GROUP_ARG) --seeds $(SEEDS) --shared "$(SHARED)" --field $(FIELD) $(BOX_ARG)
 
-audit: setup ## DATA=class folders [GROUP_PATTERN=regex | GROUP_BY=patient] [LUNG_BOX=l,t,r,b]: how much of the head's and a probe's ROC-AUC survives with the lung field hidden; writes bench/audit.json and bench/audit.png
+audit: setup ## DATA=class folders [GROUP_PATTERN=regex | GROUP_BY=patient] [LUNG_BOX=l,t,r,b]: how much of the head's and a probe's ROC-AUC survives with the lung field hidden; writes bench/audit.json, bench/audit.png and bench/audit.html
 	@test -n "$(DATA)" || { echo "error: make audit needs DATA=folder-of-class-folders" >&2; exit 2; }
 	$(PY) -m bench.audit "$(DATA)" $(GROUP_ARG) $(BOX_ARG) --seeds $(SEEDS)
 

@@ -19,7 +19,7 @@ cross-validation (no group in two folds) of
 Prints a table per set (mean +- sd over seeds: ROC-AUC, balanced accuracy and recalls, and of the pooled out-of-fold
 probabilities the Brier score, mean p minus the prevalence and the calibration slope), the share of held-out images
 the input check flags, and whether the defaults are within 0.02 ROC-AUC of the better probe and 0.01 of the best fixed
-layout; writes everything to --out (JSON).
+layout; writes everything to --out (JSON) and a page of the tables beside it (NAME.html, ``bench.pages``).
 """
 
 import argparse
@@ -31,6 +31,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from bench.pages import COMPARISONS, page_path, write_accuracy_page
 from models import head, metrics
 from models.classifier import RECIPES, HeadClassifier, TrainSettings
 from models.cli import add_group_arguments, add_view_arguments, at_least
@@ -299,9 +300,8 @@ def format_rows(title, rows, classes, winners, check):
                   f"{check['better_probe']}: {check['defaults_minus_better_probe']:+.3f}; minus "
                   f"{check['best_layout']}: {check['defaults_minus_best_layout']:+.3f}; balanced accuracy at the "
                   f"operating point minus at 0.5: {check['balanced_accuracy_point_minus_half']:+.3f} -> "
-                  + "; ".join(f"{text}: {check[key + '_reading']['reading']}" for key, text in (
-                      ("defaults_minus_better_probe", "probe"), ("defaults_minus_best_layout", "layout"),
-                      ("balanced_accuracy_point_minus_half", "operating point"))) + f" => {check['reading']}"
+                  + "; ".join(f"{short}: {check[key + '_reading']['reading']}" for key, short, _ in COMPARISONS)
+                  + f" => {check['reading']}"
                   + " (each difference against its margin and its spread over seeds and folds)"]
     return "\n".join(lines)
 
@@ -405,8 +405,9 @@ def main(argv=None):
         print(tables[-1], flush=True)
     results["seconds"] = round(time.time() - started, 1)
     write_json(args.out, results)
+    page = write_accuracy_page(results, page_path(args.out))
     print("\n".join(tables))
-    print(f"\nwrote {args.out} ({results['seconds']:.0f} s)")
+    print(f"\nwrote {args.out} and {page} ({results['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

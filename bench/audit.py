@@ -10,7 +10,8 @@ of `make accuracy` on 2026-12-02; the audit compares fields, not layouts, so it 
 class-balanced logistic probe on averaged codes, on each encoding. Prints and writes (--out, --png) each model's
 pooled out-of-fold ROC-AUC per encoding with its 95% interval, and the share of its above-chance AUC that survives
 with the lungs hidden, (AUC_hidden - 0.5) / (AUC_as_is - 0.5), with a warning above 0.5. The JSON and the chart keep
-the data sets of earlier runs (a set audited again replaces its own entry).
+the data sets of earlier runs (a set audited again replaces its own entry); a page of both, audit.html beside the
+JSON, shows the tables and the chart (``bench.pages``).
 
 A box is not a segmentation: a signal that survives may be legitimate (a large heart reaches past it, pneumonia
 changes the whole film's exposure) or a shortcut (side markers, text, tubes, projection, site). The audit says where
@@ -25,6 +26,7 @@ import time
 import numpy as np
 
 from bench.accuracy import add_fold_arguments, load_dataset, outer_splits, probe_proba, run_jobs
+from bench.pages import page_path, write_audit_page
 from models import head, metrics
 from models.classifier import HeadClassifier, TrainSettings
 from models.cli import add_group_arguments, add_view_arguments
@@ -196,7 +198,8 @@ def main(argv=None):
         print(tables[-1], flush=True)
     write_json(args.out, results)
     plot_audit(results["datasets"], [label for _, label in ENCODINGS], MODELS, args.png)
-    print(f"\nwrote {args.out} and {args.png} ({time.time() - started:.0f} s)")
+    page = write_audit_page(results, args.png, page_path(args.out))
+    print(f"\nwrote {args.out}, {args.png} and {page} ({time.time() - started:.0f} s)")
 
 
 if __name__ == "__main__":

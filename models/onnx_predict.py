@@ -6,10 +6,10 @@
 Reads every image with the project's one loader (``models.images``: PNG, JPEG, TIFF, 16-bit, DICOM mapped as a viewer
 shows it) as the file's metadata says the backbone saw them, runs the file, and writes what ``models.predict`` writes:
 one line per image (the class, its probabilities, a mark where it is unlike the training films), OUT/predictions.csv
-with the same columns, and the unreadable files named. Needs only what requirements-onnx.txt lists (ONNX Runtime,
-numpy, Pillow, pydicom and its decoders, tqdm), in any Python and numpy version they support: from the repository,
-or from any folder once ``pip install -r requirements-onnx.txt REPOSITORY`` has installed the command
-``xvision-onnx-predict`` (pyproject.toml).
+with the same columns and OUT/predictions.html, and the unreadable files named. Needs only what requirements-onnx.txt
+lists (ONNX Runtime, numpy, Pillow, pydicom and its decoders, tqdm, Jinja2), in any Python and numpy version they
+support: from the repository, or from any folder once ``pip install -r requirements-onnx.txt REPOSITORY`` has installed
+the command ``xvision-onnx-predict`` (pyproject.toml).
 """
 
 import argparse
@@ -25,6 +25,7 @@ from models.fileio import check_output_folder, write_json
 from models.images import as_rgb, image_paths, scoring_view, warn_of_reading
 from models.metrics import decide
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
+from models.predictions_page import write_predictions_page
 from models.progress import progress_bar
 from models.runtime import DECODE_THREADS
 
@@ -124,9 +125,12 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
     write_json(os.path.join(out_dir, PROVENANCE_FILE), {
         "written_by": WRITTEN_BY, "source": os.path.abspath(model_path), "epoch": metadata["epoch"],
         "images": len(paths), "skipped": len(skipped)})
+    page = write_predictions_page(out_dir, classes, view, dict(
+        written_by=WRITTEN_BY, source=os.path.abspath(model_path), epoch=metadata["epoch"],
+        rule=rule.lstrip("; ") or None, threshold=check["threshold"] if check else None))
     written.summary(log)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
-        f"{os.path.join(out_dir, 'predictions.csv')}")
+        f"{os.path.join(out_dir, 'predictions.csv')} and {page}")
     return done
 
 

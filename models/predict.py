@@ -5,8 +5,9 @@
 Runs the backbone exactly as head.json records it (the checkpoint, checked by its sha256, the layer, the precision
 and the resize mode), then the head, recalibrating its probabilities as train_model.py learned; prints one line per
 image, marking those unlike the training films (the input check), writes OUT/predictions.csv (the class
-probabilities, training_distance and unlike_training) and, with --heatmaps, OUT/heatmaps.npz and one overlay PNG per
-image in OUT/heatmaps/. Images are read, encoded and written batch by batch.
+probabilities, training_distance and unlike_training), OUT/predictions.html (the same as a page, with thumbnails)
+and, with --heatmaps, OUT/heatmaps.npz and one overlay PNG per image in OUT/heatmaps/. Images are read, encoded
+and written batch by batch.
 """
 
 import argparse
@@ -23,6 +24,7 @@ from models.headfolder import EPOCH_CHOICES, load_head
 from models.fileio import check_output_folder, write_json
 from models.images import image_paths, scoring_view
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
+from models.predictions_page import write_predictions_page
 from models.progress import progress_bar
 from models.provenance import record
 from models.weights import sha256_of
@@ -110,9 +112,12 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
         record({"head_params": sha256_of(model.params_path_), "backbone": meta["backbone"].get("model_sha256")}),
         written_by=WRITTEN_BY, source=os.path.abspath(models_dir), models_dir=os.path.abspath(models_dir),
         epoch=epoch, images=len(paths), skipped=len(skipped)))
+    page = write_predictions_page(out_dir, classes, view, dict(
+        written_by=WRITTEN_BY, source=os.path.abspath(models_dir), epoch=epoch, rule=rule.lstrip("; ") or None,
+        threshold=check_rule[0] if check_rule else None))
     written.summary(log)
     log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
-        f"{os.path.join(out_dir, 'predictions.csv')}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
+        f"{os.path.join(out_dir, 'predictions.csv')} and {page}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
                                                           if heatmaps else ""))
     return done
 

@@ -86,6 +86,7 @@ def test_the_installed_command_runs_outside_the_repository_as_models_predict_doe
     ran = subprocess.run([str(runner_venv / "xvision-onnx-predict"), str(model), str(test), "--out", "out"],
                          cwd=str(elsewhere), env=outside_env(), capture_output=True, text=True, timeout=600)
     assert ran.returncode == 0, ran.stderr[-2000:]
+    assert (elsewhere / "out" / "predictions.html").exists()  # the page too, rendered without MXNet
     assert run_script("-m", "models.predict", models_dir, test, "--out", tmp_path / "mxnet").returncode == 0
     onnx_rows, mxnet_rows = read_rows(elsewhere / "out" / "predictions.csv"), read_rows(tmp_path / "mxnet" /
                                                                                       "predictions.csv")
@@ -111,6 +112,8 @@ def test_the_installed_command_runs_outside_the_repository_as_models_predict_doe
     rows = read_rows(elsewhere / "out_dicom" / "predictions.csv")  # every input has a row, the skipped one with why
     assert [(os.path.basename(row["file"]), bool(row["skipped_reason"])) for row in rows] == [
         ("MR_small_jpeg_ls_lossless.dcm", True), ("SC_rgb_small_odd_jpeg.dcm", False)]
+    page = (elsewhere / "out_dicom" / "predictions.html").read_text(encoding="utf-8")
+    assert "MR_small_jpeg_ls_lossless.dcm" in page and "pip install pylibjpeg" in page
 
     missing = subprocess.run([str(runner_venv / "xvision-onnx-predict"), "nothere.onnx", str(test)],
                              cwd=str(elsewhere), env=outside_env(), capture_output=True, text=True)
