@@ -14,7 +14,8 @@ from models.runtime import setup_runtime
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python test_model.py",
-        description="Predict every test image with a head trained by train_model.py; write report.json (accuracy, "
+        description="Predict every test image with a head trained by train_model.py; write report.html (the result "
+                    "on one page, to read, print or share: docs/report.md), report.json (accuracy, "
                     "balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC-AUC, with two classes "
                     "sensitivity and specificity at the operating point and at specificity / sensitivity 0.90 and "
                     "0.95, each with a 95% bootstrap interval over patients where the label file groups images, PPV "
@@ -22,9 +23,8 @@ def build_parser():
                     "how far the probabilities are risks: Brier score, calibration-in-the-large, slope, ECE; the "
                     "input check's count of images unlike the training films), predictions.csv (per image: the "
                     "class probabilities, training_distance, unlike_training and the group from TEST_LABELS), "
-                    "confusion_matrix.png, "
-                    "roc_curve.png, calibration.png, predictions.png and Grad-CAM heatmaps (heatmaps.png, "
-                    "heatmaps.npz), and print the precision/recall table and every image unlike the training films. "
+                    "confusion_matrix.png, roc_curve.png, calibration.png, input_check.png, predictions.png and "
+                    "Grad-CAM heatmaps (heatmaps.png, heatmaps.npz), and print the precision/recall table and every image unlike the training films. "
                     "Probabilities are recalibrated as train_model.py learned (--calibration). With two classes, an "
                     "image is predicted positive when its probability reaches the threshold train_model.py chose on "
                     "the out-of-fold probabilities of its inner cross-validation (else on the validation images for "
@@ -69,7 +69,7 @@ def main(argv=None):
                                allow_overlap=args.allow_overlap, significant_bits=args.significant_bits)
     print(f"epoch {report['epoch']} of {args.models_dir} on {report['n']} test images:\n")
     print(format_table(report))
-    print(f"\nreport, predictions and plots in {os.path.join(out_dir, '')}")
+    print(f"\nreport: {os.path.join(out_dir, 'report.html')} (report.json, predictions.csv and plots beside it)")
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def main(argv=None):
         print(f"at the head's threshold {point['threshold']:.4f}: sensitivity {point['sensitivity']['value']:.3f}, "
               f"specificity {point['specificity']['value']:.3f} (chosen where both were about "
               f"{point['chosen_at']['balanced_accuracy_out_of_fold'] or float('nan'):.3f} out of fold)")
-    print(f"report, predictions and plots in {os.path.join(args.out, EVAL, '')}")
+    print(f"report: {os.path.join(args.out, EVAL, 'report.html')} (report.json, predictions.csv and plots beside it)")
 
 
 if __name__ == "__main__":
