@@ -14,6 +14,8 @@ GROUP_PATTERN ?=
 GROUP_BY ?=
 GROUP_ARG = $(if $(GROUP_PATTERN),--group-pattern '$(GROUP_PATTERN)') $(if $(GROUP_BY),--group-by $(GROUP_BY))
 OUT ?= data/$(if $(DATA),$(notdir $(abspath $(DATA))),openi)
+# make figure: the browser that draws the demo's page
+CHROMIUM ?= chromium
 # make demo: the bundled NIH sample (examples/nih-sample) into data/demo, or into OUT=dir given on the command line
 DEMO_DATA := examples/nih-sample
 DEMO_OUT = $(if $(filter command line,$(origin OUT)),$(OUT),data/demo)
@@ -60,9 +62,11 @@ $(WEIGHTS): models/weights.py | $(VENV)/.installed
 demo: setup ## set up, then run steps 2-5 offline on the bundled NIH chest X-rays (examples/nih-sample) into data/demo (~40 s)
 	@$(MAKE) --no-print-directory pipeline DATA="$(DEMO_DATA)" OUT="$(DEMO_OUT)" GROUP_PATTERN='^(\d+)_'
 
-figure: demo ## run make demo, then draw the README's picture, docs/demo-heatmaps.png, from its heatmaps.png
-	$(PY) -c "from PIL import Image; im = Image.open('$(DEMO_OUT)/models/eval/heatmaps.png'); im.thumbnail((800, 800)); im.convert('RGB').quantize(colors=192).save('docs/demo-heatmaps.png', optimize=True)"
-	@echo "wrote docs/demo-heatmaps.png"
+figure: demo ## run make demo, then draw the README's picture, docs/demo-report.png: the top of its report.html in headless Chromium (apt-get install chromium)
+	@command -v $(CHROMIUM) >/dev/null || { echo "error: make figure needs Chromium: apt-get install chromium (or CHROMIUM=path)" >&2; exit 2; }
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1400 --screenshot="$(abspath $(DEMO_OUT))/report-top.png" "file://$(abspath $(DEMO_OUT))/models/eval/report.html" 2>/dev/null
+	$(PY) -c "from PIL import Image; Image.open('$(DEMO_OUT)/report-top.png').convert('RGB').quantize(colors=64).save('docs/demo-report.png', optimize=True)"
+	@echo "wrote docs/demo-report.png"
 
 test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
 	$(PY) -m pytest tests
