@@ -30,7 +30,6 @@ def sample_files(root):
             for label in CLASSES}
 
 
-@pytest.mark.slow  # a whole pipeline
 def test_make_demo_on_the_bundled_sample(demo_run, tmp_path):
     """Steps 2-5 on 80 real radiographs through the real ResNet-50: every image coded, an honest report, the layout
     the README describes, and a second run that reuses it all."""
