@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 
@@ -73,3 +74,17 @@ def remove_stale_temps(folder):
         for name in os.listdir(folder):
             if name.startswith(".tmp-") and os.path.isfile(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
+
+
+def link_or_copy(source, dest):
+    """Put the file ``source`` names (a symbolic link's target) at ``dest``: a hard link, else (another file system,
+    links not allowed) a copy; a ``dest`` that is that file already stays as it is."""
+    source = os.path.realpath(source)  # os.link's follow_symlinks is ignored on Linux before Python 3.13
+    if os.path.exists(dest) and os.path.samefile(source, dest):
+        return
+    if os.path.lexists(dest):
+        os.remove(dest)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)

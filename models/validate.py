@@ -14,10 +14,7 @@ listed in ``validation``'s ``not_chest_radiographs``.
 """
 
 import argparse
-import hashlib
 import os
-import secrets
-import shutil
 import sys
 from collections import Counter
 
@@ -25,9 +22,9 @@ from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus
                         add_scope_arguments, scope_of)
 from models.dicom import Scope
 from models.errors import UserError, named, run_cli
-from models.fileio import check_output_folder, write_json
+from models.fileio import check_output_folder, link_or_copy, write_json
 from models.images import class_folders, is_image_name, scoring_view
-from models.labels import save_labels
+from models.labels import patient_hasher, save_labels
 from models.report_page import write_report_page
 from models.runtime import setup_runtime
 from models.splits import image_groups
@@ -91,9 +88,8 @@ def gather(root, out, classes, group_pattern=None, group_by=None, scope=Scope())
     mapping = class_mapping(folders, classes)
     groups = image_groups(root, [folder for folder, _ in listed], [name for _, name in listed], group_pattern,
                           group_by, patients)
-    if group_by == "patient":  # Patient IDs never written out: a salted hash keeps them apart
-        salt = secrets.token_hex(16)
-        groups = [hashlib.sha256((salt + group).encode()).hexdigest()[:16] for group in groups]
+    if group_by == "patient":  # Patient IDs never written out
+        groups = list(map(patient_hasher(), groups))
     taken = {}
     for folder, name in listed:
         taken[name] = taken.get(name, 0) + 1
@@ -102,14 +98,7 @@ def gather(root, out, classes, group_pattern=None, group_by=None, scope=Scope())
     labels, grouped = {}, {}
     for (folder, name), group in zip(listed, groups):
         linked = f"{folder}_{name}" if taken[name] > 1 else name
-        source, dest = os.path.realpath(os.path.join(root, folder, name)), os.path.join(images, linked)
-        if not (os.path.exists(dest) and os.path.samefile(source, dest)):
-            if os.path.lexists(dest):
-                os.remove(dest)
-            try:
-                os.link(source, dest)
-            except OSError:  # another file system, or links not allowed
-                shutil.copyfile(source, dest)
+        link_or_copy(os.path.join(root, folder, name), os.path.join(images, linked))
         labels[linked], grouped[linked] = mapping[folder], group
     unit = "patients" if group_pattern or group_by else None
     save_labels(os.path.join(out, LABELS), classes, labels, grouped, unit)

@@ -20,10 +20,8 @@ and the option that keeps them on one (``split.json``'s "leakage").
 """
 
 import argparse
-import hashlib
 import os
 import re
-import secrets
 import shutil
 import sys
 from collections import Counter
@@ -33,9 +31,9 @@ from models.cli import add_group_arguments, add_scope_arguments, fraction, scope
 from models.errors import UserError, run_cli
 from models.dicom import (DICOM_EXTENSIONS, DicomError, OutOfScope, Scope, burned_in, dicom_header, patient_id,
                           read_dicom, view_position)
-from models.fileio import atomic_path, check_output_folder, write_json
+from models.fileio import atomic_path, check_output_folder, link_or_copy, write_json
 from models.images import IMAGE_EXTENSIONS, RASTER_EXTENSIONS, is_dicom_file, is_image_name
-from models.labels import save_labels
+from models.labels import patient_hasher, save_labels
 from models.splits import grouped_holdout, image_groups, shuffled_groups
 from scraper import mesh
 
@@ -192,13 +190,8 @@ def leakage(sides):
 
 
 def hashed_groups(sides):
-    """``sides`` with each item's group (a Patient ID) replaced by a hash of it under a salt drawn for this split and
-    kept nowhere, so that the label files keep patients together without revealing who they are."""
-    salt = secrets.token_bytes(16)
-
-    def hashed(group):
-        return "patient-" + hashlib.sha256(salt + group.encode()).hexdigest()[:16]
-
+    """``sides`` with each item's group (a Patient ID) hidden behind a hash (``models.labels.patient_hasher``)."""
+    hashed = patient_hasher()
     return {side: [replace(i, report=hashed(i.report)) for i in items] for side, items in sides.items()}
 
 
@@ -255,16 +248,12 @@ def split_xvision(items, classes, seed):
 def _place(source, dest):
     """A hard link to the file ``source`` names (the link's target when it is a symbolic link), else a copy; a DICOM
     file becomes the 8-bit PNG of its image (``models.dicom``), so that no value of its header is written."""
-    source = os.path.realpath(source)  # os.link's follow_symlinks is ignored on Linux before Python 3.13
     if is_dicom_file(source):
         image = read_dicom(source)
         with atomic_path(dest) as partial:
             image.save(partial, format="PNG")
         return
-    try:
-        os.link(source, dest)
-    except OSError:  # another file system, or links not allowed
-        shutil.copyfile(source, dest)
+    link_or_copy(source, dest)
 
 
 def write_split(out, sides, classes, info):
