@@ -35,6 +35,7 @@ from models.errors import UserError, run_cli
 from models.fileio import atomic_path, check_output_folder, write_json
 from models.headfolder import EPOCH_CHOICES, FORMAT, load_head
 from models.images import INPUT_SIZE, View
+from models.inputcheck import training_images
 from models.inputspec import input_how
 from models.onnx_predict import FORMAT as EXPORT_FORMAT
 from models.onnx_predict import DISTANCE, INPUT, METADATA_KEY, PROBABILITIES
@@ -130,7 +131,8 @@ def runner_metadata(fitted):
                                    + (", recalibrated" if fitted.calibration_ else ", the head's own"),
                     DISTANCE: None if check is None else "the input check's distance of each image"},
         "input_check": None if check is None else {"threshold": check.threshold_,
-                                                   "method": check.record_["method"]},
+                                                   "method": check.record_["method"],
+                                                   "training_images": training_images(check.record_)},
         "calibration": meta.get("calibration"),
         "epoch": epoch, "epoch_choice": fitted.epoch_choice_, "layout": meta["head"].get("layout"),
         "backbone": {"model_sha256": meta["backbone"].get("model_sha256"), "layer": meta["backbone"].get("layer"),

@@ -102,7 +102,8 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
     with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
             ThreadPoolExecutor(DECODE_THREADS) as pool, \
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes,
-                             (check["threshold"], check["method"]) if check else None, bar.write) as written:
+                             (check["threshold"], check["method"], check.get("training_images")) if check else None,
+                             bar.write) as written:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
             batch, read, failed = read_batch(chunk, view, bar.write, pool)

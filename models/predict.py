@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from models import metrics
+from models import inputcheck, metrics
 from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_scope_arguments,
                         add_new_films_depth_argument, scope_of)
 from models.errors import UserError, run_cli
@@ -82,7 +82,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
     log(f"epoch {epoch} of {models_dir}: {len(paths)} images{rule}")
     skipped = []
-    check_rule = (check.threshold_, check.record_["method"]) if check else None
+    check_rule = inputcheck.rule_of(check)
     with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes, check_rule, bar.write) as written, \
             (heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(paths), grid, classes) if heatmaps

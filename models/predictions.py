@@ -21,7 +21,7 @@ SKIPPED_COLUMN = "skipped_reason"  # the last column: why an input has no scores
 
 
 class PredictionsFile:
-    """Rows of predictions.csv and their lines; ``check``: (threshold, method) of the input check, or None for a head
+    """Rows of predictions.csv and their lines; ``check``: (threshold, method, training images) of the input check, or None for a head
     trained before input checks existed; ``write``: where each image's line goes (None: no lines); ``with_truth``: a
     true_class column and a last group column (a labelled test set)."""
 
