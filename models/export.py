@@ -30,10 +30,10 @@ import numpy as np
 from models import head
 from models.calibration import EPSILON
 from models.checkpoint import load_checkpoint
-from models.cli import add_backbone_argument, add_batch_size_argument
+from models.cli import add_backbone_argument, add_batch_size_argument, add_epoch_argument
 from models.errors import UserError, run_cli
 from models.fileio import atomic_path, check_output_folder, write_json
-from models.headfolder import EPOCH_CHOICES, FORMAT, load_head
+from models.headfolder import FORMAT, load_head
 from models.images import INPUT_SIZE, View
 from models.inputcheck import training_images
 from models.inputspec import input_how
@@ -268,7 +268,7 @@ def main(argv=None):
                                          __doc__.split("\n\n")[2].split()))
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
     parser.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write (OUT.json beside it)")
-    parser.add_argument("--epoch", default="last", help=f"which epoch's checkpoint: {EPOCH_CHOICES} (default: last)")
+    add_epoch_argument(parser, "to export")
     add_backbone_argument(parser)
     add_batch_size_argument(parser, default=4, what="images of the self-check batch")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Step 6: a trained head applied to new X-rays, no labels needed.
+"""A trained head applied to new X-rays, no labels needed: a command beside the five steps, for after them.
 
     python -m models.predict MODELS_DIR IMAGE_OR_FOLDER... [--epoch last|best|N] [--out DIR] [--heatmaps]
 
@@ -17,10 +17,10 @@ from dataclasses import replace
 import numpy as np
 
 from models import inputcheck, metrics
-from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_scope_arguments,
-                        add_new_films_depth_argument, scope_of)
+from models.cli import (add_backbone_argument, add_batch_size_argument, add_epoch_argument, add_gpus_argument,
+                        add_new_films_depth_argument, add_scope_arguments, scope_of)
 from models.errors import UserError, run_cli
-from models.headfolder import EPOCH_CHOICES, load_head
+from models.headfolder import load_head
 from models.fileio import check_output_folder, write_json
 from models.images import View, given_depth, image_paths, skip_reason
 from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
@@ -124,7 +124,7 @@ def main(argv=None):
                                      __doc__.split("\n\n")[2].replace("\n", " "))
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
-    parser.add_argument("--epoch", default="last", help=f"which epoch's checkpoint: {EPOCH_CHOICES} (default: last)")
+    add_epoch_argument(parser, "to apply")
     parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv and the heatmaps "
                                                      "(default: MODELS_DIR/predict)")
     parser.add_argument("--heatmaps", action="store_true",
