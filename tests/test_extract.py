@@ -150,3 +150,19 @@ def test_an_image_over_pils_pixel_cap_is_refused_by_its_header(tmp_path, monkeyp
         read_file(tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 80 * 60)
     assert read_file(tmp_path / "big.png").size == (80, 60)
+
+
+def test_one_folder_is_encoded_with_two_arguments(weights, tmp_path):
+    write_noise_pngs(tmp_path / "imgs", 3)
+    result = run_script("train.py", tmp_path / "imgs", tmp_path / "codes", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    store = CodeStore(tmp_path / "codes")
+    assert store.read([f"img{i:04d}.png" for i in range(3)]).shape[0] == 3
+
+
+def test_three_folders_are_refused_and_help_shows_both_forms(tmp_path):
+    result = run_script("train.py", tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    assert result.returncode == 2 and "give four folders" in result.stderr and "not 3" in result.stderr
+    usage = run_script("train.py", "--help").stdout
+    assert "python train.py TRAIN_IMGS TEST_IMGS TRAIN_CODES TEST_CODES" in usage
+    assert "python train.py IMGS CODES" in usage
