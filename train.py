@@ -13,7 +13,7 @@ from dataclasses import replace
 from models.cli import (add_batch_size_argument, add_gpus_argument, add_scope_arguments, add_significant_bits_argument,
                         add_view_arguments, at_least, scope_of)
 from models.devices import CPU_SPECS, chosen_contexts
-from models.errors import run_cli
+from models.errors import counted, run_cli
 from models.fileio import check_output_folder
 from models.highdepth import EIGHT_BIT
 from models.images import View, list_images, measure_depth
@@ -59,8 +59,8 @@ def parse_args(argv=None):
                                 "sample of TRAIN_IMGS (--int8-samples), cached in TRAIN_CODES/int8-calibration; codes "
                                 "within ~0.98 "
                                 "cosine similarity of fp32; forward-only 3.6x fp32 on a 2-core AMD EPYC Zen 5, 3.2x "
-                                "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16 (with two folders: "
-                                "IMGS and CODES in place of TRAIN_IMGS and TRAIN_CODES)")
+                                "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16 (given two "
+                                "folders: IMGS and CODES in place of TRAIN_IMGS and TRAIN_CODES)")
     add_significant_bits_argument(parser, "recorded in the codes' index and head.json, so that test_model.py and "
                                           "models.predict map new images the same way (default: measured on "
                                           "TRAIN_IMGS, or on TEST_IMGS where it has none: the largest of what PNG "
@@ -143,7 +143,7 @@ def encode_folders(args, log=print):
         done.append({"folder": folder, "codes_dir": codes_dir, "images": len(writer.files) - len(writer.skipped),
                      "skipped": len(writer.skipped), "precision": backbone.precision, "started": started,
                      "seconds": seconds})
-        log(f"{codes_dir}: {done[-1]['images']} codes, {done[-1]['skipped']} skipped ({seconds:.1f} s)")
+        log(f"{codes_dir}: {counted(done[-1]['images'], 'code')}, {done[-1]['skipped']} skipped ({seconds:.1f} s)")
     return done
 
 

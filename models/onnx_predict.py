@@ -21,11 +21,11 @@ from dataclasses import replace
 import numpy as np
 
 from models.cli import add_batch_size_argument, add_scope_arguments, add_new_films_depth_argument, scope_of
-from models.errors import UserError, run_cli
+from models.errors import UserError, counted, run_cli
 from models.fileio import check_output_folder, write_json
 from models.images import View, as_rgb, given_depth, image_paths, skip_reason, warn_of_reading
 from models.metrics import decide
-from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
+from models.predictions import PROVENANCE_FILE, announce_replacing, finished_line, predictions_file
 from models.progress import progress_bar
 from models.runtime import DECODE_THREADS
 
@@ -95,7 +95,7 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
     positive = None if metadata["positive_class"] is None else classes.index(metadata["positive_class"])
     check = metadata.get("input_check")
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
-    log(f"{model_path} (epoch {metadata['epoch']}, ONNX Runtime): {len(paths)} images{rule}")
+    log(f"{model_path} (epoch {metadata['epoch']}, ONNX Runtime): {counted(len(paths), 'image')}{rule}")
     os.makedirs(out_dir, exist_ok=True)
     announce_replacing(out_dir, WRITTEN_BY, os.path.abspath(model_path), log)
     skipped = []
@@ -128,8 +128,7 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
         "written_by": WRITTEN_BY, "source": os.path.abspath(model_path), "epoch": metadata["epoch"],
         "images": len(paths), "skipped": len(skipped)})
     written.summary(log)
-    log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
-        f"{os.path.join(out_dir, 'predictions.csv')}")
+    log(finished_line(done, len(skipped), os.path.join(out_dir, "predictions.csv")))
     return done
 
 

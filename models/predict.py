@@ -19,11 +19,11 @@ import numpy as np
 from models import inputcheck, metrics
 from models.cli import (add_backbone_argument, add_batch_size_argument, add_epoch_argument, add_gpus_argument,
                         add_new_films_depth_argument, add_scope_arguments, scope_of)
-from models.errors import UserError, run_cli
+from models.errors import UserError, counted, run_cli
 from models.headfolder import load_head
 from models.fileio import check_output_folder, write_json
 from models.images import View, given_depth, image_paths, skip_reason
-from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
+from models.predictions import PROVENANCE_FILE, announce_replacing, finished_line, predictions_file
 from models.progress import progress_bar
 from models.provenance import record
 from models.weights import sha256_of
@@ -80,7 +80,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     announce_replacing(out_dir, WRITTEN_BY, os.path.abspath(models_dir), log)
     overlays = overlay_names(paths) if heatmaps else {}
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
-    log(f"epoch {epoch} of {models_dir}: {len(paths)} images{rule}")
+    log(f"epoch {epoch} of {models_dir}: {counted(len(paths), 'image')}{rule}")
     skipped = []
     check_rule = inputcheck.rule_of(check)
     with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
@@ -113,9 +113,8 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
         written_by=WRITTEN_BY, source=os.path.abspath(models_dir), models_dir=os.path.abspath(models_dir),
         epoch=epoch, images=len(paths), skipped=len(skipped)))
     written.summary(log)
-    log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
-        f"{os.path.join(out_dir, 'predictions.csv')}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
-                                                          if heatmaps else ""))
+    heatmaps_in = f", heatmaps in {os.path.join(out_dir, 'heatmaps')}" if heatmaps else ""
+    log(finished_line(done, len(skipped), os.path.join(out_dir, "predictions.csv")) + heatmaps_in)
     return done
 
 

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from models.cli import add_group_arguments, add_scope_arguments, fraction, scope_of
-from models.errors import UserError, run_cli
+from models.errors import UserError, counted, run_cli
 from models.dicom import (DICOM_EXTENSIONS, DicomError, OutOfScope, Scope, burned_in, dicom_header, patient_id,
                           read_dicom, view_position)
 from models.fileio import atomic_path, check_output_folder, write_json
@@ -416,7 +416,7 @@ def main(argv=None):
     counts = write_split(out, sides, classes, info)
     unit = info["group_unit"]  # reports, patients, or None: each image its own group, nothing more to count
     for side in SIDES:
-        parts = ", ".join(f"{c} {counts[side][c]['images']} images"
+        parts = ", ".join(f"{c} {counted(counts[side][c]['images'], 'image')}"
                           + (f" / {counts[side][c]['reports']} {unit}" if unit else "") for c in classes)
         print(f"{side}: {parts}")
     if dropped:
