@@ -13,6 +13,7 @@ from PIL import Image
 
 from helpers import REPO, run_script, write_noise_pngs
 from models.codes import CodeStore
+from models.devices import nvidia_driver_present
 
 
 def train_py(tmp_path, *extra, train="train", test="test"):
@@ -94,8 +95,8 @@ def test_awkward_files_are_encoded_or_skipped_by_name(weights, tmp_path):
         np.testing.assert_allclose(store.read([a]), store.read([b]), atol=1e-4, err_msg=f"{a} vs {b}")
     assert store.meta["layer"] == "stage4_unit2_relu1_output" and store.meta["resize"] == "crop"
     assert store.meta["shape"] == [512, 7, 7]
-    # --gpus auto on a machine without a usable GPU: one notice saying why, then the CPU
-    assert "notice: using the CPU:" in result.stderr
+    # --gpus auto on a machine without a usable GPU: one notice saying why where a driver is present, else none
+    assert ("notice: using the CPU:" in result.stderr) == nvidia_driver_present()
 
 
 def test_squash_keeps_the_whole_image(weights, tmp_path):
