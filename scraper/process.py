@@ -321,10 +321,10 @@ def _inside(path, folder):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m scraper.process",
-        description="Label scraped chest X-rays by MeSH term and split them into train/test sets by report "
-                    "(no report on both sides). Reads DATA_DIR/datas.json (this scraper's or the original "
-                    "Xvision scraper's) or, with --from-folders, a folder of class sub-folders, split by group "
-                    "(the patient, as --group-pattern or --group-by says; else each image its own).")
+        description="Split chest X-rays into train/test sets by group, no group on both sides. From DATA_DIR/"
+                    "datas.json (this scraper's or the original Xvision scraper's): labelled by MeSH term, one "
+                    "group per report. With --from-folders: the class sub-folders of ROOT, one group per patient "
+                    "as --group-pattern or --group-by says (else each image its own).")
     parser.add_argument("data_dir", nargs="?", metavar="DATA_DIR",
                         help="folder holding datas.json and images/ (made by scraper.py)")
     parser.add_argument("out", metavar="OUT", help="output folder for train/, test/, *_labels.json and split.json")
