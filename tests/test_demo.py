@@ -41,8 +41,10 @@ def test_make_demo_on_the_bundled_sample(demo_run, tmp_path):
     assert b"\r" not in demo_run.stdout + demo_run.stderr and b"%|" not in demo_run.stdout + demo_run.stderr
     # the last line of make's own output (under `make test`, make adds its "Leaving directory" lines after it)
     # one done line for the whole run (the Makefile's), naming the report first
-    done = [line for line in demo_run.stdout.decode().splitlines() if line.startswith("done: ")]
-    assert len(done) == 1 and done[0].startswith(f"done: report {out}/models/eval/report.json"), done
+    done_lines = [line for line in demo_run.stdout.decode().splitlines() if line.startswith("done: ")]
+    assert len(done_lines) == 1, done_lines
+    done = done_lines[0]
+    assert done.startswith(f"done: report {out}/models/eval/report.json"), done
     if not nvidia_driver_present():  # nothing but the CPU: nothing to notice about devices
         assert b"notice: using the CPU" not in demo_run.stderr
 

@@ -12,7 +12,7 @@ import test_model
 import train_model
 from helpers import CODES_META, cli, make_split
 from models.headfolder import INPUT_CHECK_FILE, HeadFolder
-from models.inputcheck import QUANTILE, InputCheck, finite_threshold, summary
+from models.inputcheck import QUANTILE, InputCheck, summary
 from models.labels import load_labels, save_labels
 
 
@@ -46,7 +46,7 @@ def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, c
                                   "--layout", "flat"], capsys)[0] == 0
     meta = json.loads((models_dir / "head.json").read_text())
     assert meta["input_check"]["file"] == INPUT_CHECK_FILE and meta["input_check"]["threshold"] > 0
-    assert meta["input_check"]["training_images"] == 40 and "the largest" in meta["input_check"]["threshold_by"]
+    assert meta["input_check"]["training_images"] == 40 and meta["input_check"]["training_groups"] == 40
     assert "Mahalanobis" in meta["input_check"]["method"]
     check = HeadFolder(models_dir).input_check(meta)
     assert check.threshold_ == meta["input_check"]["threshold"]
@@ -98,16 +98,6 @@ def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, c
 def test_few_groups_still_give_a_threshold(groups):
     check = InputCheck().fit(relu_codes(30, seed=5), groups)
     assert check.threshold_ > 0 and ("one group" in check.record_["threshold_by"]) == (groups is not None)
-
-
-def test_the_threshold_is_the_conformal_rank_and_the_largest_below_99_images():
-    distances = np.arange(1.0, 29.0)  # 28 images: rank ceil(29 * 0.99) = 29 does not exist
-    assert finite_threshold(distances) == (28.0, 29, False)
-    distances = np.random.default_rng(0).permutation(np.arange(1.0, 1001.0))
-    threshold, rank, exact = finite_threshold(distances)  # ceil(1001 * 0.99) = 991
-    assert (threshold, rank, exact) == (991.0, 991, True)
-    assert abs(threshold - np.percentile(distances, QUANTILE)) < 2  # the 99th percentile, closely, for large sets
-    assert finite_threshold(np.arange(1.0, 100.0))[1:] == (99, True)  # 99 images: rank 99 exists, no rounding up
 
 
 def test_the_summary_says_what_the_threshold_rests_on():
