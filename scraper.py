@@ -10,7 +10,7 @@ The images are CC BY-NC-ND 4.0 (Indiana University / National Library of Medicin
 import argparse
 
 from models.cli import at_least
-from models.errors import UserError, run_cli
+from models.errors import UserError, counted, run_cli
 from models.fileio import check_output_folder
 from scraper import archive, openi
 
@@ -71,7 +71,7 @@ def main(argv=None):
         raise UserError("--from-archive NLMCXR_png.tgz and --reports NLMCXR_reports.tgz go together; give both")
     if args.from_archive:
         result = archive.build_from_archives(args.out, args.from_archive, args.reports, max_bytes, progress)
-        print(f"saved {result['images']} images with their reports in {args.out} "
+        print(f"saved {counted(result['images'], 'image')} with their reports in {args.out} "
               f"({result['missing']} report images not in the image archive, "
               f"{result['not_in_reports']} archive images without a report)")
         for reason in result["bad_reports"][:5]:
@@ -86,7 +86,7 @@ def main(argv=None):
             result = scraper.run()
         except openi.ScrapeStopped as err:
             raise UserError(f"{err}; {openi.saved_summary(args.out)}; run the same command again to resume") from None
-        print(f"saved {result['entries']} results and {result['images']} images in {args.out}")
+        print(f"saved {counted(result['entries'], 'result')} and {counted(result['images'], 'image')} in {args.out}")
         for reason in result["skipped"][:5]:
             print(f"warning: skipped a search result: {reason}")
         if len(result["skipped"]) > 5:
@@ -94,7 +94,7 @@ def main(argv=None):
                   f"(listed in {args.out}/.scraper-state.json)")
     if result["failed"]:
         first = "; ".join(list(result["failed"].values())[:3])
-        raise UserError(f"{len(result['failed'])} images could not be saved ({first}); the rest is saved in "
+        raise UserError(f"{counted(len(result['failed']), 'image')} could not be saved ({first}); the rest is saved in "
                         f"{args.out}; run the same command again to retry them")
     return 0
 

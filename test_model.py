@@ -6,7 +6,7 @@ Example: python test_model.py data/test data/codes/test data/test_labels.json da
 import argparse
 import os
 
-from models.cli import add_significant_bits_argument, fraction
+from models.cli import add_epoch_argument, add_significant_bits_argument, fraction
 from models.errors import run_cli
 from models.runtime import setup_runtime
 
@@ -36,10 +36,7 @@ def build_parser():
     parser.add_argument("test_labels", metavar="TEST_LABELS",
                         help="label file of the test images; its classes must be among the model's")
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
-    parser.add_argument("--epoch", default="last",
-                        help="which epoch's checkpoint to evaluate: last (default), best (highest validation ROC-AUC, for "
-                             "a head trained with --val-fraction; on a few validation images this picks noise), or a kept "
-                             "epoch number")
+    add_epoch_argument(parser, "to evaluate")
     parser.add_argument("--out", metavar="DIR", help="folder for the report files (default: MODELS_DIR/eval)")
     parser.add_argument("--heatmaps", choices=("grid", "all", "none"), default="grid",
                         help="grid: heatmaps.npz (a Grad-CAM map of the predicted class for every test image, at the "

@@ -1,4 +1,8 @@
-"""Step 3: encode train and test images with a pretrained backbone and cache the feature codes."""
+"""Step 3: encode train and test images with a pretrained backbone and cache the feature codes.
+
+    python train.py TRAIN_IMGS TEST_IMGS TRAIN_CODES TEST_CODES   # the pipeline's two folders
+    python train.py IMGS CODES                                    # one folder of images
+"""
 
 import argparse
 import os
@@ -9,7 +13,7 @@ from dataclasses import replace
 from models.cli import (add_batch_size_argument, add_gpus_argument, add_scope_arguments, add_significant_bits_argument,
                         add_view_arguments, at_least, scope_of)
 from models.devices import CPU_SPECS, chosen_contexts
-from models.errors import run_cli
+from models.errors import counted, run_cli
 from models.fileio import check_output_folder
 from models.highdepth import EIGHT_BIT
 from models.images import View, list_images, measure_depth
@@ -19,14 +23,21 @@ from models.runtime import setup_runtime
 from models.weights import DEFAULT_PREFIX
 
 
+FOUR = ("TRAIN_IMGS", "TEST_IMGS", "TRAIN_CODES", "TEST_CODES")
+TWO = ("IMGS", "CODES")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="Run a pretrained ResNet-50 (cut at an internal layer) over two image folders and save the "
-                    "feature codes as memory-mapped .npy with an index. An interrupted run continues where it stopped.")
-    parser.add_argument("train_imgs", metavar="TRAIN_IMGS", help="folder of training images (png, jpg, bmp, tif)")
-    parser.add_argument("test_imgs", metavar="TEST_IMGS", help="folder of test images")
-    parser.add_argument("train_codes", metavar="TRAIN_CODES", help="output folder for the training codes")
-    parser.add_argument("test_codes", metavar="TEST_CODES", help="output folder for the test codes")
+        prog="python train.py",
+        usage=f"%(prog)s {' '.join(FOUR)} [options]\n       %(prog)s {' '.join(TWO)} [options]",
+        description="Run a pretrained ResNet-50 (cut at an internal layer) over two image folders, or one, and save "
+                    "the feature codes as memory-mapped .npy with an index. An interrupted run continues where it "
+                    "stopped.")
+    parser.add_argument("folders", nargs="+", metavar="FOLDER",
+                        help=f"{' '.join(FOUR)}: the folders of training and test images (PNG, JPEG, BMP, TIFF, "
+                             f"DICOM), then an output folder for the codes of each; or {' '.join(TWO)}: one folder "
+                             f"of images and the output folder for its codes")
     parser.add_argument("--model", default=DEFAULT_PREFIX,
                         help="MXNet checkpoint prefix: PREFIX-symbol.json + PREFIX-0000.params, taking raw RGB 0..255 "
                              "(default: the converted ImageNet ResNet-50, %(default)s)")
@@ -48,7 +59,8 @@ def parse_args(argv=None):
                                 "sample of TRAIN_IMGS (--int8-samples), cached in TRAIN_CODES/int8-calibration; codes "
                                 "within ~0.98 "
                                 "cosine similarity of fp32; forward-only 3.6x fp32 on a 2-core AMD EPYC Zen 5, 3.2x "
-                                "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16")
+                                "on a 16-core Intel Xeon with AMX; checked against fp32 at load like --bf16 (given two "
+                                "folders: IMGS and CODES in place of TRAIN_IMGS and TRAIN_CODES)")
     add_significant_bits_argument(parser, "recorded in the codes' index and head.json, so that test_model.py and "
                                           "models.predict map new images the same way (default: measured on "
                                           "TRAIN_IMGS, or on TEST_IMGS where it has none: the largest of what PNG "
@@ -57,7 +69,17 @@ def parse_args(argv=None):
     parser.add_argument("--int8-samples", "--calib-images", type=at_least(int, 1), default=64, metavar="N",
                         help="with --int8: how many training images its activation ranges are measured on (the old "
                              "name --calib-images still works; default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may stand between the folders
+    if len(args.folders) not in (len(FOUR), len(TWO)):
+        parser.error(f"give four folders ({' '.join(FOUR)}) or two ({' '.join(TWO)}), not {len(args.folders)}")
+    if len(args.folders) == len(FOUR):
+        args.train_imgs, args.test_imgs, args.train_codes, args.test_codes = args.folders
+        args.pairs = [(FOUR[0], args.train_imgs, FOUR[2], args.train_codes),
+                      (FOUR[1], args.test_imgs, FOUR[3], args.test_codes)]
+    else:
+        args.train_imgs, args.train_codes = args.folders
+        args.test_imgs = args.test_codes = None
+        args.pairs = [(TWO[0], args.train_imgs, TWO[1], args.train_codes)]
     args.view = View(resize=args.resize, field=args.field, box=args.lung_box, bits=args.significant_bits,
                      scope=scope_of(args))
     return args
@@ -78,15 +100,17 @@ def measured_view(view, folders, names, log=print):
 
 
 def encode_folders(args, log=print):
-    """Encode TRAIN_IMGS and TEST_IMGS as ``args`` (``parse_args``) say; returns per folder what was done and how
-    long it took: {"folder", "codes_dir", "images", "skipped", "precision", "started" (time.perf_counter()),
-    "seconds"}."""
-    train_names = list_images(args.train_imgs)  # a missing or empty folder fails before any work starts
-    test_names = list_images(args.test_imgs)
-    images = [("TRAIN_IMGS", args.train_imgs), ("TEST_IMGS", args.test_imgs)]
-    check_output_folder(args.train_codes, "TRAIN_CODES", images)
-    check_output_folder(args.test_codes, "TEST_CODES", images + [("TRAIN_CODES", args.train_codes)])
-    view = measured_view(args.view, images, (train_names, test_names), log)
+    """Encode the image folders of ``args`` (``parse_args``: TRAIN_IMGS and TEST_IMGS, or IMGS) as it says; returns
+    per folder what was done and how long it took: {"folder", "codes_dir", "images", "skipped", "precision",
+    "started" (time.perf_counter()), "seconds"}."""
+    names = [list_images(folder) for _, folder, _, _ in args.pairs]  # a missing or empty folder fails before any work
+    images = [(label, folder) for label, folder, _, _ in args.pairs]
+    written = []
+    for _, _, label, codes_dir in args.pairs:
+        check_output_folder(codes_dir, label, images + written)
+        written.append((label, codes_dir))
+    train_names = names[0]
+    view = measured_view(args.view, images, names, log)
     from models.extract import extract_folder
     from models.pretrained import Backbone
 
@@ -112,14 +136,14 @@ def encode_folders(args, log=print):
     log(f"backbone {args.model} cut at {args.layer} ({backbone.precision}{checked}): codes of shape "
         f"{backbone.output_shape} on {backbone.contexts}{field}")
     done = []
-    for folder, codes_dir in ((args.train_imgs, args.train_codes), (args.test_imgs, args.test_codes)):
+    for _, folder, _, codes_dir in args.pairs:
         started = time.perf_counter()
         writer = extract_folder(backbone, folder, codes_dir, view, log=log)
         seconds = time.perf_counter() - started
         done.append({"folder": folder, "codes_dir": codes_dir, "images": len(writer.files) - len(writer.skipped),
                      "skipped": len(writer.skipped), "precision": backbone.precision, "started": started,
                      "seconds": seconds})
-        log(f"{codes_dir}: {done[-1]['images']} codes, {done[-1]['skipped']} skipped ({seconds:.1f} s)")
+        log(f"{codes_dir}: {counted(done[-1]['images'], 'code')}, {done[-1]['skipped']} skipped ({seconds:.1f} s)")
     return done
 
 

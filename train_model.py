@@ -134,7 +134,7 @@ def main(argv=None):
     if meta["history"]:
         last = meta["history"][-1]
         best = f"; best epoch by validation: {meta['best_epoch']}" if meta["best_epoch"] else ""
-        print(f"done: epoch {last['epoch']} of the {meta['head']['layout']} layout in {args.models_dir} (training "
+        print(f"trained: epoch {last['epoch']} of the {meta['head']['layout']} layout in {args.models_dir} (training "
               f"accuracy {last['accuracy']:.3f}){best}; "
               f"evaluate with: python test_model.py TEST_IMGS TEST_CODES TEST_LABELS {args.models_dir}")
 

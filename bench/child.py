@@ -93,7 +93,7 @@ def mode_forward(argv):
     from models.pretrained import DEFAULT_LAYER
     from models.weights import DEFAULT_PREFIX
 
-    parser = argparse.ArgumentParser(prog="child.py forward")
+    parser = argparse.ArgumentParser(prog="python -m bench.child forward")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
     parser.add_argument("--model", default=DEFAULT_PREFIX)
     parser.add_argument("--layer", default=DEFAULT_LAYER)
@@ -129,7 +129,7 @@ def mode_export(argv):
     from models.pretrained import DEFAULT_LAYER, Backbone
     from models.weights import DEFAULT_PREFIX
 
-    parser = argparse.ArgumentParser(prog="child.py export")
+    parser = argparse.ArgumentParser(prog="python -m bench.child export")
     parser.add_argument("out")
     parser.add_argument("images", nargs="+")
     parser.add_argument("--model", default=DEFAULT_PREFIX)
@@ -182,7 +182,7 @@ def mode_ceiling(argv):
     from models.pretrained import DEFAULT_LAYER, cut
     from models.weights import DEFAULT_PREFIX
 
-    parser = argparse.ArgumentParser(prog="child.py ceiling")
+    parser = argparse.ArgumentParser(prog="python -m bench.child ceiling")
     parser.add_argument("--model", default=DEFAULT_PREFIX)
     parser.add_argument("--layer", default=DEFAULT_LAYER)
     parser.add_argument("--repeats", type=int, default=5)
@@ -220,7 +220,7 @@ def mode_gemm(argv):
     import numpy as np
     from mxnet import autograd, gluon
 
-    parser = argparse.ArgumentParser(prog="child.py gemm")
+    parser = argparse.ArgumentParser(prog="python -m bench.child gemm")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--layers", default="25088,512,512,2", help="in,hidden,...,out of the head's Dense layers")
     parser.add_argument("--repeats", type=int, default=7)
@@ -293,7 +293,7 @@ def mode_decode(argv):
     from models.extract import read_into
     from models.images import INPUT_SIZE, View, list_images
 
-    parser = argparse.ArgumentParser(prog="child.py decode")
+    parser = argparse.ArgumentParser(prog="python -m bench.child decode")
     parser.add_argument("folder")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--resize", default="crop")

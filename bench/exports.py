@@ -160,7 +160,7 @@ def sixteen_bit(backbone, shared, work, keep):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.exports", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", default=os.path.join(os.path.dirname(REPO), "shared", "data"),
                         help="the folder holding nih-cxr8-pa and nih-sim-nodules (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "exports.json"),

@@ -114,7 +114,7 @@ def digits_accuracy(work):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.fidelity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "fidelity.json"),
                         help="where to write the results (default: %(default)s)")
     args = parser.parse_args()

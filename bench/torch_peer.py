@@ -167,7 +167,7 @@ def build_variants(model, example, names):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python bench/torch_peer.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("weights", help=".npz written by python -m bench.child export")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=8, help="forward passes per timed run")

@@ -40,6 +40,7 @@ must stay with any copy of these images.
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
+        prog="python examples/make_nih_sample.py",
         description="Draw a small, seeded sample of whole patients per class from a folder of class folders of NIH "
                     "chest X-ray PNGs (PPPPPPPP_FFF.png), downsized to 8-bit grayscale PNGs, with NIH's attribution "
                     "in OUT_DIR/README.md. Writes nothing outside OUT_DIR.")

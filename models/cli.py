@@ -68,6 +68,15 @@ def add_backbone_argument(parser):
                              "against head.json's sha256 (default: found by that sha256)")
 
 
+def add_epoch_argument(parser, use):
+    """--epoch best|last|N: which of a models folder's checkpoints a command uses (``use``: what it does with it);
+    ``models.headfolder`` resolves it."""
+    parser.add_argument("--epoch", default="last", metavar="best|last|N",
+                        help=f"which epoch's checkpoint {use}: last (default); best (highest validation ROC-AUC, for a "
+                             f"head trained with --val-fraction: on a few validation images this picks noise); or a "
+                             f"kept epoch number")
+
+
 def add_gpus_argument(parser, use="the network runs on all of them"):
     parser.add_argument("--gpus", default="auto", help=f"{GPU_SPEC_HELP}; {use} (default: %(default)s)")
 

@@ -2,7 +2,13 @@
 
 ``mx.context.num_gpus()`` counts GPUs that MXNet cannot use (a Hopper card with mxnet-cu112 has no kernel image for
 it), so each GPU is probed by running a small convolution on it and reading the result back.
+
+The CPU build on a machine without an NVIDIA driver runs on the CPU without a word: there is nothing else to use.
+Where a driver is present but the CPU build is installed, or the GPUs fail the probe, a notice says why.
 """
+
+import os
+import shutil
 
 from models.errors import UserError
 
@@ -26,6 +32,11 @@ def _probe(mx, gpu_id):
         return next((line for line in text if "no kernel image" in line), text[0] if text else type(err).__name__)
 
 
+def nvidia_driver_present():
+    """Whether this machine has an NVIDIA driver (``nvidia-smi`` on the PATH, or the kernel module loaded)."""
+    return shutil.which("nvidia-smi") is not None or os.path.exists("/proc/driver/nvidia/version")
+
+
 def chosen_contexts(spec="auto"):
     """The devices an entry point runs on for --gpus ``spec`` (``select_contexts``), its notice on stderr."""
     import sys
@@ -37,7 +48,8 @@ def chosen_contexts(spec="auto"):
 
 
 def select_contexts(spec="auto"):
-    """Return (contexts, notice): the devices to run on and, when falling back to CPU, one line saying why."""
+    """Return (contexts, notice): the devices to run on and, when falling back to CPU where a GPU might have been
+    expected, one line saying why (none for the CPU build on a machine without an NVIDIA driver)."""
     import mxnet as mx
 
     spec = (spec or "auto").strip().lower()
@@ -51,6 +63,8 @@ def select_contexts(spec="auto"):
         except ValueError:
             raise UserError(f"--gpus must be auto, none or GPU ids like 0,1 (got {spec!r})") from None
     if not mx.runtime.Features().is_enabled("CUDA"):
+        if wanted is None and not nvidia_driver_present():
+            return [mx.cpu()], None
         reason = "this MXNet build is CPU-only (install requirements-gpu.txt on a machine with an NVIDIA GPU)"
         return _fallback(mx, wanted, reason)
     count = mx.context.num_gpus()

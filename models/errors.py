@@ -21,6 +21,11 @@ def named(names, limit=10):
     return ", ".join(repr(n) for n in names[:limit]) + more
 
 
+def counted(n, noun, nouns=None):
+    """'1 image', '2 images': ``n`` and ``noun``, plural where ``n`` is not 1 (``nouns``: an irregular plural)."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
 def one_line(text):
     """``text`` with line breaks written as \\n, so a file name holding one cannot split a one-line message."""
     return str(text).replace("\r", "\\r").replace("\n", "\\n")

@@ -225,9 +225,9 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
     report["flow"] = dict(split_flow(labels_path) or {}, scored=len(names),
                           flagged=None if check is None else int(np.sum(unlike)))
 
+    check_rule = inputcheck.rule_of(check)
     if check is not None:
-        report["input_check"], warning = inputcheck.summary(names, distances, unlike, check.threshold_,
-                                                            check.record_["method"])
+        report["input_check"], warning = inputcheck.summary(names, distances, unlike, *check_rule)
         log(f"input check: {report['input_check']['flagged']} of {len(names)} test images unlike the training films "
             f"(distance above {check.threshold_:.1f})")
         for name, distance, flag in zip(names, distances, unlike):
@@ -240,7 +240,6 @@ def evaluate(image_dir, codes_dir, labels_path, models_dir, epoch="last", out_di
         log(inputcheck.NO_CHECK_NOTICE)
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "report.json"), report)  # again below with the heatmaps' lung_field
-    check_rule = (check.threshold_, check.record_["method"]) if check else None
     with predictions_file(os.path.join(out_dir, "predictions.csv"), classes, check_rule, None, with_truth=True) as rows:
         checked = zip(distances, unlike) if check else [(None, None)] * len(names)
         for i, (name, true, guess, probs, (distance, flag)) in enumerate(zip(names, truth, predicted, probabilities,

@@ -30,11 +30,12 @@ import numpy as np
 from models import head
 from models.calibration import EPSILON
 from models.checkpoint import load_checkpoint
-from models.cli import add_backbone_argument, add_batch_size_argument
+from models.cli import add_backbone_argument, add_batch_size_argument, add_epoch_argument
 from models.errors import UserError, run_cli
 from models.fileio import atomic_path, check_output_folder, write_json
-from models.headfolder import EPOCH_CHOICES, FORMAT, load_head
+from models.headfolder import FORMAT, load_head
 from models.images import INPUT_SIZE, View
+from models.inputcheck import training_images
 from models.inputspec import input_how
 from models.onnx_predict import FORMAT as EXPORT_FORMAT
 from models.onnx_predict import DISTANCE, INPUT, METADATA_KEY, PROBABILITIES
@@ -130,7 +131,8 @@ def runner_metadata(fitted):
                                    + (", recalibrated" if fitted.calibration_ else ", the head's own"),
                     DISTANCE: None if check is None else "the input check's distance of each image"},
         "input_check": None if check is None else {"threshold": check.threshold_,
-                                                   "method": check.record_["method"]},
+                                                   "method": check.record_["method"],
+                                                   "training_images": training_images(check.record_)},
         "calibration": meta.get("calibration"),
         "epoch": epoch, "epoch_choice": fitted.epoch_choice_, "layout": meta["head"].get("layout"),
         "backbone": {"model_sha256": meta["backbone"].get("model_sha256"), "layer": meta["backbone"].get("layer"),
@@ -266,7 +268,7 @@ def main(argv=None):
                                          __doc__.split("\n\n")[2].split()))
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
     parser.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write (OUT.json beside it)")
-    parser.add_argument("--epoch", default="last", help=f"which epoch's checkpoint: {EPOCH_CHOICES} (default: last)")
+    add_epoch_argument(parser, "to export")
     add_backbone_argument(parser)
     add_batch_size_argument(parser, default=4, what="images of the self-check batch")
     args = parser.parse_args(argv)

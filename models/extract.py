@@ -4,7 +4,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from models.codes import CodeWriter
-from models.errors import named
+from models.errors import counted, named
 from models.images import View, list_images, warn_of_reading
 from models.pretrained import put_image
 from models.progress import progress_bar
@@ -70,13 +70,13 @@ def extract_folder(backbone, folder, codes_dir, view=View(), log=print):
     writer = CodeWriter(codes_dir, names, backbone.output_shape, codes_meta(backbone, view), image_dir=folder)
     changed = writer.changed()
     if writer.complete and not changed:
-        log(f"{codes_dir}: codes for {len(names)} images already made, nothing to do")
+        log(f"{codes_dir}: codes for {counted(len(names), 'image')} already made, nothing to do")
         return writer
     if changed:
-        log(f"{codes_dir}: {len(changed)} images changed since their codes were made ({named(changed)}): "
+        log(f"{codes_dir}: {counted(len(changed), 'image')} changed since their codes were made ({named(changed)}): "
             f"encoding them again")
     elif writer.resumed:
-        log(f"{codes_dir}: resuming after {writer.rows_done} of {len(names)} images")
+        log(f"{codes_dir}: resuming after {writer.rows_done} of {counted(len(names), 'image')}")
     with progress_bar(total=len(names) - writer.rows_done + len(changed), unit="img",
                       desc=os.path.basename(folder.rstrip("/"))) as bar:
         for _, codes, skipped, reduced in encode(backbone, folder, names[writer.rows_done:], view, bar):

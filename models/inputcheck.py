@@ -10,6 +10,10 @@ a check fitted without its group, so the threshold is what a new image of the sa
 (docs/pipeline.md, "Input check"): on the NIH sets it flags about 1% of held-out films and every inverted, rotated,
 upside-down film, photograph and digit, where the distance on the flattened grid after PCA, or to the nearest
 training codes, misses most of them.
+
+Below FIRM training images the percentile rests on the few largest distances, so films like the training ones are
+flagged more often than 1 in 100. The reports then say the flags are uncertain. A finite-sample threshold (the
+conformal rank, which is the largest distance there) was tried: it let half the demo's inverted films through.
 """
 
 import numpy as np
@@ -22,6 +26,7 @@ QUANTILE = 99  # percentile of the out-of-fold training distances above which an
 FOLDS = 5  # out-of-fold distances from this many group folds (fewer where there are fewer groups)
 POOL_BATCH = 256  # codes pooled at once
 FILE_KEYS = ("mean", "precision", "threshold")
+FIRM = 100  # training images from which the threshold is taken as firm; below, its flags are called uncertain
 
 
 def pooled(codes):
@@ -56,21 +61,22 @@ class InputCheck:
 
         features = pooled(codes)
         groups = group_ids(groups, len(features))
-        k = min(FOLDS, len(set(groups.tolist())))
+        n, n_groups = len(features), len(set(groups.tolist()))
+        k = min(FOLDS, n_groups)
         if k >= 2:
-            out_of_fold = np.zeros(len(features))
+            out_of_fold = np.zeros(n)
             for train, test in GroupKFold(n_splits=k).split(features, groups=groups):
                 out_of_fold[test] = _distances(features[test], *_shrunk_estimate(features[train]))
-            how = (f"{QUANTILE}th percentile of the {len(features)} training images' out-of-fold distances ({k} "
-                   f"folds, groups kept whole)")
+            which = f"the {n} training images' out-of-fold distances ({k} folds, groups kept whole)"
         else:  # one group: no image can be measured by a check that did not see it
             out_of_fold = None
-            how = f"{QUANTILE}th percentile of the training images' own distances (one group: no out-of-fold ones)"
+            which = f"the {n} training images' own distances (one group: no out-of-fold ones)"
         self.mean_, self.precision_ = _shrunk_estimate(features)
         distances = self._distance(features) if out_of_fold is None else out_of_fold
         self.threshold_ = float(np.percentile(distances, QUANTILE))
-        self.record_ = {"method": METHOD, "threshold": self.threshold_, "threshold_by": how,
-                        "features": int(features.shape[1]), "images": len(features),
+        self.record_ = {"method": METHOD, "threshold": self.threshold_,
+                        "threshold_by": f"{QUANTILE}th percentile of {which}",
+                        "features": int(features.shape[1]), "training_images": n, "training_groups": n_groups,
                         "training_distance_median": float(np.median(distances))}
         return self
 
@@ -115,19 +121,50 @@ def flagged_line(name, distance, threshold):
             f"like those")
 
 
-def summary(names, distances, unlike, threshold, method=METHOD):
-    """(report.json's "input_check", a warning about the whole set or None) for the images ``names``."""
+def training_images(record):
+    """How many training images a check's threshold rests on, from head.json's "input_check" ``record``; None for a
+    head trained before the count was kept (its "images" is the same count, where it has one)."""
+    count = record.get("training_images", record.get("images"))
+    return None if count is None else int(count)
+
+
+def rule_of(check):
+    """(threshold, method, training images) of a fitted ``InputCheck``, as ``summary`` and predictions.csv's writer
+    take them; None without a check."""
+    return None if check is None else (check.threshold_, check.record_["method"], training_images(check.record_))
+
+
+def sureness_note(count):
+    """What the threshold rests on, for a check fitted on ``count`` training images (None: not known); None where
+    the threshold is firm."""
+    if count is None:
+        return ("the threshold rests on an unknown number of training images (the head predates the count): flags "
+                "may be uncertain")
+    if count < FIRM:
+        return (f"the threshold rests on {count} training images: with fewer than {FIRM}, expect some flags on films "
+                f"like the training ones too")
+    return None
+
+
+def summary(names, distances, unlike, threshold, method=METHOD, trained_on=None):
+    """(report.json's "input_check", the lines to print after the count or None) for the images ``names``, with a
+    threshold resting on ``trained_on`` training images (None: not known). The lines: a warning about a set with many
+    flagged, and where anything is flagged by an uncertain threshold, what it rests on."""
     count = int(np.sum(unlike))
+    note = sureness_note(trained_on)
     record = {"method": method, "threshold": threshold, "images": len(names),
               "flagged": count, "share": count / len(names) if len(names) else 0.0,
               "files": [name for name, flag in zip(names, unlike) if flag],
-              "distance_median": float(np.median(distances)) if len(distances) else None}
-    warning = None
+              "distance_median": float(np.median(distances)) if len(distances) else None,
+              "training_images": trained_on, "uncertain": note is not None, "note": note}
+    lines = []
     if len(names) and count / len(names) > MANY:
-        warning = (f"warning: {count} of {len(names)} images ({count / len(names):.0%}) are unlike the films the head "
-                   f"was trained on: they may come from another kind of film, hospital or export, and their scores may "
-                   f"not transfer")
-    return record, warning
+        lines.append(f"warning: {count} of {len(names)} images ({count / len(names):.0%}) are unlike the films the "
+                     f"head was trained on: they may come from another kind of film, hospital or export, and their "
+                     f"scores may not transfer")
+    if count and note:
+        lines.append(f"note: {note}")
+    return record, "\n".join(lines) or None
 
 
 def csv_cells(distance, flagged):

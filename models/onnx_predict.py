@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from models.cli import add_batch_size_argument, add_scope_arguments, add_new_films_depth_argument, scope_of
-from models.errors import UserError, run_cli
+from models.errors import UserError, counted, run_cli
 from models.fileio import check_output_folder, write_json
 from models.images import as_rgb, image_paths, scoring_view, warn_of_reading
 from models.metrics import decide
-from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
+from models.predictions import PROVENANCE_FILE, announce_replacing, finished_line, predictions_file
 from models.predictions_page import write_predictions_page
 from models.progress import progress_bar
 from models.runtime import DECODE_THREADS
@@ -94,14 +94,15 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
     positive = None if metadata["positive_class"] is None else classes.index(metadata["positive_class"])
     check = metadata.get("input_check")
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
-    log(f"{model_path} (epoch {metadata['epoch']}, ONNX Runtime): {len(paths)} images{rule}")
+    log(f"{model_path} (epoch {metadata['epoch']}, ONNX Runtime): {counted(len(paths), 'image')}{rule}")
     os.makedirs(out_dir, exist_ok=True)
     announce_replacing(out_dir, WRITTEN_BY, os.path.abspath(model_path), log)
     skipped = []
     with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
             ThreadPoolExecutor(DECODE_THREADS) as pool, \
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes,
-                             (check["threshold"], check["method"]) if check else None, bar.write) as written:
+                             (check["threshold"], check["method"], check.get("training_images")) if check else None,
+                             bar.write) as written:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
             batch, read, failed = read_batch(chunk, view, bar.write, pool)
@@ -129,8 +130,7 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
         written_by=WRITTEN_BY, source=os.path.abspath(model_path), epoch=metadata["epoch"],
         rule=rule.lstrip("; ") or None, threshold=check["threshold"] if check else None))
     written.summary(log)
-    log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
-        f"{os.path.join(out_dir, 'predictions.csv')} and {page}")
+    log(finished_line(done, len(skipped), os.path.join(out_dir, "predictions.csv")) + f" and {page}")
     return done
 
 

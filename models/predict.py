@@ -1,4 +1,4 @@
-"""Step 6: a trained head applied to new X-rays, no labels needed.
+"""A trained head applied to new X-rays, no labels needed: a command beside the five steps, for after them.
 
     python -m models.predict MODELS_DIR IMAGE_OR_FOLDER... [--epoch last|best|N] [--out DIR] [--heatmaps]
 
@@ -16,14 +16,14 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from models import metrics
-from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_scope_arguments,
-                        add_new_films_depth_argument, scope_of)
-from models.errors import UserError, run_cli
-from models.headfolder import EPOCH_CHOICES, load_head
+from models import inputcheck, metrics
+from models.cli import (add_backbone_argument, add_batch_size_argument, add_epoch_argument, add_gpus_argument,
+                        add_new_films_depth_argument, add_scope_arguments, scope_of)
+from models.errors import UserError, counted, run_cli
+from models.headfolder import load_head
 from models.fileio import check_output_folder, write_json
 from models.images import image_paths, scoring_view
-from models.predictions import PROVENANCE_FILE, announce_replacing, predictions_file
+from models.predictions import PROVENANCE_FILE, announce_replacing, finished_line, predictions_file
 from models.predictions_page import write_predictions_page
 from models.progress import progress_bar
 from models.provenance import record
@@ -80,9 +80,9 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
     announce_replacing(out_dir, WRITTEN_BY, os.path.abspath(models_dir), log)
     overlays = overlay_names(paths) if heatmaps else {}
     rule = f"; '{classes[positive]}' from p >= {threshold:.4f}" if positive is not None else ""
-    log(f"epoch {epoch} of {models_dir}: {len(paths)} images{rule}")
+    log(f"epoch {epoch} of {models_dir}: {counted(len(paths), 'image')}{rule}")
     skipped = []
-    check_rule = (check.threshold_, check.record_["method"]) if check else None
+    check_rule = inputcheck.rule_of(check)
     with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
             predictions_file(os.path.join(out_dir, "predictions.csv"), classes, check_rule, bar.write) as written, \
             (heatmap_file(os.path.join(out_dir, "heatmaps.npz"), len(paths), grid, classes) if heatmaps
@@ -116,9 +116,8 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
         written_by=WRITTEN_BY, source=os.path.abspath(models_dir), epoch=epoch, rule=rule.lstrip("; ") or None,
         threshold=check_rule[0] if check_rule else None))
     written.summary(log)
-    log(f"{done} images classified, {len(skipped)} skipped (named above); predictions in "
-        f"{os.path.join(out_dir, 'predictions.csv')} and {page}" + (f", heatmaps in {os.path.join(out_dir, 'heatmaps')}"
-                                                          if heatmaps else ""))
+    heatmaps_in = f", heatmaps in {os.path.join(out_dir, 'heatmaps')}" if heatmaps else ""
+    log(finished_line(done, len(skipped), os.path.join(out_dir, "predictions.csv")) + f" and {page}" + heatmaps_in)
     return done
 
 
@@ -127,7 +126,7 @@ def main(argv=None):
                                      __doc__.split("\n\n")[2].replace("\n", " "))
     parser.add_argument("models_dir", metavar="MODELS_DIR", help="folder written by train_model.py")
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
-    parser.add_argument("--epoch", default="last", help=f"which epoch's checkpoint: {EPOCH_CHOICES} (default: last)")
+    add_epoch_argument(parser, "to apply")
     parser.add_argument("--out", metavar="DIR", help="folder for predictions.csv and the heatmaps "
                                                      "(default: MODELS_DIR/predict)")
     parser.add_argument("--heatmaps", action="store_true",

@@ -13,7 +13,7 @@ import sys
 from contextlib import contextmanager
 
 from models import inputcheck
-from models.errors import UserError, one_line
+from models.errors import UserError, counted, one_line
 from models.fileio import atomic_path
 
 
@@ -21,9 +21,9 @@ SKIPPED_COLUMN = "skipped_reason"  # the last column: why an input has no scores
 
 
 class PredictionsFile:
-    """Rows of predictions.csv and their lines; ``check``: (threshold, method) of the input check, or None for a head
-    trained before input checks existed; ``write``: where each image's line goes (None: no lines); ``with_truth``: a
-    true_class column and a last group column (a labelled test set)."""
+    """Rows of predictions.csv and their lines; ``check``: (threshold, method, training images) of the input check,
+    or None for a head trained before input checks existed; ``write``: where each image's line goes (None: no lines);
+    ``with_truth``: a true_class column and a last group column (a labelled test set)."""
 
     def __init__(self, writer, classes, check, write, with_truth=False):
         self.writer, self.classes, self.check, self.write = writer, list(classes), check, write
@@ -59,8 +59,9 @@ class PredictionsFile:
         """UserError where no input was scored, raised inside ``predictions_file``'s block so that neither this file
         nor any other output of the run replaces what an earlier run left in ``out_dir``."""
         if not self.counts["scored"]:
-            raise UserError(f"none of the {self.counts['skipped']} images given could be read (each named above): "
-                            f"nothing written, {out_dir} left as it was; give image files (PNG, JPEG, TIFF, DICOM)")
+            raise UserError(f"none of the {counted(self.counts['skipped'], 'image')} given could be read (each named "
+                            f"above): nothing written, {out_dir} left as it was; give image files (PNG, JPEG, TIFF, "
+                            f"DICOM)")
 
     def summary(self, log):
         """The input check's count, and the warning about a set with many flagged, after the last image."""
@@ -68,8 +69,8 @@ class PredictionsFile:
             log(inputcheck.NO_CHECK_NOTICE)
         elif self.scored:
             record, warning = inputcheck.summary(*zip(*self.scored), *self.check)
-            log(f"{record['flagged']} of {len(self.scored)} images unlike the training films (input check: distance "
-                f"above {self.check[0]:.1f})")
+            log(f"{record['flagged']} of {counted(len(self.scored), 'image')} unlike the training films (input "
+                f"check: distance above {self.check[0]:.1f})")
             if warning:
                 print(warning, file=sys.stderr)
 
@@ -80,6 +81,12 @@ def predictions_file(path, classes, check, write=print, with_truth=False):
     exception (``PredictionsFile.require_scored``: a run that scored nothing replaces nothing)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         yield PredictionsFile(csv.writer(f), classes, check, write, with_truth)
+
+
+def finished_line(done, skipped, path):
+    """The last line of a run that scored ``done`` images of those given, ``skipped`` (each named above) not."""
+    unread = f", {skipped} skipped (named above)" if skipped else ""
+    return f"{counted(done, 'image')} classified{unread}; predictions in {path}"
 
 
 PROVENANCE_FILE = "provenance.json"  # beside predictions.csv: which run wrote the folder ("written_by", "source")

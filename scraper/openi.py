@@ -26,7 +26,7 @@ from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util.retry import Retry
 
-from models.errors import UserError
+from models.errors import UserError, counted
 from models.fileio import read_json, write_json
 from models.progress import progress_bar
 from scraper import store
@@ -499,7 +499,7 @@ def saved_summary(out):
     except UserError:
         datas = {}
     images = len(store.finished_images(out) & set(datas))
-    return f"{len(datas)} catalogued results and {images} images are saved in {out}"
+    return f"{counted(len(datas), 'catalogued result')} and {counted(images, 'image')} are saved in {out}"
 
 
 def _mib(size):

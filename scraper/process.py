@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from models.cli import add_group_arguments, add_scope_arguments, fraction, scope_of
-from models.errors import UserError, run_cli
+from models.errors import UserError, counted, run_cli
 from models.dicom import (DICOM_EXTENSIONS, DicomError, OutOfScope, Scope, burned_in, dicom_header, patient_id,
                           read_dicom, view_position)
 from models.fileio import atomic_path, check_output_folder, link_or_copy, write_json
@@ -310,10 +310,10 @@ def _inside(path, folder):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m scraper.process",
-        description="Label scraped chest X-rays by MeSH term and split them into train/test sets by report "
-                    "(no report on both sides). Reads DATA_DIR/datas.json (this scraper's or the original "
-                    "Xvision scraper's) or, with --from-folders, a folder of class sub-folders, split by group "
-                    "(the patient, as --group-pattern or --group-by says; else each image its own).")
+        description="Split chest X-rays into train/test sets by group, no group on both sides. From DATA_DIR/"
+                    "datas.json (this scraper's or the original Xvision scraper's): labelled by MeSH term, one "
+                    "group per report. With --from-folders: the class sub-folders of ROOT, one group per patient "
+                    "as --group-pattern or --group-by says (else each image its own).")
     parser.add_argument("data_dir", nargs="?", metavar="DATA_DIR",
                         help="folder holding datas.json and images/ (made by scraper.py)")
     parser.add_argument("out", metavar="OUT", help="output folder for train/, test/, *_labels.json and split.json")
@@ -405,7 +405,7 @@ def main(argv=None):
     counts = write_split(out, sides, classes, info)
     unit = info["group_unit"]  # reports, patients, or None: each image its own group, nothing more to count
     for side in SIDES:
-        parts = ", ".join(f"{c} {counts[side][c]['images']} images"
+        parts = ", ".join(f"{c} {counted(counts[side][c]['images'], 'image')}"
                           + (f" / {counts[side][c]['reports']} {unit}" if unit else "") for c in classes)
         print(f"{side}: {parts}")
     if dropped:

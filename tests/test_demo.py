@@ -15,6 +15,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from helpers import REPO, check_report_against_csv, read_tree, run_script, save_gray
+from models.devices import nvidia_driver_present
 
 SAMPLE = os.path.join(REPO, "examples", "nih-sample")
 SCRIPT = os.path.join("examples", "make_nih_sample.py")
@@ -38,8 +39,13 @@ def test_make_demo_on_the_bundled_sample(demo_run, tmp_path):
     # progress-bar fragments
     assert b"\r" not in demo_run.stdout + demo_run.stderr and b"%|" not in demo_run.stdout + demo_run.stderr
     # the last line of make's own output (under `make test`, make adds its "Leaving directory" lines after it)
-    done = [line for line in demo_run.stdout.decode().splitlines() if line.startswith("done: ")][-1]
+    # one done line for the whole run (the Makefile's), naming the report first
+    done_lines = [line for line in demo_run.stdout.decode().splitlines() if line.startswith("done: ")]
+    assert len(done_lines) == 1, done_lines
+    done = done_lines[0]
     assert done.startswith(f"done: report {out}/models/eval/report.json"), done
+    if not nvidia_driver_present():  # nothing but the CPU: nothing to notice about devices
+        assert b"notice: using the CPU" not in demo_run.stderr
 
     # the layout README "Two commands" describes
     for path in ("split/train", "split/test", "split/train_labels.json", "split/test_labels.json", "split/split.json",

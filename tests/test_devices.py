@@ -1,8 +1,9 @@
 """Where the network runs (models/devices.py): --gpus auto uses the working GPUs or says in one line why it runs on
-the CPU, --bf16 needs a CPU with native bfloat16, and the CPU's generation is named from /proc/cpuinfo."""
+the CPU (silent with the CPU build and no NVIDIA driver), --bf16 needs a CPU with native bfloat16, and the CPU's generation is named from /proc/cpuinfo."""
 
 import pytest
 
+from models import devices
 from models.devices import cpu_model, require_native_bf16, select_contexts
 from models.errors import UserError
 
@@ -11,7 +12,9 @@ def test_gpus_auto_uses_the_gpus_or_says_why_it_runs_on_the_cpu():
     import mxnet as mx
 
     contexts, notice = select_contexts("auto")
-    if not mx.runtime.Features().is_enabled("CUDA"):
+    if not mx.runtime.Features().is_enabled("CUDA") and not devices.nvidia_driver_present():
+        assert contexts == [mx.cpu()] and notice is None, notice  # nothing but the CPU here: nothing to say
+    elif not mx.runtime.Features().is_enabled("CUDA"):
         assert contexts == [mx.cpu()] and notice.startswith("using the CPU: this MXNet build is CPU-only"), notice
     elif contexts == [mx.cpu()]:  # a CUDA build without a usable GPU
         assert notice.startswith("using the CPU: "), notice
@@ -20,6 +23,20 @@ def test_gpus_auto_uses_the_gpus_or_says_why_it_runs_on_the_cpu():
     assert select_contexts("none") == ([mx.cpu()], None)
     with pytest.raises(UserError, match="--gpus must be auto, none or GPU ids"):
         select_contexts("first")
+
+
+@pytest.mark.parametrize("driver", [False, True])
+def test_the_cpu_build_says_why_only_where_a_driver_is_present(monkeypatch, driver):
+    import mxnet as mx
+
+    if mx.runtime.Features().is_enabled("CUDA"):
+        pytest.skip("the CUDA build of MXNet is installed")
+    monkeypatch.setattr(devices, "nvidia_driver_present", lambda: driver)
+    contexts, notice = select_contexts("auto")
+    assert contexts == [mx.cpu()]
+    assert (notice is not None and "CPU-only" in notice) if driver else notice is None
+    with pytest.raises(UserError, match="CPU-only"):  # GPUs named: an error, driver or not
+        select_contexts("0")
 
 
 def test_bf16_support_check():

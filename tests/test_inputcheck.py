@@ -12,7 +12,7 @@ import test_model
 import train_model
 from helpers import CODES_META, cli, make_split
 from models.headfolder import INPUT_CHECK_FILE, HeadFolder
-from models.inputcheck import QUANTILE, InputCheck
+from models.inputcheck import QUANTILE, InputCheck, summary
 from models.labels import load_labels, save_labels
 
 
@@ -28,7 +28,8 @@ def relu_codes(n, seed, shift=0.0, shape=(32, 3, 3)):
 def test_a_shifted_cluster_is_flagged_and_the_training_cluster_is_not():
     train = relu_codes(200, seed=1)
     check = InputCheck().fit(train, groups=[f"p{i // 2}" for i in range(200)])
-    assert check.record_["images"] == 200 and "5 folds" in check.record_["threshold_by"]
+    assert check.record_["training_images"] == 200 and check.record_["training_groups"] == 100
+    assert "5 folds" in check.record_["threshold_by"]
     like = check.flag(relu_codes(400, seed=2))[1]
     assert like.mean() < 0.05  # new codes of the same kind: about 1 - QUANTILE / 100 flagged
     assert check.flag(relu_codes(100, seed=3, shift=3.0))[1].all()
@@ -45,6 +46,7 @@ def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, c
                                   "--layout", "flat"], capsys)[0] == 0
     meta = json.loads((models_dir / "head.json").read_text())
     assert meta["input_check"]["file"] == INPUT_CHECK_FILE and meta["input_check"]["threshold"] > 0
+    assert meta["input_check"]["training_images"] == 40 and meta["input_check"]["training_groups"] == 40
     assert "Mahalanobis" in meta["input_check"]["method"]
     check = HeadFolder(models_dir).input_check(meta)
     assert check.threshold_ == meta["input_check"]["threshold"]
@@ -73,6 +75,18 @@ def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, c
     with open(tmp_path / "oddeval" / "predictions.csv", newline="") as f:
         groups = {row["file"]: row["group"] for row in csv.DictReader(f)}
     assert groups == {name: f"p{i // 2}" for i, name in enumerate(sorted(odd_labels.labels))}
+    # 40 training images: the report and the warning say how little the threshold rests on
+    assert report["input_check"]["training_images"] == 40 and report["input_check"]["uncertain"] is True
+    assert "rests on 40 training images" in report["input_check"]["note"]
+    assert "note: the threshold rests on 40 training images" in out
+
+    # a head trained before the count was kept still loads, and its count is unknown
+    del meta["input_check"]["training_images"], meta["input_check"]["training_groups"]
+    (models_dir / "head.json").write_text(json.dumps(meta))
+    status, out, _ = cli(test_model.main, [*odd, models_dir, "--heatmaps", "none", "--out", tmp_path / "old"], capsys)
+    report = json.loads((tmp_path / "old" / "report.json").read_text())
+    assert status == 0 and report["input_check"]["training_images"] is None and report["input_check"]["uncertain"]
+    assert "unknown number of training images" in out
 
     # a damaged check is one error line, not a traceback
     (models_dir / INPUT_CHECK_FILE).write_bytes(b"not a zip")
@@ -84,3 +98,15 @@ def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, c
 def test_few_groups_still_give_a_threshold(groups):
     check = InputCheck().fit(relu_codes(30, seed=5), groups)
     assert check.threshold_ > 0 and ("one group" in check.record_["threshold_by"]) == (groups is not None)
+
+
+def test_the_summary_says_what_the_threshold_rests_on():
+    names, distances, flags = ["a", "b", "c"], np.array([1.0, 2.0, 9.0]), np.array([False, False, True])
+    record, lines = summary(names, distances, flags, 5.0, trained_on=28)
+    assert record["training_images"] == 28 and record["uncertain"] and "28 training images" in record["note"]
+    assert "warning: 1 of 3 images" in lines and "note: the threshold rests on 28 training images" in lines
+    record, lines = summary(names, distances, flags, 5.0, trained_on=500)
+    assert record["training_images"] == 500 and not record["uncertain"] and record["note"] is None
+    assert "note:" not in lines
+    assert summary(names, distances, np.zeros(3, bool), 5.0, trained_on=28)[1] is None  # nothing flagged: silent
+    assert "unknown number" in summary(names, distances, flags, 5.0)[0]["note"]

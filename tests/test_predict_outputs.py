@@ -12,7 +12,8 @@ import shutil
 from helpers import run_script
 from models.heatmaps import overlay_names
 from models.onnx_predict import default_out
-from models.predictions import PROVENANCE_FILE, SKIPPED_COLUMN, PredictionsFile, announce_replacing
+from models.errors import counted
+from models.predictions import PROVENANCE_FILE, SKIPPED_COLUMN, PredictionsFile, announce_replacing, finished_line
 
 
 def test_skipped_inputs_have_rows_with_their_reason_and_nothing_scored_is_an_error():
@@ -33,9 +34,15 @@ def test_skipped_inputs_have_rows_with_their_reason_and_nothing_scored_is_an_err
     try:
         nothing.require_scored("out")
     except Exception as err:
-        assert "none of the 1 images given could be read" in str(err) and "out left as it was" in str(err)
+        assert "none of the 1 image given could be read" in str(err) and "out left as it was" in str(err)
     else:
         raise AssertionError("a run that scored nothing must be an error")
+
+
+def test_the_last_line_counts_in_words_and_names_skipped_inputs_only_where_there_are_some():
+    assert counted(1, "image") == "1 image" and counted(0, "image") == "0 images" and counted(2, "code") == "2 codes"
+    assert finished_line(1, 0, "p.csv") == "1 image classified; predictions in p.csv"
+    assert finished_line(3, 2, "p.csv") == "3 images classified, 2 skipped (named above); predictions in p.csv"
 
 
 def test_overlays_keep_the_relative_path():
@@ -84,7 +91,7 @@ def test_a_run_that_reads_nothing_exits_2_and_every_input_has_a_row(demo_run, tm
     failed = run_script("-m", "models.predict", models_dir, tmp_path / "corrupt.png", "--out", out)
     assert failed.returncode == 2, failed.stderr[-2000:]
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "none of the 1 images given could be read" in errors[0], failed.stderr
+    assert len(errors) == 1 and "none of the 1 image given could be read" in errors[0], failed.stderr
     assert "notice: " in failed.stdout + failed.stderr  # it said it would replace the earlier run's outputs
     assert ((out / "predictions.csv").read_bytes(), (out / PROVENANCE_FILE).read_bytes()) == before
 

@@ -82,7 +82,7 @@ def test_train_py_encodes_again_the_images_that_changed(weights, tmp_path):
     os.replace(tmp_path / "new" / "img0000.png", tmp_path / "train" / "img0003.png")
     again = run_script(*args)
     assert again.returncode == 0, again.stderr
-    assert "1 images changed since their codes were made ('img0003.png')" in again.stdout
+    assert "1 image changed since their codes were made ('img0003.png')" in again.stdout
     after = CodeStore(tmp_path / "tc").read([f"img{i:04d}.png" for i in range(5)])
     np.testing.assert_array_equal(np.delete(after, 3, axis=0), np.delete(before, 3, axis=0))
     assert np.abs(after[3] - before[3]).max() > 0.1

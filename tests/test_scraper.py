@@ -96,7 +96,7 @@ def test_limit_and_off_host_redirects(tmp_path, capsys):
         status, out, err = cli(CLI.main, [tmp_path / "out", "--base-url", server.base_url, "--limit", "5", *FAST],
                                        capsys)
         assert server.hits["page:1"] == 1 and server.hits["page:4"] == 1 and "page:6" not in server.hits
-    assert status == 2 and "1 images could not be saved" in err and "refused redirect" in err
+    assert status == 2 and "1 image could not be saved" in err and "refused redirect" in err
     assert list(json.loads((tmp_path / "out" / "datas.json").read_text())) == [
         os.path.basename(i["imgLarge"])[:-4] for i in items[:5]]
     assert len(os.listdir(tmp_path / "out" / "images")) == 4
@@ -116,7 +116,7 @@ def test_size_cap_and_lasting_failures_are_reported_and_retried_on_rerun(tmp_pat
         assert "cap" in err and "not a PNG" in err and "run the same command again" in err
         assert not (tmp_path / "out" / "images" / os.path.basename(paths[1])).exists()
         status, out, err = cli(CLI.main, argv, capsys)  # the server is fine now: the rerun fetches the rest
-        assert status == 2 and err.startswith("error: 1 images could not be saved")
+        assert status == 2 and err.startswith("error: 1 image could not be saved")
         assert server.hits[paths[1]] == 5 and server.hits[paths[2]] == 1
     assert (tmp_path / "out" / "images" / os.path.basename(paths[1])).read_bytes() == pngs[paths[1]]
 
@@ -231,7 +231,7 @@ def test_trickling_answers_are_abandoned_at_the_deadline(tmp_path):
         status, out, err, seconds = _run_guarded(tmp_path / "out", server.base_url, "--deadline", "1",
                                                  "--retries", "1", timeout=20)
         assert status == 2 and err.count("\n") == 1, err
-        assert err.startswith(f"error: 1 images could not be saved ({server.base_url}{paths[0]}: no complete "
+        assert err.startswith(f"error: 1 image could not be saved ({server.base_url}{paths[0]}: no complete "
                               "answer within the 1 s deadline (--deadline) (after 2 tries))"), err
         assert seconds < 12
         for key, count in (("page:1", 1), (paths[0], 2), (paths[1], 1), (paths[2], 1)):
@@ -295,7 +295,7 @@ def test_from_archive_builds_the_same_layout_and_resumes(tmp_path, capsys):
     _tgz(tmp_path / "png.tgz", pngs)
     argv = [tmp_path / "out", "--from-archive", tmp_path / "png.tgz", "--reports", tmp_path / "reports.tgz", "--quiet"]
     status, out, err = cli(CLI.main, argv, capsys)
-    assert status == 2 and "1 images could not be saved" in err and "CXR4_IM-2050-1002" in err
+    assert status == 2 and "1 image could not be saved" in err and "CXR4_IM-2050-1002" in err
     assert "saved 4 images" in out and "1 archive images without a report" in out
     assert "warning: unreadable report ecgen-radiology/5.xml" in out
     datas = json.loads((tmp_path / "out" / "datas.json").read_text())
