@@ -86,7 +86,7 @@ endif
 	$(PY) test_model.py "$(OUT)/split/test" "$(OUT)/codes/test" "$(OUT)/split/test_labels.json" "$(PIPELINE_MODELS)"
 	@plots=""; for f in "$(PIPELINE_MODELS)"/eval/*.png "$(PIPELINE_MODELS)/training_curve.png"; do \
 		if [ -f "$$f" ]; then plots="$$plots $$f"; fi; done; \
-	echo "done: report $(PIPELINE_MODELS)/eval/report.json (per image: predictions.csv beside it); plots:$$plots"
+	echo "done: report $(PIPELINE_MODELS)/eval/report.html (open it in a browser; report.json, predictions.csv beside it); plots:$$plots"
 
 validate: setup ## DATA=class folders [MODELS=models folder, default the demo's] [OUT=dir] [GROUP_PATTERN=regex | GROUP_BY=patient]: score a trained head on a labelled folder from elsewhere (external validation) into OUT/eval
 	@test -n "$(DATA)" || { echo "error: make validate needs DATA=folder-of-class-folders (named as the head's classes)" >&2; exit 2; }

@@ -30,12 +30,14 @@ def split_flow(labels_path):
     left_out = dict(split.get("dropped_by_reason") or {})
     if split.get("unlabelled_images"):
         left_out["no label (neither class)"] = split["unlabelled_images"]
-    source = split.get("source") or {}
-    counts = split.get("counts") or {}
+    source, counts, images = split.get("source") or {}, split.get("counts") or {}, split.get("images") or {}
     groups = {side: sum(row.get("reports", 0) for row in counts.get(side, {}).values()) for side in ("train", "test")}
-    return {"source": source.get("folders") or source.get("datas"), "left_out": left_out,
-            "training_side": (split.get("images") or {}).get("train"), "test_side": (split.get("images") or {}).get(
-                "test"), "groups": groups if split.get("group_unit") else None, "group_unit": split.get("group_unit")}
+    found = None  # the xvision protocol draws fixed numbers from those usable: how many it passed over is not kept
+    if split.get("protocol") != "xvision" and None not in (images.get("train"), images.get("test")):
+        found = images["train"] + images["test"] + sum(left_out.values())
+    return {"source": source.get("folders") or source.get("datas"), "found": found, "left_out": left_out,
+            "training_side": images.get("train"), "test_side": images.get("test"),
+            "groups": groups if split.get("group_unit") else None, "group_unit": split.get("group_unit")}
 
 
 def read_rows(out_dir):

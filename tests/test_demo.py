@@ -43,7 +43,7 @@ def test_make_demo_on_the_bundled_sample(demo_run, tmp_path):
     done_lines = [line for line in demo_run.stdout.decode().splitlines() if line.startswith("done: ")]
     assert len(done_lines) == 1, done_lines
     done = done_lines[0]
-    assert done.startswith(f"done: report {out}/models/eval/report.json"), done
+    assert done.startswith(f"done: report {out}/models/eval/report.html"), done
     if not nvidia_driver_present():  # nothing but the CPU: nothing to notice about devices
         assert b"notice: using the CPU" not in demo_run.stderr
 
@@ -51,7 +51,7 @@ def test_make_demo_on_the_bundled_sample(demo_run, tmp_path):
     for path in ("split/train", "split/test", "split/train_labels.json", "split/test_labels.json", "split/split.json",
                  "codes/train/codes.npy", "codes/train/index.json", "codes/test/codes.npy", "codes/test/index.json",
                  "models/head-symbol.json", "models/head.json", "models/training_curve.png",
-                 "models/eval/report.json", "models/eval/predictions.csv", "models/eval/confusion_matrix.png",
+                 "models/eval/report.html", "models/eval/report.json", "models/eval/predictions.csv", "models/eval/confusion_matrix.png",
                  "models/eval/roc_curve.png", "models/eval/predictions.png"):
         assert (out / path).exists(), path
     plots = [str(p) for p in sorted((out / "models" / "eval").glob("*.png"))] + [str(out / "models/training_curve.png")]

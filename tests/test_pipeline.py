@@ -17,7 +17,7 @@ def test_make_pipeline_on_local_folders(weights, tmp_path):
     result = subprocess.run(["make", "pipeline", f"DATA={tmp_path / 'xrays'}", f"OUT={out}"], cwd=REPO,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"done: report {out}/models/eval/report.json" in result.stdout
+    assert f"done: report {out}/models/eval/report.html" in result.stdout
     report = json.loads((out / "models" / "eval" / "report.json").read_text())
     split = json.loads((out / "split" / "split.json").read_text())
     test_count = len(os.listdir(out / "split" / "test"))

@@ -153,3 +153,21 @@ def test_the_demo_s_page(demo_run):
     text = " ".join(page.text)
     assert "too few to judge calibration" in text
     assert report["n"] == 25
+
+
+def test_the_limitations_name_the_audit_of_the_tested_set(hostile_run, tmp_path, monkeypatch):
+    from models import report_page
+    from models.fileio import write_json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_json(tmp_path / "audit.json", {"datasets": {"mine": {"data": str(data), "verdicts": {report_page.AUDIT_HEAD: {
+        "share_surviving_lungs_hidden": 0.97, "warning": "most of this signal is outside the lung fields"}}}}})
+    monkeypatch.setattr(report_page, "AUDIT_FILE", str(tmp_path / "audit.json"))
+    assert report_page.audit_of(str(tmp_path / "elsewhere")) is None
+    audit = report_page.audit_of(f"{data}/")  # the same folder, written otherwise
+    report = json.loads((hostile_run / "report.json").read_text())
+    said = " ".join(report_page.limitations(report, {}, {"normal": {"images": 50}}, audit))
+    assert "Lung-field audit (make audit on mine): 97 % of the head's ROC-AUC" in said
+    assert "most of this signal is outside the lung fields" in said
+    assert "No lung-field audit" in " ".join(report_page.limitations(report, {}, {}, None))
