@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from models.errors import UserError, named
+from models.errors import UserError, counted, named
 from models.fileio import read_json, remove_stale_temps, write_json
 from models.images import list_images
 
@@ -128,9 +128,9 @@ class CodeStore:
         changed = changed_files(image_dir, self.index["stamps"], names)
         if changed:
             made_from = self.index.get("images") or "an unrecorded folder"
-            raise UserError(f"{len(changed)} of {len(names)} images in {image_dir} are not the images the codes in "
-                            f"{self.folder} were made from (made from {made_from}): {named(changed)}; run train.py "
-                            f"again with this image folder (it re-extracts changed images), or give the codes folder "
+            raise UserError(f"{len(changed)} of {counted(len(names), 'image')} in {image_dir} are not the images "
+                            f"the codes in {self.folder} were made from (made from {made_from}): {named(changed)}; "
+                            f"run train.py again with this image folder (it re-extracts changed images), or give the codes folder "
                             f"made for {image_dir}")
 
     def rows_of(self, names):
@@ -177,7 +177,7 @@ def check_examples(image_dir, store, labels, labels_path, codes_dir):
             problems.append(f"{name} (no code in {codes_dir})")
     if problems:
         more = f" and {len(problems) - MAX_NAMED} more" if len(problems) > MAX_NAMED else ""
-        raise UserError(f"{len(problems)} of {len(names)} images in {image_dir} cannot be used: "
+        raise UserError(f"{len(problems)} of {counted(len(names), 'image')} in {image_dir} cannot be used: "
                         f"{', '.join(problems[:MAX_NAMED])}{more}; label them in {labels_path} and/or re-run train.py "
                         f"so every image has a code (or move the unusable images out of {image_dir})")
     store.check_images(image_dir, names)

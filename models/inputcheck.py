@@ -19,6 +19,7 @@ conformal rank, which is the largest distance there) was tried: it let half the 
 import numpy as np
 
 from models import head
+from models.errors import counted
 from models.splits import group_ids
 
 METHOD = "Mahalanobis distance of the channel-averaged code, Ledoit-Wolf shrinkage covariance"
@@ -159,9 +160,9 @@ def summary(names, distances, unlike, threshold, method=METHOD, trained_on=None)
               "training_images": trained_on, "uncertain": note is not None, "note": note}
     lines = []
     if len(names) and count / len(names) > MANY:
-        lines.append(f"warning: {count} of {len(names)} images ({count / len(names):.0%}) are unlike the films the "
-                     f"head was trained on: they may come from another kind of film, hospital or export, and their "
-                     f"scores may not transfer")
+        lines.append(f"warning: {count} of {counted(len(names), 'image')} ({count / len(names):.0%}) are unlike the "
+                     f"films the head was trained on: they may come from another kind of film, hospital or export, "
+                     f"and their scores may not transfer")
     if count and note:
         lines.append(f"note: {note}")
     return record, "\n".join(lines) or None

@@ -59,8 +59,10 @@ class PredictionsFile:
         """UserError where no input was scored, raised inside ``predictions_file``'s block so that neither this file
         nor any other output of the run replaces what an earlier run left in ``out_dir``."""
         if not self.counts["scored"]:
-            raise UserError(f"none of the {counted(self.counts['skipped'], 'image')} given could be read (each named "
-                            f"above): nothing written, {out_dir} left as it was; give image files (PNG, JPEG, TIFF, "
+            skipped = self.counts["skipped"]
+            unread = "the image given could not be read (named above)" if skipped == 1 else \
+                f"none of the {skipped} images given could be read (each named above)"
+            raise UserError(f"{unread}: nothing written, {out_dir} left as it was; give image files (PNG, JPEG, TIFF, "
                             f"DICOM)")
 
     def summary(self, log):

@@ -16,7 +16,7 @@ import numpy as np
 
 from models.classifier import HeadClassifier, TrainSettings
 from models.codes import CODES_FILE, CodeStore, check_examples
-from models.errors import UserError
+from models.errors import UserError, counted
 from models.fileio import check_output_folder, remove_stale_temps
 from models.headfolder import HeadFolder, best_epoch, data_digest, new_meta, resume_differences
 from models.labels import class_counts, load_labels, split_digest
@@ -135,7 +135,7 @@ def train(image_dir, codes_dir, labels_path, models_dir, settings=TrainSettings(
                 f"nothing to do; raise --epochs to train longer")
         if val_pos and not trained:
             counts = ", ".join(f"{labels.classes[c]} {int(np.sum(targets[val_pos] == c))}" for c in present)
-            log(f"validation: {len(val_pos)} of {len(names)} images held out ({counts}); training on "
+            log(f"validation: {len(val_pos)} of {counted(len(names), 'image')} held out ({counts}); training on "
                 f"{len(estimator.train_positions_)}")
 
     def finish_epoch(entry):

@@ -34,7 +34,7 @@ def test_skipped_inputs_have_rows_with_their_reason_and_nothing_scored_is_an_err
     try:
         nothing.require_scored("out")
     except Exception as err:
-        assert "none of the 1 image given could be read" in str(err) and "out left as it was" in str(err)
+        assert "the image given could not be read" in str(err) and "out left as it was" in str(err)
     else:
         raise AssertionError("a run that scored nothing must be an error")
 
@@ -91,7 +91,7 @@ def test_a_run_that_reads_nothing_exits_2_and_every_input_has_a_row(demo_run, tm
     failed = run_script("-m", "models.predict", models_dir, tmp_path / "corrupt.png", "--out", out)
     assert failed.returncode == 2, failed.stderr[-2000:]
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "none of the 1 image given could be read" in errors[0], failed.stderr
+    assert len(errors) == 1 and "the image given could not be read" in errors[0], failed.stderr
     assert "notice: " in failed.stdout + failed.stderr  # it said it would replace the earlier run's outputs
     assert ((out / "predictions.csv").read_bytes(), (out / PROVENANCE_FILE).read_bytes()) == before
 

@@ -97,7 +97,7 @@ def test_a_film_that_cannot_be_read_again_leaves_its_cell_empty(predicted, tiny_
 
 def test_a_run_that_scores_nothing_writes_no_page(predicted, tiny_head, monkeypatch):
     before = (predicted / "predictions.html").read_bytes()
-    with pytest.raises(UserError, match="none of the 1 images given could be read"):
+    with pytest.raises(UserError, match="the image given could not be read"):
         predict_images(str(tiny_head), [str(predicted.parent / "films" / "corrupt.png")], out_dir=str(predicted),
                        log=lambda *a: None)
     assert (predicted / "predictions.html").read_bytes() == before
