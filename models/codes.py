@@ -130,8 +130,8 @@ class CodeStore:
             made_from = self.index.get("images") or "an unrecorded folder"
             raise UserError(f"{len(changed)} of {counted(len(names), 'image')} in {image_dir} are not the images "
                             f"the codes in {self.folder} were made from (made from {made_from}): {named(changed)}; "
-                            f"run train.py again with this image folder (it re-extracts changed images), or give the codes folder "
-                            f"made for {image_dir}")
+                            f"run train.py again with this image folder (it re-extracts changed images), or give the "
+                            f"codes folder made for {image_dir}")
 
     def rows_of(self, names):
         """The codes of ``names`` as an array-like: ``rows[[2, 0]]`` reads the 3rd and 1st only."""
