@@ -34,7 +34,10 @@ class ImageReadError(Exception):
 
     def __init__(self, path, reason):
         super().__init__(f"{os.path.basename(os.fspath(path))}: {reason}")
-        self.reason = reason
+        self.path, self.reason = path, reason
+
+    def __reduce__(self):  # a worker process hands it back whole
+        return type(self), (self.path, self.reason)
 
 
 def is_image_name(folder, name):

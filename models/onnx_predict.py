@@ -98,11 +98,10 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
     os.makedirs(out_dir, exist_ok=True)
     announce_replacing(out_dir, WRITTEN_BY, os.path.abspath(model_path), log)
     skipped = []
+    check_rule = (check["threshold"], check["method"], check.get("training_images")) if check else None
     with progress_bar(total=len(paths), unit="img", desc="predict", leave=False) as bar, \
             ThreadPoolExecutor(DECODE_THREADS) as pool, \
-            predictions_file(os.path.join(out_dir, "predictions.csv"), classes,
-                             (check["threshold"], check["method"], check.get("training_images")) if check else None,
-                             bar.write) as written:
+            predictions_file(os.path.join(out_dir, "predictions.csv"), classes, check_rule, bar.write) as written:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
             batch, read, failed = read_batch(chunk, view, bar.write, pool)
@@ -128,7 +127,7 @@ def predict_files(model_path, inputs, out_dir=None, batch_size=32, scope=None, l
         "images": len(paths), "skipped": len(skipped)})
     page = write_predictions_page(out_dir, classes, view, dict(
         written_by=WRITTEN_BY, source=os.path.abspath(model_path), epoch=metadata["epoch"],
-        rule=rule.lstrip("; ") or None, threshold=check["threshold"] if check else None))
+        rule=rule.lstrip("; ") or None, check=check_rule))
     written.summary(log)
     log(finished_line(done, len(skipped), os.path.join(out_dir, "predictions.csv")) + f" and {page}")
     return done

@@ -114,7 +114,7 @@ def predict_images(models_dir, inputs, epoch="last", out_dir=None, heatmaps=Fals
         epoch=epoch, images=len(paths), skipped=len(skipped)))
     page = write_predictions_page(out_dir, classes, view, dict(
         written_by=WRITTEN_BY, source=os.path.abspath(models_dir), epoch=epoch, rule=rule.lstrip("; ") or None,
-        threshold=check_rule[0] if check_rule else None))
+        check=check_rule, heatmaps=os.path.join(out_dir, "heatmaps") if heatmaps else None))
     written.summary(log)
     heatmaps_in = f", heatmaps in {os.path.join(out_dir, 'heatmaps')}" if heatmaps else ""
     log(finished_line(done, len(skipped), os.path.join(out_dir, "predictions.csv")) + f" and {page}" + heatmaps_in)

@@ -9,11 +9,13 @@ import csv
 import os
 
 from models.images import ImageReadError
+from models.inputcheck import sureness_note
 from models.pages import photo_uri, write_page
 from models.predictions import SKIPPED_COLUMN
 
 PAGE = "predictions.html"
 THUMB_WIDTH = 128  # pixels: a JPEG of about 5 KB, so a few hundred images keep the page a few MB
+THUMBNAILS = 500  # at most this many rows get a thumbnail (the flagged first): a bigger run stays a page, not a film
 
 
 def read_table(out_dir):
@@ -30,22 +32,32 @@ def thumbnail(view, path):
         return None
 
 
-def scored_row(row, classes, view):
-    """What the page shows of one scored image."""
+def scored_row(row, classes):
+    """What the page shows of one scored image (its thumbnail added later)."""
     distance = row.get("training_distance")
     return {"file": row["file"], "predicted": row["predicted_class"], "flagged": row.get("unlike_training") == "true",
             "probabilities": [float(row[f"p_{name}"]) for name in classes],
-            "distance": float(distance) if distance else None, "thumb": thumbnail(view, row["file"])}
+            "distance": float(distance) if distance else None, "thumb": None}
 
 
 def write_predictions_page(out_dir, classes, view, facts):
     """Write ``out_dir``/predictions.html from the predictions.csv there; ``view``: how the run read the images
-    (``models.images.View``), for the thumbnails; ``facts``: {"written_by", "source", "epoch", "threshold" (of the
-    input check, or None), "rule" (the decision rule, a sentence, or None)}. Returns its path."""
+    (``models.images.View``), for the thumbnails; ``facts``: {"written_by", "source", "epoch", "check" (the input
+    check's (threshold, method, training images), or None), "rule" (the decision rule, a sentence, or None),
+    "heatmaps" (the overlays' folder, or None)}. Returns its path."""
     table = read_table(out_dir)
-    scored = [scored_row(row, classes, view) for row in table if not row[SKIPPED_COLUMN]]
+    scored = [scored_row(row, classes) for row in table if not row[SKIPPED_COLUMN]]
     scored.sort(key=lambda image: not image["flagged"])  # stable: the flagged first, each part in the order given
+    for image in scored[:THUMBNAILS]:
+        image["thumb"] = thumbnail(view, image["file"])
     skipped = [(row["file"], row[SKIPPED_COLUMN]) for row in table if row[SKIPPED_COLUMN]]
     flagged = sum(image["flagged"] for image in scored)
+    check = facts.get("check")
     return write_page(os.path.join(out_dir, PAGE), "predictions.html.j2", classes=classes, images=scored,
-                      skipped=skipped, flagged=flagged, facts=facts, has_check=facts.get("threshold") is not None)
+                      skipped=skipped, flagged=flagged, facts=facts, has_check=check is not None,
+                      threshold=check[0] if check else None, check_note=_sentence(sureness_note(check[2]))
+                      if check else None, thumbnails=THUMBNAILS)
+
+
+def _sentence(text):
+    return None if text is None else text[:1].upper() + text[1:] + "."

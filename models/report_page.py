@@ -2,8 +2,9 @@
 
 It states what was tested and by what (the model, the training and test sets), the flow of images from those found to
 those scored, the headline estimates with their intervals, the figures, the input check, the heatmaps and the
-limitations this run's evidence shows. Its numbers are report.json's and predictions.csv's, read back from the report
-folder, so the page says nothing the files do not. Layout in ``models/templates/report.html.j2``."""
+limitations this run's evidence shows. Its numbers are report.json's (handed over as written) and predictions.csv's
+(read back from the report folder), so the page says nothing the files do not. Layout in
+``models/templates/report.html.j2``."""
 
 import csv
 import os
@@ -30,8 +31,9 @@ def split_flow(labels_path):
     left_out = dict(split.get("dropped_by_reason") or {})
     if split.get("unlabelled_images"):
         left_out["no label (neither class)"] = split["unlabelled_images"]
-    source, counts, images = split.get("source") or {}, split.get("counts") or {}, split.get("images") or {}
-    groups = {side: sum(row.get("reports", 0) for row in counts.get(side, {}).values()) for side in ("train", "test")}
+    source, images, members = split.get("source") or {}, split.get("images") or {}, split.get("reports") or {}
+    # distinct groups per side: a patient with films of both classes counts once
+    groups = {side: len(set(members.get(side) or [])) for side in ("train", "test")}
     found = None  # the xvision protocol draws fixed numbers from those usable: how many it passed over is not kept
     if split.get("protocol") != "xvision" and None not in (images.get("train"), images.get("test")):
         found = images["train"] + images["test"] + sum(left_out.values())
@@ -59,7 +61,7 @@ def set_counts(rows, classes):
 def training_counts(meta):
     """{class: {"images", "groups"}} of the head's training set, from head.json (older heads: the operating point's
     image counts, without groups), or None."""
-    recorded = meta["training"].get("class_counts")
+    recorded = (meta.get("training") or {}).get("class_counts")
     if recorded:
         return recorded
     images = (meta.get("operating_point") or {}).get("images")
@@ -77,8 +79,9 @@ def audit_of(source):
     real = os.path.realpath(source)
     for name, record in datasets.items():
         if os.path.realpath(record.get("data", "")) == real:
-            verdict = (record.get("verdicts") or {}).get(AUDIT_HEAD) or next(iter(record["verdicts"].values()))
-            return dict(name=name, data=record["data"], **verdict)
+            verdicts = record.get("verdicts") or {}
+            verdict = verdicts.get(AUDIT_HEAD) or next(iter(verdicts.values()), None)
+            return None if verdict is None else dict(name=name, data=record["data"], **verdict)
     return None
 
 
@@ -109,17 +112,27 @@ def headline(report):
     return rows
 
 
-def limitations(report, meta, test_counts, audit):
+def sentence(text):
+    """``text`` (a clause from report.json) as a sentence: capital first, full stop last."""
+    return text[:1].upper() + text[1:].rstrip(".") + "."
+
+
+def limitations(report, test_counts, audit):
     """Sentences on what this run cannot show, from its own evidence."""
     n, unit = report["n"], report["intervals"]
     said = ["Research use only: not a medical device, not validated for clinical decisions."]
     groups = f" of {unit['units']} {unit['unit']}" if unit.get("unit") != "images" else ""
     if n < FEW_IMAGES:
         said.append(f"{n} test images{groups}: every estimate here is uncertain, as its interval shows.")
-    thin = [name for name, row in test_counts.items() if row["images"] < FEW_PER_CLASS]
+    absent = [name for name, row in test_counts.items() if not row["images"]]
+    if absent:
+        said.append(f"No test images of {', '.join(absent)}: nothing here measures the head on that class.")
+    thin = [name for name, row in test_counts.items() if 0 < row["images"] < FEW_PER_CLASS]
     if thin:
         said.append("Few test images of " + ", ".join(f"{name} ({test_counts[name]['images']})" for name in thin)
                     + ": their rates rest on a handful of films.")
+    if report["roc_auc"]["value"] is None:
+        said.append(f"No ROC-AUC: {report['roc_auc']['method']}.")
     interval = report["roc_auc"].get("ci95")
     if interval and interval[1] - interval[0] > WIDE_INTERVAL:
         said.append(f"The ROC-AUC's 95% interval is {interval[1] - interval[0]:.2f} wide ({interval[0]:.3f} to "
@@ -128,11 +141,10 @@ def limitations(report, meta, test_counts, audit):
         said.append("The label file names no patients: intervals resample images, and are too narrow where a "
                     "patient has several films.")
     scores = report.get("probabilities") or {}
-    note = scores.get("calibration_note")
-    if note:
-        said.append(note)
-    elif "brier" in scores and n < FEW_IMAGES:
-        said.append(f"{n} images are too few to judge calibration: read the probabilities as scores, not risks.")
+    if scores.get("calibration_judgeable") is False:
+        said.append(sentence(scores["calibration_note"]) + " Read the probabilities as scores, not risks.")
+    elif scores and "brier" not in scores:  # one record per class: report.json holds them
+        said.append("Calibration is measured per class (report.json's probabilities), not drawn here.")
     check = report.get("input_check")
     if check is None:
         said.append("The head has no input check (trained before it existed): nothing says which images are unlike "
@@ -142,16 +154,19 @@ def limitations(report, meta, test_counts, audit):
             said.append(f"{check['flagged']} of {n} test images ({100 * check['share']:.1f} %) are unlike the "
                         f"training films: their scores deserve less trust.")
         if check.get("note"):
-            said.append(check["note"][:1].upper() + check["note"][1:] + ".")
+            said.append("Input check: " + sentence(check["note"]))
     if report.get("training_overlap") and report["training_overlap"]["images"]:
         said.append(f"{report['training_overlap']['images']} test images are images the head was trained on, "
                     f"scored anyway (--allow-overlap): the estimates flatter the head.")
     if report.get("same_split_as_head") is False:
         said.append("The test labels come from another split than the head's: patients may be on both sides.")
-    if audit:
+    if audit and audit.get("share_surviving_lungs_hidden") is None:
+        said.append(f"Lung-field audit (make audit on {audit['name']}): a head trained there found no signal in the "
+                    f"films as they are, so there was nothing to audit.")
+    elif audit:
         share = audit["share_surviving_lungs_hidden"]
-        said.append(f"Lung-field audit (make audit on {audit['name']}): {100 * share:.0f} % of the head's ROC-AUC "
-                    f"above chance survives with the lung fields hidden"
+        said.append(f"Lung-field audit (make audit on {audit['name']}): of a head trained on this set there, "
+                    f"{100 * share:.0f} % of its ROC-AUC above chance survives with the lung fields hidden"
                     + (f"; {audit['warning']}." if audit.get("warning") else "."))
     else:
         said.append("No lung-field audit has run on this set (make audit DATA=...): nothing here shows whether the "
@@ -166,7 +181,7 @@ def limitations(report, meta, test_counts, audit):
 
 def model_facts(meta, report):
     """(label, text) pairs describing the head that was tested."""
-    backbone, head, training = meta["backbone"], meta["head"], meta["training"]
+    backbone, head, training = (meta.get(key) or {} for key in ("backbone", "head", "training"))
     point = report.get("operating_point")
     calibration = report.get("calibration") or {}
     facts = [
@@ -174,8 +189,9 @@ def model_facts(meta, report):
                      f"({backbone.get('precision', 'fp32')}), {backbone.get('input_size')} px input, resize "
                      f"{backbone.get('resize')}, field {backbone.get('field', 'whole')}"),
         ("weights sha256", backbone.get("model_sha256") or "not recorded"),
-        ("head", f"layout {head.get('layout')}, {head.get('hidden_units')} hidden units, dropout "
-                 f"{head.get('dropout')}; SGD, {training.get('epochs')} epochs, batch {training.get('batch_size')}"
+        ("head", f"layout {head.get('layout', 'n/a')}, {head.get('hidden_units', 'n/a')} hidden units, dropout "
+                 f"{head.get('dropout', 'n/a')}; SGD, {training.get('epochs')} epochs, batch "
+                 f"{training.get('batch_size')}"
                  + (f", recipe {training['recipe']}" if training.get("recipe") else "")),
         ("epoch", f"{report['epoch']} ({report.get('epoch_choice') or 'last'})"),
         ("probabilities", "recalibrated (" + calibration["method"] + ") on the training images' out-of-fold ones"
@@ -206,6 +222,7 @@ def write_report_page(out_dir, report, meta, title="Test report"):
     unit = report["intervals"].get("unit")
     group_unit = unit if unit != "images" else None
     positive = (report.get("operating_point") or {}).get("positive_class")
+    check, scores = report.get("input_check") or {}, report.get("probabilities") or {}
     flagged = [(row["file"], float(row["training_distance"])) for row in rows if row.get("unlike_training") == "true"]
     figures = {name: file_uri(os.path.join(out_dir, f"{name}.png"), photo=name in ("heatmaps", "predictions"))
                for name in ("roc_curve", "calibration", "confusion_matrix", "input_check", "heatmaps", "predictions")}
@@ -213,9 +230,11 @@ def write_report_page(out_dir, report, meta, title="Test report"):
     errors = Counter((row["true_class"], row["predicted_class"]) for row in rows
                      if row["true_class"] != row["predicted_class"])
     return write_page(
-        os.path.join(out_dir, PAGE), "report.html.j2", title=title, report=report, meta=meta, classes=classes,
+        os.path.join(out_dir, PAGE), "report.html.j2", title=title, report=report, classes=classes,
         positive=positive, model=model_facts(meta, report), headline=headline(report), flow=flow,
-        training=counts_table(training, meta["training"].get("group_unit") or group_unit) if training else None,
-        test=counts_table(test_counts, group_unit), validation=validation, figures=figures, flagged=flagged,
-        errors=sorted(errors.items()), limitations=limitations(report, meta, test_counts, audit),
-        provenance=report.get("provenance") or {})
+        training=counts_table(training, (meta.get("training") or {}).get("group_unit") or group_unit)
+        if training else None, test=counts_table(test_counts, group_unit), validation=validation, figures=figures,
+        flagged=flagged, errors=sorted(errors.items()), limitations=limitations(report, test_counts, audit),
+        check_note=sentence(check["note"]) if check.get("note") else None, provenance=report.get("provenance") or {},
+        calibration_note=sentence(scores["calibration_note"]) if scores.get("calibration_note") else None,
+        training_folder=(meta.get("training") or {}).get("train_imgs"))

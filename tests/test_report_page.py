@@ -167,7 +167,36 @@ def test_the_limitations_name_the_audit_of_the_tested_set(hostile_run, tmp_path,
     assert report_page.audit_of(str(tmp_path / "elsewhere")) is None
     audit = report_page.audit_of(f"{data}/")  # the same folder, written otherwise
     report = json.loads((hostile_run / "report.json").read_text())
-    said = " ".join(report_page.limitations(report, {}, {"normal": {"images": 50}}, audit))
-    assert "Lung-field audit (make audit on mine): 97 % of the head's ROC-AUC" in said
+    said = " ".join(report_page.limitations(report, {"normal": {"images": 50}}, audit))
+    assert "Lung-field audit (make audit on mine): of a head trained on this set there, 97 % of its ROC-AUC" in said
     assert "most of this signal is outside the lung fields" in said
-    assert "No lung-field audit" in " ".join(report_page.limitations(report, {}, {}, None))
+    assert "No lung-field audit" in " ".join(report_page.limitations(report, {}, None))
+
+
+def test_a_page_for_three_classes_and_for_a_head_from_before_the_page(tmp_path):
+    from models.report_page import write_report_page
+
+    classes = ["a", "b", "c"]
+    train = make_split(tmp_path / "train", classes, 20, seed=1)
+    test = make_split(tmp_path / "test", classes, 10, seed=2, separation=0.8)
+    train_model.main([*train, str(tmp_path / "m"), "--epochs", "2", "--batch-size", "16"])
+    test_model.main([*test, str(tmp_path / "m"), "--heatmaps", "none"])
+    out = tmp_path / "m" / "eval"
+    text = " ".join(Page((out / "report.html").read_text(encoding="utf-8")).text)
+    assert "each class against the rest" in text and "Calibration is measured per class" in text
+    report = json.loads((out / "report.json").read_text())
+    write_report_page(out, report, {"backbone": {}, "classes": classes})  # head.json of an old head: little recorded
+    text = " ".join(Page((out / "report.html").read_text(encoding="utf-8")).text)
+    assert "layout n/a" in text and "Not recorded by this head." in text
+
+
+def test_an_audit_that_found_no_signal_is_said_so(hostile_run, tmp_path, monkeypatch):
+    from models import report_page
+    from models.fileio import write_json
+
+    write_json(tmp_path / "audit.json", {"datasets": {"mine": {"data": str(tmp_path), "verdicts": {
+        report_page.AUDIT_HEAD: {"share_surviving_lungs_hidden": None, "warning": None}}}}})
+    monkeypatch.setattr(report_page, "AUDIT_FILE", str(tmp_path / "audit.json"))
+    report = json.loads((hostile_run / "report.json").read_text())
+    said = " ".join(report_page.limitations(report, {}, report_page.audit_of(str(tmp_path))))
+    assert "found no signal" in said
