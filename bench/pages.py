@@ -9,7 +9,7 @@ MXNet nor scikit-learn. Layouts in ``models/templates/accuracy.html.j2`` and ``a
 import argparse
 import os
 
-from models.errors import run_cli
+from models.errors import UserError, run_cli
 from models.fileio import read_json
 from models.pages import file_uri, write_page
 
@@ -52,7 +52,7 @@ def write_accuracy_page(results, path):
     """Write ``path`` from ``results`` (accuracy.json's content); returns its path."""
     sets = [accuracy_set(name, record) for name, record in results["datasets"].items()]
     return write_page(path, "accuracy.html.j2", results=results, sets=sets, columns=ACCURACY_COLUMNS,
-                      probability_columns=PROBABILITY_COLUMNS)
+                      probability_columns=PROBABILITY_COLUMNS, source=_named(path, ".json"))
 
 
 def audit_set(name, record):
@@ -65,7 +65,13 @@ def audit_set(name, record):
 def write_audit_page(results, chart, path):
     """Write ``path`` from ``results`` (audit.json's content) and ``chart`` (audit.png, shown where it exists)."""
     sets = [audit_set(name, record) for name, record in results["datasets"].items()]
-    return write_page(path, "audit.html.j2", results=results, sets=sets, chart=file_uri(chart))
+    return write_page(path, "audit.html.j2", results=results, sets=sets, chart=file_uri(chart),
+                      source=_named(path, ".json"))
+
+
+def _named(page, suffix):
+    """The results file beside ``page`` (the page's name with ``suffix``)."""
+    return os.path.basename(os.path.splitext(page)[0] + suffix)
 
 
 def main(argv=None):
@@ -74,6 +80,9 @@ def main(argv=None):
     parser.add_argument("--audit", default=os.path.join(BENCH, "audit.json"),
                         help="(default: %(default)s; its chart: the PNG beside it)")
     args = parser.parse_args(argv)
+    if not (os.path.isfile(args.accuracy) or os.path.isfile(args.audit)):
+        raise UserError(f"nothing to do: neither {args.accuracy} nor {args.audit} exists (make accuracy / make audit "
+                        f"write them)")
     if os.path.isfile(args.accuracy):
         results = read_json(args.accuracy, "accuracy results")
         print(f"wrote {write_accuracy_page(results, page_path(args.accuracy))}")
