@@ -90,7 +90,7 @@ def test_a_film_that_cannot_be_read_again_leaves_its_cell_empty(predicted, tiny_
 
     os.remove(next(path for path in (predicted.parent / "films").iterdir() if path.name == "a_red.png"))
     write_predictions_page(str(predicted), ["normal", "pneumonia"], View(), {"written_by": "test", "source": "s",
-                                                                             "epoch": 1, "threshold": 1.0})
+                                                                             "epoch": 1, "check": (1.0, "test", 200)})
     page = self_contained(predicted / "predictions.html")
     assert len(page.images) == 4 and page.keyed["scored"] == "5"
 
@@ -118,7 +118,7 @@ from models.images import View
 from models.onnx_predict import predict_files
 from models.predictions_page import write_predictions_page
 write_predictions_page(sys.argv[1], ["normal", "pneumonia"], View(), {"written_by": "models.onnx_predict",
-                       "source": "c.onnx", "epoch": 2, "threshold": None, "rule": None})
+                       "source": "c.onnx", "epoch": 2, "check": None, "rule": None})
 print(sorted(name for name in ("mxnet", "sklearn", "scipy") if sys.modules.get(name) is not None))
 """
 
@@ -127,12 +127,14 @@ def test_the_onnx_runner_renders_its_page_without_mxnet_scikit_learn_or_scipy(tm
     (tmp_path / "predictions.csv").write_text("file,predicted_class,p_normal,p_pneumonia,training_distance,"
                                               "unlike_training,skipped_reason\n"
                                               "gone.png,normal,0.75,0.25,,,\n"
+                                              f"{tmp_path / 'film.png'},pneumonia,0.25,0.75,,,\n"
                                               "bad.dcm,,,,,,not a readable image (truncated)\n")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 240), dtype=np.uint8)).save(tmp_path / "film.png")
     ran = subprocess.run([sys.executable, "-c", NO_MXNET, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.strip() == "[]"
     page = self_contained(tmp_path / "predictions.html")
-    assert page.images == [] and "not a readable image (truncated)" in " ".join(page.text)
+    assert len(page.images) == 1 and "not a readable image (truncated)" in " ".join(page.text)  # film.png's
 
 
 @pytest.fixture(scope="module")
