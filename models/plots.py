@@ -14,6 +14,13 @@ def figure(width, height):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def texts(fig):
+    """Every text a figure shows (titles, labels, legends, notes): what a test can hold a plot to."""
+    from matplotlib.text import Text
+
+    return [artist.get_text() for artist in fig.findobj(Text) if artist.get_text()]
+
+
 def save_figure(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -106,6 +113,7 @@ def plot_roc(curves, path):
            ylim=(-0.02, 1.03))
     fig.legend(loc="outside lower center", fontsize="small")
     save_figure(fig, path)
+    return fig
 
 
 def plot_reliability(scores, positive_class, path, other_class="the others"):
@@ -118,6 +126,7 @@ def plot_reliability(scores, positive_class, path, other_class="the others"):
     _draw_reliability_bins(top, scores, positive_class)
     _draw_prediction_histogram(bottom, scores["histogram"], positive_class, other_class)
     save_figure(fig, path)
+    return fig
 
 
 def _draw_reliability_bins(ax, scores, positive_class):

@@ -6,7 +6,7 @@ import pytest
 
 from models import metrics
 from models.evaluation import display_choice
-from models.plots import overlay_caption, plot_predictions, plot_reliability, plot_roc
+from models.plots import overlay_caption, plot_predictions, plot_reliability, plot_roc, texts
 
 
 def test_display_choice_shows_missed_positives_then_false_alarms_then_correct_calls_of_each_class():
@@ -51,15 +51,22 @@ def scored_images(count):
 @pytest.mark.parametrize("count", [25, 400])
 def test_the_calibration_plot_is_written_for_few_and_for_many_images(tmp_path, count):
     scores = metrics.probability_scores(*scored_images(count), 1)
-    plot_reliability(scores, "pneumonia", tmp_path / "calibration.png", "normal")
+    shown = " ".join(texts(plot_reliability(scores, "pneumonia", tmp_path / "calibration.png", "normal")))
+    shown = shown.replace("\n", " ")  # the note is wrapped
     assert (tmp_path / "calibration.png").stat().st_size > 0
+    assert ("too few to judge calibration" in shown) == (count < 100)
+    assert f"{len(scores['reliability_bins'])} bins of" in shown and "true normal" in shown
 
 
 def test_the_roc_plot_is_written_with_its_operating_points(tmp_path):
     truth, probabilities = scored_images(25)
     curves = metrics.compute_metrics(truth, probabilities, ["normal", "pneumonia"], 1, 0.48)[1]
-    plot_roc(curves, tmp_path / "roc_curve.png")
+    shown = texts(plot_roc(curves, tmp_path / "roc_curve.png"))
     assert (tmp_path / "roc_curve.png").stat().st_size > 0
+    marks = [text for text in shown if "FPR" in text]
+    assert len(marks) == 2 and marks[0].startswith("operating threshold 0.48")
+    same = np.allclose(*(point for _, point in curves[0][4]))
+    assert ("same point as" in marks[1]) == same
 
 
 def test_the_prediction_grid_is_written_with_a_flagged_image(tmp_path):
@@ -67,3 +74,11 @@ def test_the_prediction_grid_is_written_with_a_flagged_image(tmp_path):
     plot_predictions(images, ["normal", "pneumonia"], ["pneumonia", "pneumonia"], np.array([[0.4, 0.6], [0.2, 0.8]]),
                      ["normal", "pneumonia"], tmp_path / "predictions.png", columns=2, flags=[True, False])
     assert (tmp_path / "predictions.png").stat().st_size > 0
+
+
+def test_coinciding_operating_points_are_told_apart_in_the_roc_legend(tmp_path):
+    p = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])  # nothing between 0.45 and 0.5: both thresholds give one point
+    curves = metrics.compute_metrics(np.array([0, 0, 1, 0, 1, 1]), np.stack([1 - p, p], axis=1), ["normal", "nodule"],
+                                     1, 0.45)[1]
+    marks = [text for text in texts(plot_roc(curves, tmp_path / "roc.png")) if "FPR" in text]
+    assert marks[0].startswith("operating threshold 0.45") and marks[1].endswith("(same point as 0.450)")
