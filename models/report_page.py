@@ -154,7 +154,7 @@ def limitations(report, test_counts, audit):
             said.append(f"{check['flagged']} of {n} test images ({100 * check['share']:.1f} %) are unlike the "
                         f"training films: their scores deserve less trust.")
         if check.get("note"):
-            said.append("Input check: " + sentence(check["note"]))
+            said.append(sentence(check["note"].replace("the threshold", "the input check's threshold", 1)))
     if report.get("training_overlap") and report["training_overlap"]["images"]:
         said.append(f"{report['training_overlap']['images']} test images are images the head was trained on, "
                     f"scored anyway (--allow-overlap): the estimates flatter the head.")
