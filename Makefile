@@ -39,7 +39,7 @@ REPRO_OUT ?= data/reproduce
 SCRAPER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo figure test test-fast pipeline validate onnx reproduce bench exports accuracy audit clean
+.PHONY: help setup browser demo figure test test-fast pipeline validate onnx reproduce bench exports accuracy audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,14 +62,28 @@ $(WEIGHTS): models/weights.py | $(VENV)/.installed
 demo: setup ## set up, then run steps 2-5 offline on the bundled NIH chest X-rays (examples/nih-sample) into data/demo (~40 s)
 	@$(MAKE) --no-print-directory pipeline DATA="$(DEMO_DATA)" OUT="$(DEMO_OUT)" GROUP_PATTERN='^(\d+)_'
 
-figure: demo ## run make demo, then draw the README's picture, docs/demo-report.png: the top of its report.html in headless Chromium (apt-get install chromium)
+figure: demo browser ## run make demo, then draw the README's picture, docs/demo-report.png: the top of its report.html in headless Chromium
 	@command -v $(CHROMIUM) >/dev/null || { echo "error: make figure needs Chromium: apt-get install chromium (or CHROMIUM=path)" >&2; exit 2; }
 	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1400 --screenshot="$(abspath $(DEMO_OUT))/report-top.png" "file://$(abspath $(DEMO_OUT))/models/eval/report.html" 2>/dev/null
 	$(PY) -c "from PIL import Image; Image.open('$(DEMO_OUT)/report-top.png').convert('RGB').quantize(colors=64).save('docs/demo-report.png', optimize=True)"
 	@echo "wrote docs/demo-report.png"
 
-test: setup $(VENV)/.installed-dev ## set up, then run the whole test suite
+test: setup $(VENV)/.installed-dev browser ## set up, then run the whole test suite
 	$(PY) -m pytest tests
+
+# Debian's chromium and a font (its recommends, which we skip, would add ~150 packages a headless page does not need)
+BROWSER_PACKAGES := chromium fonts-liberation
+browser: ## install headless Chromium for the page tests and make figure, where none is on PATH (apt-get, as root)
+	@command -v $(CHROMIUM) >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing headless Chromium for the page tests: apt-get install $(BROWSER_PACKAGES)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } || \
+	    echo "note: apt-get could not install Chromium: the browser tests will be skipped (docs/report.md)"; \
+	  else \
+	    echo "note: no Chromium on PATH and no root apt-get to install it: the browser tests will be skipped (docs/report.md)"; \
+	  fi; }
 
 test-fast: setup $(VENV)/.installed-dev ## set up, then run the tests not marked slow (no real ResNet-50, no whole pipeline: ~2 min)
 	$(PY) -m pytest tests -m "not slow"
