@@ -41,8 +41,18 @@ def _shrunk_estimate(features):
     """(mean, precision): the features' mean and the inverse of their Ledoit-Wolf shrunk covariance."""
     from sklearn.covariance import LedoitWolf
 
-    estimate = LedoitWolf().fit(features)
-    return estimate.location_, estimate.precision_
+    estimate = LedoitWolf(store_precision=False).fit(features)
+    return estimate.location_, _symmetric_pseudo_inverse(estimate.covariance_)
+
+
+def _symmetric_pseudo_inverse(matrix):
+    """scipy.linalg.pinvh's result (its cutoff) by numpy's divide-and-conquer eigensolver. scikit-learn's own precision
+    goes through scipy's default driver, LAPACK dsyevr, which in the OpenBLAS scipy 1.11 ships raises 'Internal Error'
+    on some covariances on AMD Zen 5 (bench.run --quick's random codes, for one)."""
+    values, vectors = np.linalg.eigh(matrix)
+    cutoff = values.max(initial=0.0) * len(values) * np.finfo(values.dtype).eps
+    inverse = np.divide(1.0, values, out=np.zeros_like(values), where=values > cutoff)
+    return (vectors * inverse) @ vectors.T
 
 
 def _distances(features, mean, precision):

@@ -94,6 +94,21 @@ def test_the_check_is_stored_with_the_head_and_applied_by_test_model(tmp_path, c
     assert status == 2 and err.count("error:") == 1 and INPUT_CHECK_FILE in err
 
 
+@pytest.mark.parametrize("n", [9, 17, 32])
+def test_the_check_fits_the_covariances_scipys_default_eigensolver_fails_on(n):
+    # bench.run --quick's codes: with their first 9 or 17 images, scikit-learn's precision (LAPACK dsyevr in scipy
+    # 1.11's OpenBLAS) raised 'Internal Error' on AMD Zen 5
+    from sklearn.covariance import LedoitWolf
+
+    from models.inputcheck import pooled
+
+    codes = np.maximum(np.random.default_rng(0).standard_normal((32, 512, 7, 7), dtype=np.float32), 0)[:n]
+    check = InputCheck().fit(codes)
+    covariance = LedoitWolf(store_precision=False).fit(pooled(codes)).covariance_
+    assert np.allclose(check.precision_ @ covariance, np.eye(512), atol=1e-8)
+    assert np.isfinite(check.threshold_) and check.threshold_ > 0
+
+
 @pytest.mark.parametrize("groups", [None, ["one"] * 30])
 def test_few_groups_still_give_a_threshold(groups):
     check = InputCheck().fit(relu_codes(30, seed=5), groups)
