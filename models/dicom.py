@@ -24,6 +24,7 @@ DICOM_EXTENSIONS = (".dcm", ".dicom")
 PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM file (Part 10)
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
 GRAY = ("MONOCHROME1", "MONOCHROME2")
+OUT_OF_SCOPE = "not a chest radiograph"  # how the reason of a file left out by its header begins
 
 
 # pydicom warns of every non-conformance it reads past (what stops a file is said in DicomError's reasons); set aside
@@ -97,12 +98,12 @@ class Scope:
         if modality and modality not in PROJECTION_MODALITIES and modality not in self.modalities \
                 and ANY not in self.modalities:
             named = f" ({MODALITY_NAMES[modality]})" if modality in MODALITY_NAMES else ""
-            raise OutOfScope(f"not a chest radiograph: its Modality is {modality}{named}, not a projection "
+            raise OutOfScope(f"{OUT_OF_SCOPE}: its Modality is {modality}{named}, not a projection "
                              f"radiograph ({', '.join(PROJECTION_MODALITIES)}); --allow-modality {modality} reads it "
                              f"anyway", f"Modality {modality}")
         part = str(ds.get("BodyPartExamined") or "").strip().upper()
         if part and part not in CHEST_BODY_PARTS and part not in self.body_parts and ANY not in self.body_parts:
-            raise OutOfScope(f"not a chest radiograph: its Body Part Examined is {part}, not "
+            raise OutOfScope(f"{OUT_OF_SCOPE}: its Body Part Examined is {part}, not "
                              f"{', '.join(CHEST_BODY_PARTS)}; --allow-body-part '{part}' reads it anyway",
                              f"Body Part Examined {part}")
 

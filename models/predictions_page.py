@@ -8,6 +8,7 @@ MXNet, scikit-learn or SciPy). Layout in ``models/templates/predictions.html.j2`
 import csv
 import os
 
+from models.dicom import OUT_OF_SCOPE
 from models.images import ImageReadError
 from models.inputcheck import sureness_note
 from models.pages import photo_uri, write_page
@@ -52,9 +53,10 @@ def write_predictions_page(out_dir, classes, view, facts):
         image["thumb"] = thumbnail(view, image["file"])
     skipped = [(row["file"], row[SKIPPED_COLUMN]) for row in table if row[SKIPPED_COLUMN]]
     flagged = sum(image["flagged"] for image in scored)
+    out_of_scope = sum(reason.startswith(OUT_OF_SCOPE) for _, reason in skipped)
     check = facts.get("check")
     return write_page(os.path.join(out_dir, PAGE), "predictions.html.j2", classes=classes, images=scored,
-                      skipped=skipped, flagged=flagged, facts=facts, has_check=check is not None,
+                      skipped=skipped, out_of_scope=out_of_scope, flagged=flagged, facts=facts, has_check=check is not None,
                       threshold=check[0] if check else None, check_note=_sentence(sureness_note(check[2]))
                       if check else None, thumbnails=THUMBNAILS)
 

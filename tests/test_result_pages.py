@@ -3,12 +3,14 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom.data import get_testdata_file
 
 import train_model
 from bench.pages import main as write_bench_pages
@@ -55,8 +57,8 @@ def tiny_head(tmp_path_factory):
 
 @pytest.fixture()
 def predicted(tiny_head, tmp_path, monkeypatch):
-    """models.predict on two red films (one named as HTML), two grey ones, a 16-bit one and a corrupt file: the
-    output folder."""
+    """models.predict on two red films (one named as HTML), two grey ones, a 16-bit one, a corrupt file and a CT
+    slice: the output folder."""
     monkeypatch.setattr("models.predict.recorded_backbone", lambda *args: FakeBackbone())
     films = tmp_path / "films"
     films.mkdir()
@@ -65,6 +67,7 @@ def predicted(tiny_head, tmp_path, monkeypatch):
         Image.new("RGB", (300, 260), colour).save(films / name)
     Image.fromarray(np.full((260, 300), 20000, np.uint16)).save(films / "d_16bit.png")  # read as the backbone did
     (films / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not a film")
+    shutil.copy(get_testdata_file("CT_small.dcm"), films / "ct_small.dcm")  # pydicom's CT slice: left out by its header
     out = tmp_path / "pred"
     assert predict_images(str(tiny_head), [str(films)], out_dir=str(out), log=lambda *a: None) == 5
     return out
@@ -75,12 +78,13 @@ def test_predictions_page_flagged_first_skipped_listed_names_as_text(predicted):
     page = self_contained(predicted / "predictions.html")
     assert len(page.images) == 5 and all(src.startswith("data:image/jpeg;base64,") for src in page.images)
     assert max(map(len, page.images)) < 10_000  # a thumbnail, not the film
-    assert (page.keyed["scored"], page.keyed["flagged"], page.keyed["skipped"]) == ("5", "3", "1")
+    assert (page.keyed["scored"], page.keyed["flagged"], page.keyed["skipped"]) == ("5", "3", "2")
+    assert (page.keyed["out_of_scope"], page.keyed["unreadable"]) == ("1", "1")
     shown = [text for text in page.text if text.endswith(".png")]
     files = [os.path.basename(text) for text in shown]
     assert files[:3] == ["b_grey.png", "c_grey.png", "d_16bit.png"]  # the flagged first, each part as given
     assert files[3:] == [HOSTILE, "a_red.png", "corrupt.png"]  # "<" sorts before "a"
-    assert "not a readable image" in html
+    assert "not a readable image" in html and "not a chest radiograph: its Modality is CT" in html
     assert HOSTILE not in html and "&lt;img src=x onerror=alert(1)&gt;.png" in html
 
 
