@@ -56,7 +56,8 @@ def write_predictions_page(out_dir, classes, view, facts):
     out_of_scope = sum(reason.startswith(OUT_OF_SCOPE) for _, reason in skipped)
     check = facts.get("check")
     return write_page(os.path.join(out_dir, PAGE), "predictions.html.j2", classes=classes, images=scored,
-                      skipped=skipped, out_of_scope=out_of_scope, flagged=flagged, facts=facts, has_check=check is not None,
+                      skipped=skipped, out_of_scope=out_of_scope, flagged=flagged, facts=facts,
+                      has_check=check is not None,
                       threshold=check[0] if check else None, check_note=_sentence(sureness_note(check[2]))
                       if check else None, thumbnails=THUMBNAILS)
 

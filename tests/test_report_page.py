@@ -135,7 +135,8 @@ def render(path, screenshot, size="1100,3000"):
     return np.asarray(Image.open(screenshot).convert("L")), console
 
 
-@pytest.mark.skipif(browser() is None, reason="no headless Chromium here: apt-get install chromium, or make browser (docs/report.md)")
+@pytest.mark.skipif(browser() is None,
+                    reason="no headless Chromium here: apt-get install chromium, or make browser (docs/report.md)")
 def test_a_browser_draws_the_page_without_a_console_error(hostile_run, tmp_path):
     pixels, console = render(hostile_run / "report.html", tmp_path / "page.png")
     assert console == []

@@ -107,7 +107,8 @@ def test_a_run_that_scores_nothing_writes_no_page(predicted, tiny_head, monkeypa
     assert (predicted / "predictions.html").read_bytes() == before
 
 
-@pytest.mark.skipif(browser() is None, reason="no headless Chromium here: apt-get install chromium, or make browser (docs/report.md)")
+@pytest.mark.skipif(browser() is None,
+                    reason="no headless Chromium here: apt-get install chromium, or make browser (docs/report.md)")
 def test_a_browser_draws_the_predictions_page_without_a_console_error(predicted, tmp_path):
     pixels, console = render(predicted / "predictions.html", tmp_path / "page.png", "1100,1200")
     assert console == [] and pixels.std() > 20
