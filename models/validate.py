@@ -20,7 +20,7 @@ from collections import Counter
 
 from models.cli import (add_backbone_argument, add_batch_size_argument, add_gpus_argument, add_group_arguments,
                         add_scope_arguments, scope_of)
-from models.dicom import Scope
+from models.dicom import OUT_OF_SCOPE, Scope
 from models.errors import UserError, named, run_cli
 from models.fileio import check_output_folder, link_or_copy, write_json
 from models.images import class_folders, is_image_name, scoring_view
@@ -152,7 +152,7 @@ def validate(models_dir, root, out, group_pattern=None, group_by=None, batch_siz
     report["validation"] = dict(shift_report(report, meta), data=os.path.abspath(root), folders=counts,
                                 not_chest_radiographs={image: str(err) for image, err in left_out.items()})
     report["flow"] = dict(report["flow"], source=os.path.abspath(root), found=sum(counts.values()) + len(left_out),
-                          left_out={f"not a chest radiograph ({reason})": n for reason, n in
+                          left_out={f"{OUT_OF_SCOPE} ({reason})": n for reason, n in
                                     Counter(err.reason for err in left_out.values()).items()})
     write_json(os.path.join(eval_dir, "report.json"), report)
     write_report_page(eval_dir, report, meta, title="External validation")

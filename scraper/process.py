@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 
 from models.cli import add_group_arguments, add_scope_arguments, fraction, scope_of
 from models.errors import UserError, counted, run_cli
-from models.dicom import (DICOM_EXTENSIONS, DicomError, OutOfScope, Scope, burned_in, dicom_header, patient_id,
-                          read_dicom, view_position)
+from models.dicom import (DICOM_EXTENSIONS, OUT_OF_SCOPE, DicomError, OutOfScope, Scope, burned_in, dicom_header,
+                          patient_id, read_dicom, view_position)
 from models.fileio import atomic_path, check_output_folder, link_or_copy, write_json
 from models.images import IMAGE_EXTENSIONS, RASTER_EXTENSIONS, is_dicom_file, is_image_name
 from models.labels import patient_hasher, save_labels
@@ -105,7 +105,7 @@ def folder_items(root, group_pattern=None, group_by=None, keep_views=None, allow
                         header = dicom_header(f.path, scope)
                     except OutOfScope as err:
                         print(f"warning: leaving out {image}: {err}", file=sys.stderr)
-                        dropped.append({"image": image, "reason": f"not a chest radiograph: {err.reason}",
+                        dropped.append({"image": image, "reason": f"{OUT_OF_SCOPE}: {err.reason}",
                                         "detail": str(err)})
                         continue
                     except DicomError as err:
