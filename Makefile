@@ -74,16 +74,16 @@ test: setup $(VENV)/.installed-dev browser ## set up, then run the whole test su
 # Debian's chromium and a font (its recommends, which we skip, would add ~150 packages a headless page does not need)
 BROWSER_PACKAGES := chromium fonts-liberation
 browser: ## install headless Chromium for the page tests and make figure, where none is on PATH (apt-get, as root)
-	@command -v $(CHROMIUM) >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing headless Chromium for the page tests: apt-get install $(BROWSER_PACKAGES)"; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
-	    { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } || \
-	    echo "note: apt-get could not install Chromium: the browser tests will be skipped (docs/report.md)"; \
-	  else \
-	    echo "note: no Chromium on PATH and no root apt-get to install it: the browser tests will be skipped (docs/report.md)"; \
-	  fi; }
+	@for b in $(CHROMIUM) chromium-browser google-chrome; do command -v $$b >/dev/null 2>&1 && exit 0; done; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing headless Chromium for the page tests: apt-get install $(BROWSER_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } || \
+	  echo "note: apt-get could not install Chromium: the browser tests will be skipped (docs/report.md)"; \
+	else \
+	  echo "note: no Chromium on PATH and no root apt-get to install it: the browser tests will be skipped (docs/report.md)"; \
+	fi
 
 test-fast: setup $(VENV)/.installed-dev ## set up, then run the tests not marked slow (no real ResNet-50, no whole pipeline: ~2 min)
 	$(PY) -m pytest tests -m "not slow"

@@ -125,6 +125,10 @@ def browser():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+needs_browser = pytest.mark.skipif(
+    browser() is None, reason="no headless Chromium here: apt-get install chromium, or make browser (docs/report.md)")
+
+
 def render(path, screenshot, size="1100,3000"):
     """Headless Chromium on ``path``: (the screenshot as an array, the console messages it logged)."""
     run = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
@@ -135,8 +139,7 @@ def render(path, screenshot, size="1100,3000"):
     return np.asarray(Image.open(screenshot).convert("L")), console
 
 
-@pytest.mark.skipif(browser() is None,
-                    reason="no headless Chromium here: apt-get install chromium, or make browser (docs/report.md)")
+@needs_browser
 def test_a_browser_draws_the_page_without_a_console_error(hostile_run, tmp_path):
     pixels, console = render(hostile_run / "report.html", tmp_path / "page.png")
     assert console == []

@@ -17,7 +17,7 @@ from bench.pages import main as write_bench_pages
 from helpers import CODE_SHAPE, REPO, make_split
 from models.errors import UserError
 from models.predict import predict_images
-from test_report_page import Page, browser, render
+from test_report_page import Page, needs_browser, render
 
 HOSTILE = "<img src=x onerror=alert(1)>.png"
 BENCH = os.path.join(REPO, "bench")
@@ -107,8 +107,7 @@ def test_a_run_that_scores_nothing_writes_no_page(predicted, tiny_head, monkeypa
     assert (predicted / "predictions.html").read_bytes() == before
 
 
-@pytest.mark.skipif(browser() is None,
-                    reason="no headless Chromium here: apt-get install chromium, or make browser (docs/report.md)")
+@needs_browser
 def test_a_browser_draws_the_predictions_page_without_a_console_error(predicted, tmp_path):
     pixels, console = render(predicted / "predictions.html", tmp_path / "page.png", "1100,1200")
     assert console == [] and pixels.std() > 20
